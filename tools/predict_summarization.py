@@ -1,0 +1,88 @@
+"""Summarize texts with a checkpoint trained by train.py.
+
+    python tools/predict_summarization.py output/summarization texts.txt
+    python tools/predict_summarization.py output/summarization/checkpoint-300 data.jsonl --text_column=content --output=out.jsonl
+
+CHECKPOINT is a checkpoint directory, or an output_dir (its best checkpoint, else its newest).
+INPUT is a .txt file (one text per line) or a JSON/JSONL/TSV/CSV file (with --text_column).
+Writes JSON lines {"source", "prediction"} to --output, or prints them.
+"""
+import argparse
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import train as summarization  # noqa: E402
+import train_utils as tu  # noqa: E402
+from data_utils import DataError, read_examples  # noqa: E402
+
+
+def resolve_checkpoint(path):
+    """An output_dir means its best checkpoint (trainer_state.json), else its newest complete one."""
+    if os.path.isfile(os.path.join(path, tu.COMPLETE_MARKER)) or os.path.isfile(os.path.join(path, "model_state.pdparams")):
+        return path
+    state_file = os.path.join(path, "trainer_state.json")
+    if os.path.isfile(state_file):
+        with open(state_file, encoding="utf-8") as f:
+            best = json.load(f).get("best_checkpoint")
+        if best and os.path.isdir(best):
+            return best
+    newest = tu.latest_checkpoint(path)
+    if newest is None:
+        raise DataError(f"no checkpoint found in {path}: pass a checkpoint-<step> directory or a train.py output_dir")
+    return newest
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint")
+    parser.add_argument("input")
+    parser.add_argument("--text_column", default="0", help="column name or 0-based index (default: 0; .txt ignores it)")
+    parser.add_argument("--output", default="", help="JSONL file to write; default prints to stdout")
+    parser.add_argument("--num_beams", type=int, default=None, help="default: the value used in training")
+    parser.add_argument("--max_target_length", type=int, default=None)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--device", choices=["auto", "gpu", "cpu"], default="auto")
+    args = parser.parse_args(argv)
+
+    from paddlenlp.transformers import AutoTokenizer, BartForConditionalGeneration
+
+    try:
+        checkpoint = resolve_checkpoint(args.checkpoint)
+        with open(os.path.join(checkpoint, tu.TRAIN_CONFIG_FILE), encoding="utf-8") as f:
+            cfg = {**summarization.CONFIG, **json.load(f)}
+        column = args.text_column if not args.input.endswith(".txt") else 0
+        examples = read_examples(args.input, {"source": column}, log=lambda m: print(m, file=sys.stderr))
+    except (DataError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    cfg.update(eval_batch_size=args.batch_size)
+    if args.num_beams is not None:
+        cfg["num_beams"] = args.num_beams
+    if args.max_target_length is not None:
+        cfg["max_target_length"] = args.max_target_length
+    tu.setup_device(args.device)
+    print(f"loading {checkpoint}", file=sys.stderr)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    model = BartForConditionalGeneration.from_pretrained(checkpoint)
+    model.eval()
+    ids = summarization.special_ids(tokenizer, model)
+    for ex in examples:
+        ex["target"] = ""
+    features = summarization.tokenize_examples(examples, tokenizer, cfg, ids["eos"])
+    predictions = summarization.generate(model, tokenizer, features, cfg, ids, desc="summarize")
+    lines = [json.dumps({"source": ex["source"], "prediction": p}, ensure_ascii=False) for ex, p in zip(examples, predictions)]
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+        print(f"wrote {len(lines)} predictions to {args.output}", file=sys.stderr)
+    else:
+        print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

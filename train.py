@@ -1,0 +1,415 @@
+"""Fine-tune BART for summarization with PaddlePaddle.
+
+    python train.py                                  # built-in sample, tiny BART, CPU-friendly
+    python train.py --config configs/lcsts_new.py    # a preset
+    python train.py --learning_rate=3e-4 --max_steps=500
+    python -m paddle.distributed.launch --nproc_per_node 2 train.py ...
+
+Every key below can be overridden; `python train.py --help` lists them.
+"""
+import functools
+import json
+import os
+import re
+
+import numpy as np
+
+import train_utils as tu
+from data_utils import (
+    SUMMARIZATION_NAME_MAPPING,
+    DataError,
+    load_paddlenlp_dataset,
+    read_examples,
+    truncate,
+    write_char_vocab,
+)
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+CONFIG = dict(
+    # --- run ---
+    seed=42,
+    output_dir="output/summarization",
+    overwrite_output_dir=False,  # allow a new run to replace the files of an old one in output_dir
+    resume_from_checkpoint=None,  # "auto" (newest complete checkpoint in output_dir) or a checkpoint path
+    device="auto",  # "auto" (GPU when there is one), "gpu" or "cpu"
+    # --- model ---
+    pretrained_model="",  # paddlenlp name, local Paddle dir or local HF dir; "" builds from model_config
+    model_config=dict(  # used when pretrained_model is "": a small BART trained from scratch
+        d_model=128,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=256,
+        decoder_ffn_dim=256,
+        max_position_embeddings=256,
+        dropout=0.1,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+    ),
+    converted_model_dir="",  # where a local HF checkpoint is converted to; "" = next to it, suffixed -paddle
+    # --- data ---
+    dataset_name="",  # "lcsts_new" (paddlenlp; downloads when online) or "" for the files below
+    train_file=os.path.join("datasets", "sample_summarization", "train.jsonl"),
+    dev_file=os.path.join("datasets", "sample_summarization", "dev.jsonl"),
+    test_file="",
+    dev_size=0,  # with no dev_file: hold out this many shuffled train rows as dev
+    text_column=None,  # name or 0-based index; None: from dataset_name, or detected (source/content/text/...)
+    summary_column=None,  # name or 0-based index; None: from dataset_name, or detected (target/title/summary/...)
+    max_source_length=192,
+    max_target_length=32,
+    min_target_length=0,
+    max_train_samples=0,  # 0 = all
+    max_eval_samples=0,  # 0 = all
+    ignore_pad_token_for_loss=True,  # labels padded with -100, so padding never counts in the loss
+    skip_bad_rows=False,  # skip (and count) bad rows instead of stopping at the first
+    pad_to_max_length=False,  # pad every batch to max_*_length (the slow way; for benchmarks)
+    group_by_length=True,  # batches of similar lengths, so dynamic padding pads little
+    # --- training ---
+    train_batch_size=32,  # per device
+    eval_batch_size=64,
+    gradient_accumulation_steps=1,
+    num_train_epochs=3,
+    max_steps=-1,  # > 0 overrides num_train_epochs
+    learning_rate=1e-3,
+    warmup_proportion=0.05,
+    warmup_steps=0,  # > 0 wins over warmup_proportion
+    adam_epsilon=1e-8,
+    weight_decay=0.01,
+    max_grad_norm=1.0,  # global-norm clipping; 0 = off
+    use_amp=False,  # GPU only; ignored with a warning on CPU
+    amp_dtype="float16",  # "float16" (with loss scaling) or "bfloat16"
+    scale_loss=2.0**15,  # initial GradScaler loss scale for float16 AMP
+    # --- evaluation, logging, checkpoints ---
+    logging_steps=10,
+    eval_steps=0,  # 0 = same as save_steps
+    save_steps=50,
+    save_total_limit=2,  # the best checkpoint (by rougeL) and the newest are always kept
+    num_beams=1,  # 1 = greedy
+    num_eval_samples_logged=8,  # rows in the wandb table of sample predictions
+    report_to="wandb",  # "wandb" or "none"; wandb runs offline without credentials
+    wandb_project="paddle-finetune",
+    wandb_run_name="",
+)
+
+# Column pairs recognised when text_column/summary_column are not given.
+KNOWN_COLUMN_PAIRS = [("source", "target"), ("content", "title"), ("content", "summary"), ("text", "summary"),
+                      ("document", "summary"), ("article", "highlights"), ("abstract", "title")]
+
+
+def validate_config(cfg):
+    if cfg["max_target_length"] < cfg["min_target_length"]:
+        raise tu.ConfigError(
+            f"max_target_length ({cfg['max_target_length']}) < min_target_length ({cfg['min_target_length']})"
+        )
+    for key in ("train_batch_size", "eval_batch_size", "max_source_length", "max_target_length", "save_steps", "logging_steps"):
+        if cfg[key] <= 0:
+            raise tu.ConfigError(f"{key} must be positive, got {cfg[key]}")
+    if not cfg["dataset_name"] and not cfg["train_file"]:
+        raise tu.ConfigError("set dataset_name (e.g. 'lcsts_new') or train_file")
+
+
+# ----------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------
+def detect_columns(path):
+    """Pick a known (text, summary) column pair from the first row of a file with named columns."""
+    from data_utils import iter_rows
+
+    for line_no, row in iter_rows(path, has_header=True):
+        if isinstance(row, dict):
+            for text_col, summary_col in KNOWN_COLUMN_PAIRS:
+                if text_col in row and summary_col in row:
+                    return text_col, summary_col
+            raise DataError(
+                f"{path}:{line_no}: cannot tell the text and summary columns apart among {sorted(row)}; "
+                "set text_column and summary_column"
+            )
+        break
+    raise DataError(f"{path}: set text_column and summary_column (by 0-based index for files without a header)")
+
+
+def resolve_columns(cfg, path):
+    text_col, summary_col = cfg["text_column"], cfg["summary_column"]
+    if text_col is None or summary_col is None:
+        mapped = SUMMARIZATION_NAME_MAPPING.get(cfg["dataset_name"]) or detect_columns(path)
+        text_col = mapped[0] if text_col is None else text_col
+        summary_col = mapped[1] if summary_col is None else summary_col
+    return text_col, summary_col
+
+
+def load_split(cfg, path, split, allow_empty_target=False):
+    text_col, summary_col = resolve_columns(cfg, path)
+    return read_examples(
+        path,
+        {"source": text_col, "target": summary_col},
+        skip_bad_rows=cfg["skip_bad_rows"],
+        allow_empty=("target",) if allow_empty_target else (),
+        log=tu.log,
+    )
+
+
+def split_off(rows, size, seed):
+    """Hold out `size` rows, chosen by seed, so a single file can serve as train and dev."""
+    if size >= len(rows):
+        raise tu.ConfigError(f"dev_size={size} leaves no training rows (the file has {len(rows)})")
+    order = np.random.RandomState(seed).permutation(len(rows))
+    held = set(order[:size].tolist())
+    return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]
+
+
+def load_data(cfg):
+    """{split: [{"source", "target"}]}, every row checked before training starts."""
+    files = {"train": cfg["train_file"], "dev": cfg["dev_file"], "test": cfg["test_file"]}
+    if cfg["dataset_name"] and cfg["dataset_name"] not in ("", "local"):
+        if cfg["dataset_name"] != "lcsts_new":
+            raise tu.ConfigError(f"unknown dataset_name {cfg['dataset_name']!r}: use 'lcsts_new', or '' with train_file/dev_file")
+        local = {s: p for s, p in files.items() if p}
+        if local:  # paddlenlp reads local copies in the dataset's own format
+            loaded = dict(zip(local, load_paddlenlp_dataset("lcsts_new", None, data_files=list(local.values()))))
+        else:
+            loaded = dict(zip(("train", "dev"), load_paddlenlp_dataset("lcsts_new", ("train", "dev"))))
+        data = {}
+        for split, rows in loaded.items():
+            where = files.get(split) or f"lcsts_new/{split}"
+            for i, row in enumerate(rows, start=1):
+                if not str(row.get("source", "")).strip() or (split != "test" and not str(row.get("target", "")).strip()):
+                    raise DataError(f"{where}: row {i}: empty {'source' if not str(row.get('source', '')).strip() else 'target'}")
+            data[split] = [{"source": r["source"], "target": r.get("target", "")} for r in rows]
+    else:
+        data = {split: load_split(cfg, path, split, allow_empty_target=(split == "test")) for split, path in files.items() if path}
+    if "train" not in data:
+        raise tu.ConfigError("no training data: set train_file")
+    if "dev" not in data and cfg["dev_size"] > 0:
+        data["train"], data["dev"] = split_off(data["train"], cfg["dev_size"], cfg["seed"])
+    data["train"] = truncate(data["train"], cfg["max_train_samples"])
+    for split in ("dev", "test"):
+        if split in data:
+            data[split] = truncate(data[split], cfg["max_eval_samples"])
+    tu.log("data: " + ", ".join(f"{split} {len(rows)}" for split, rows in data.items()))
+    return data
+
+
+def build_tokenizer(cfg, data):
+    """The pretrained model's tokenizer, or a character vocab written from the training data."""
+    from paddlenlp.transformers import AutoTokenizer, BertTokenizer
+
+    if cfg["pretrained_model"]:
+        path = tu.resolve_pretrained(cfg["pretrained_model"], cfg["converted_model_dir"] or None)
+        return AutoTokenizer.from_pretrained(path)
+    vocab = os.path.join(cfg["output_dir"], "vocab.txt")
+    if tu.is_main_process():
+        write_char_vocab((t for ex in data["train"] for t in (ex["source"], ex["target"])), vocab)
+    tu.barrier()
+    return BertTokenizer(vocab_file=vocab)
+
+
+def special_ids(tokenizer, model):
+    """Generation and label ids come from the model's config: decoder_start is not eos."""
+    mc = tu.unwrap_model(model).config
+    return {
+        "pad": mc.pad_token_id if mc.pad_token_id is not None else tokenizer.pad_token_id,
+        "eos": mc.eos_token_id,
+        "decoder_start": mc.decoder_start_token_id,
+    }
+
+
+def tokenize_examples(examples, tokenizer, cfg, eos_id):
+    """Tokenize once: source ids with the tokenizer's specials; labels end with the model's eos."""
+    sources = tokenizer([ex["source"] for ex in examples], max_length=cfg["max_source_length"], truncation=True)["input_ids"]
+    targets = tokenizer([ex["target"] for ex in examples], add_special_tokens=False)["input_ids"]
+    return [
+        {"input_ids": src, "labels": tgt[: cfg["max_target_length"] - 1] + [eos_id]}
+        for src, tgt in zip(sources, targets)
+    ]
+
+
+def collate(features, rng=None, pad_id=0, decoder_start_id=2, ignore_pad=True, pad_to=None):
+    """Dynamic padding to the longest item (or to pad_to=(src, tgt) lengths for pad-to-max)."""
+    src_len = pad_to[0] if pad_to else max(len(f["input_ids"]) for f in features)
+    tgt_len = pad_to[1] if pad_to else max(len(f["labels"]) for f in features)
+    n = len(features)
+    input_ids = np.full((n, src_len), pad_id, dtype="int64")
+    attention_mask = np.zeros((n, src_len), dtype="float32")
+    labels = np.full((n, tgt_len), -100 if ignore_pad else pad_id, dtype="int64")
+    decoder_input_ids = np.full((n, tgt_len), pad_id, dtype="int64")
+    for i, f in enumerate(features):
+        src, tgt = f["input_ids"], f["labels"]
+        input_ids[i, : len(src)] = src
+        attention_mask[i, : len(src)] = 1
+        labels[i, : len(tgt)] = tgt
+        decoder_input_ids[i, 0] = decoder_start_id
+        decoder_input_ids[i, 1: len(tgt)] = tgt[:-1]
+    real_tokens = int(attention_mask.sum()) + sum(len(f["labels"]) for f in features)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "decoder_input_ids": decoder_input_ids,
+            "labels": labels, "num_tokens": real_tokens}
+
+
+def seq2seq_loss(model, batch):
+    """Cross-entropy over real target tokens only: the LM head runs just where labels count.
+
+    With dynamic padding most label slots are real anyway; skipping the vocab projection at
+    -100 positions saves the single largest matmul's padded share.
+    """
+    import paddle
+    import paddle.nn.functional as F
+
+    hidden = model.bart(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        decoder_input_ids=batch["decoder_input_ids"],
+        use_cache=False,
+        return_dict=False,
+    )[0]
+    labels = batch["labels"].flatten()
+    positions = paddle.nonzero(labels != -100).flatten()
+    real_hidden = paddle.gather(hidden.reshape([-1, hidden.shape[-1]]), positions)
+    logits = paddle.matmul(real_hidden, model.lm_head_weight, transpose_y=True) + model.final_logits_bias
+    return F.cross_entropy(logits.astype("float32"), paddle.gather(labels, positions).unsqueeze(-1)).mean()
+
+
+# ----------------------------------------------------------------------------
+# generation and evaluation
+# ----------------------------------------------------------------------------
+CJK_SPACE = re.compile(r"(?<=[\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef])\s+|\s+(?=[\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef])")
+
+
+def decode_ids(tokenizer, ids, eos_id, pad_id):
+    """Token ids -> text; BertTokenizer puts spaces between Chinese characters, which we drop."""
+    ids = [int(i) for i in ids]
+    if eos_id in ids:
+        ids = ids[: ids.index(eos_id)]
+    special = set(tokenizer.all_special_ids) | {pad_id}
+    text = tokenizer.convert_tokens_to_string(tokenizer.convert_ids_to_tokens([i for i in ids if i not in special]))
+    return CJK_SPACE.sub("", text).strip()
+
+
+def generate(model, tokenizer, features, cfg, ids, desc="generate"):
+    """Summaries for tokenized features, batched by length for speed, returned in input order."""
+    import paddle
+
+    order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
+    outputs = [None] * len(features)
+    bar = tu.progress_bar(len(features), desc)
+    strategy = "greedy_search" if cfg["num_beams"] <= 1 else "beam_search"
+    with paddle.no_grad():
+        for start in range(0, len(order), cfg["eval_batch_size"]):
+            chunk = order[start:start + cfg["eval_batch_size"]]
+            batch = collate([features[i] for i in chunk], pad_id=ids["pad"], decoder_start_id=ids["decoder_start"])
+            generated, _ = model.generate(
+                input_ids=paddle.to_tensor(batch["input_ids"]),
+                attention_mask=paddle.to_tensor(batch["attention_mask"]),
+                max_new_tokens=cfg["max_target_length"],
+                min_length=cfg["min_target_length"],
+                decode_strategy=strategy,
+                num_beams=cfg["num_beams"],
+                decoder_start_token_id=ids["decoder_start"],
+                eos_token_id=ids["eos"],
+                pad_token_id=ids["pad"],
+                use_cache=True,
+            )
+            for i, row in zip(chunk, generated.numpy()):
+                outputs[i] = decode_ids(tokenizer, row, ids["eos"], ids["pad"])
+            bar.update(len(chunk))
+    bar.close()
+    return outputs
+
+
+def evaluate_split(model, tokenizer, examples, features, cfg, ids, out_path, desc):
+    """Generate, score ROUGE, and write the predictions (atomically) next to the metrics."""
+    from metrics import rouge_scores
+
+    predictions = generate(model, tokenizer, features, cfg, ids, desc=desc)
+    references = [ex["target"] for ex in examples]
+    metrics = rouge_scores(predictions, references) if all(references) else {}
+    metrics["gen_len"] = float(np.mean([len(p) for p in predictions])) if predictions else 0.0
+    tmp = out_path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for ex, pred in zip(examples, predictions):
+            f.write(json.dumps({"source": ex["source"], "reference": ex["target"], "prediction": pred}, ensure_ascii=False) + "\n")
+    os.replace(tmp, out_path)
+    return metrics, predictions
+
+
+# ----------------------------------------------------------------------------
+# main
+# ----------------------------------------------------------------------------
+def main(cfg):
+    from paddlenlp.transformers import BartForConditionalGeneration
+
+    validate_config(cfg)
+    tu.check_output_dir(cfg)
+    device = tu.setup_device(cfg["device"])
+    tu.init_distributed()
+    tu.set_seed(cfg["seed"])
+    os.makedirs(cfg["output_dir"], exist_ok=True)
+    tu.clean_stale_temp_dirs(cfg["output_dir"])
+    tu.describe_config(cfg)
+    if tu.is_main_process():
+        tu.save_config(cfg, cfg["output_dir"])
+
+    data = load_data(cfg)
+    tokenizer = build_tokenizer(cfg, data)
+    model_kwargs = {}
+    if not cfg["pretrained_model"]:
+        model_kwargs = dict(
+            vocab_size=len(tokenizer.vocab) if hasattr(tokenizer, "vocab") else tokenizer.vocab_size,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.cls_token_id,
+            eos_token_id=tokenizer.sep_token_id,
+            decoder_start_token_id=tokenizer.cls_token_id,
+            forced_eos_token_id=tokenizer.sep_token_id,
+        )
+    model = tu.load_model(BartForConditionalGeneration, cfg, **model_kwargs)
+    ids = special_ids(tokenizer, model)
+    tu.log(f"tokens: pad={ids['pad']} eos={ids['eos']} decoder_start={ids['decoder_start']} (device {device})")
+
+    features = {split: tokenize_examples(rows, tokenizer, cfg, ids["eos"]) for split, rows in data.items()}
+    pad_to = (cfg["max_source_length"], cfg["max_target_length"]) if cfg["pad_to_max_length"] else None
+    collate_fn = functools.partial(
+        collate, pad_id=ids["pad"], decoder_start_id=ids["decoder_start"], ignore_pad=cfg["ignore_pad_token_for_loss"], pad_to=pad_to
+    )
+    samples = {}
+
+    def evaluate_fn(model_, step):
+        if "dev" not in data:
+            return {}
+        metrics, predictions = evaluate_split(
+            model_, tokenizer, data["dev"], features["dev"], cfg, ids, os.path.join(cfg["output_dir"], "predictions_dev.jsonl"), "eval"
+        )
+        samples["rows"] = [
+            {"source": ex["source"][:200], "reference": ex["target"], "prediction": p}
+            for ex, p in list(zip(data["dev"], predictions))[: cfg["num_eval_samples_logged"]]
+        ]
+        return metrics
+
+    task = tu.TrainingTask(
+        config=cfg,
+        model=model,
+        tokenizer=tokenizer,
+        train_features=features["train"],
+        train_lengths=[len(f["input_ids"]) + len(f["labels"]) for f in features["train"]],
+        collate_fn=collate_fn,
+        loss_fn=seq2seq_loss,
+        evaluate_fn=evaluate_fn,
+        metric_for_best="rougeL",
+        greater_is_better=True,
+        sample_rows_fn=lambda: samples.get("rows"),
+        group_by_length=cfg["group_by_length"] and not cfg["pad_to_max_length"],
+    )
+    state = tu.run_training(task)
+
+    if "test" in data and tu.is_main_process():
+        model.eval()
+        metrics, _ = evaluate_split(
+            model, tokenizer, data["test"], features["test"], cfg, ids, os.path.join(cfg["output_dir"], "predictions_test.jsonl"), "test"
+        )
+        tu.append_jsonl(os.path.join(cfg["output_dir"], "metrics.jsonl"), {"step": state["global_step"], "split": "test", **metrics})
+        tu.log("test: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
+    tu.log(f"done. best checkpoint: {state['best_checkpoint']} (rougeL={state['best_metric']})")
+    return state
+
+
+if __name__ == "__main__":
+    tu.run_main(main, CONFIG, prog="train.py", doc=__doc__)

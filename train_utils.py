@@ -1,0 +1,893 @@
+"""The engine shared by every trainer: config, device, model loading, optimizer,
+length-grouped batching, the training loop, evaluation hooks, atomic checkpoints,
+exact resume, data-parallel scale-out and reporting.
+
+A trainer (train.py, train_classification.py, ...) builds a TrainingTask (model,
+features, collate, loss and evaluate functions) and calls run_training(task).
+"""
+import ast
+import contextlib
+import dataclasses
+import difflib
+import json
+import math
+import os
+import pprint
+import random
+import re
+import shutil
+import signal
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+
+CHECKPOINT_PREFIX = "checkpoint-"
+COMPLETE_MARKER = "CHECKPOINT_COMPLETE"
+TRAINER_STATE_FILE = "trainer_state.pdparams"
+OPTIMIZER_FILE = "optimizer.pdopt"
+TRAIN_CONFIG_FILE = "train_config.json"
+
+
+# ----------------------------------------------------------------------------
+# config: one plain dict, overridden by --config FILE and --key=value
+# ----------------------------------------------------------------------------
+class ConfigError(ValueError):
+    """A bad config key or value; raised before any work starts."""
+
+
+def _closest_keys(key, keys):
+    close = difflib.get_close_matches(key, keys, n=3, cutoff=0.5)
+    return f"; closest valid keys: {', '.join(close)}" if close else ""
+
+
+def check_override(defaults, key, value, source):
+    """Type-check one override against its default (nanoGPT's configurator rules, stricter)."""
+    if key not in defaults:
+        raise ConfigError(f"unknown config key {key!r} (from {source}){_closest_keys(key, list(defaults))}")
+    default = defaults[key]
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {key!r} (from {source}) must be True or False, got {value!r}")
+        return value
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
+        return type(default)(value)
+    if type(value) is not type(default):
+        raise ConfigError(
+            f"config key {key!r} (from {source}) must be {type(default).__name__} like its default "
+            f"{default!r}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def parse_literal(text):
+    """--key=value values are Python literals; bare words stay strings, true/false are forgiven."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if text.lower() in ("none", "null"):
+        return None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def find_config_file(path, root):
+    for candidate in (path, os.path.join(root, path), os.path.join(root, "configs", path)):
+        if os.path.isfile(candidate):
+            return candidate
+    raise ConfigError(f"config file not found: {path} (looked in ., {root} and {os.path.join(root, 'configs')})")
+
+
+def load_config_file(path):
+    """A .json object, or a .py file whose top-level UPPER/lower names are config keys."""
+    if path.endswith(".json"):
+        with open(path, encoding="utf-8") as f:
+            try:
+                values = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{path}:{e.lineno}: malformed JSON config ({e.msg})") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: a JSON config must be an object of key: value")
+        return values
+    if path.endswith(".py"):
+        scope: Dict[str, Any] = {}
+        with open(path, encoding="utf-8") as f:
+            exec(compile(f.read(), path, "exec"), scope)  # noqa: S102 - config files are the user's own code
+        return {k: v for k, v in scope.items() if not k.startswith("_") and not callable(v) and not isinstance(v, type(os))}
+    raise ConfigError(f"config file {path} must end in .py or .json")
+
+
+def format_help(defaults, prog, doc):
+    lines = [f"usage: python {prog} [--config FILE] [--key=value ...]", ""]
+    if doc:
+        lines += [doc.strip(), ""]
+    lines += [
+        "--config FILE   a .py or .json file (looked up in configs/ too) that sets some keys",
+        "--key=value     a Python literal, checked against the type of the default",
+        "",
+        "keys and defaults:",
+    ]
+    width = max(len(k) for k in defaults)
+    lines += [f"  --{k:<{width}} = {v!r}" for k, v in defaults.items()]
+    return "\n".join(lines)
+
+
+def parse_config(defaults, argv, prog="train.py", doc="", root=None):
+    """Merge defaults <- --config FILE <- --key=value. Raises ConfigError; prints help and exits on --help."""
+    root = root or os.path.dirname(os.path.abspath(__file__))
+    config = dict(defaults)
+    overrides = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in ("-h", "--help"):
+            print(format_help(defaults, prog, doc))
+            raise SystemExit(0)
+        if not arg.startswith("--"):
+            raise ConfigError(f"unexpected argument {arg!r}: use --key=value or --config FILE")
+        key, has_value, value = arg[2:].partition("=")
+        if not has_value:
+            if i + 1 >= len(args) or args[i + 1].startswith("--"):
+                raise ConfigError(f"argument --{key} needs a value: --{key}=VALUE")
+            value = args[i + 1]
+            i += 1
+        key = key.replace("-", "_")
+        if key == "config":
+            path = find_config_file(value, root)
+            for k, v in load_config_file(path).items():
+                config[k] = check_override(defaults, k, v, path)
+        else:
+            overrides.append((key, value))
+        i += 1
+    # Command-line keys win over the config file wherever they stand.
+    for key, value in overrides:
+        config[key] = check_override(defaults, key, parse_literal(value), f"--{key}")
+    return config
+
+
+def save_config(config, output_dir, name=TRAIN_CONFIG_FILE):
+    os.makedirs(output_dir, exist_ok=True)
+    write_json_atomic(os.path.join(output_dir, name), config)
+
+
+def write_json_atomic(path, obj):
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False, indent=2, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def run_main(main, defaults, prog, doc=""):
+    """Entry-point wrapper: config errors and data errors exit non-zero with one clear line."""
+    from data_utils import DataError
+
+    try:
+        config = parse_config(defaults, sys.argv[1:], prog=prog, doc=doc)
+        return main(config)
+    except (ConfigError, DataError, TrainingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+# ----------------------------------------------------------------------------
+# logging and reporting (rank 0 only)
+# ----------------------------------------------------------------------------
+def get_rank():
+    return int(os.environ.get("PADDLE_TRAINER_ID", "0"))
+
+
+def get_world_size():
+    return int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
+
+
+def is_main_process():
+    return get_rank() == 0
+
+
+def log(msg):
+    if is_main_process():
+        from tqdm import tqdm
+
+        tqdm.write(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stdout)
+        sys.stdout.flush()
+
+
+_warned = set()
+
+
+def warn_once(msg):
+    if msg not in _warned:
+        _warned.add(msg)
+        log(f"WARNING: {msg}")
+
+
+def append_jsonl(path, record):
+    if not is_main_process():
+        return
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def truncate_jsonl(path, max_step):
+    """After a resume, drop records a killed run logged past its last checkpoint."""
+    if not is_main_process() or not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        kept = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= max_step]
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(kept)
+    os.replace(tmp, path)
+
+
+def wandb_has_credentials():
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = os.path.expanduser("~/.netrc")
+    return os.path.exists(netrc) and "api.wandb.ai" in open(netrc, encoding="utf-8", errors="ignore").read()
+
+
+def init_reporting(config):
+    """Start wandb when asked; with no credentials it runs offline and says how to sync."""
+    targets = [t.strip() for t in str(config.get("report_to", "")).split(",") if t.strip() and t.strip() != "none"]
+    if "wandb" not in targets or not is_main_process():
+        return None
+    try:
+        import wandb
+    except ImportError:
+        warn_once("report_to includes wandb but wandb is not installed: pip install wandb")
+        return None
+    if not wandb_has_credentials() and os.environ.get("WANDB_MODE") not in ("disabled", "offline"):
+        os.environ["WANDB_MODE"] = "offline"
+    run = wandb.init(
+        project=config.get("wandb_project") or "paddle-finetune",
+        name=config.get("wandb_run_name") or None,
+        dir=config["output_dir"],
+        config=config,
+        resume="allow",
+    )
+    if os.environ.get("WANDB_MODE") == "offline":
+        log(f"wandb: no credentials found, logging offline to {os.path.dirname(run.dir)}; upload later with: wandb sync {os.path.dirname(run.dir)}")
+    return run
+
+
+def report(run, metrics, step):
+    if run is not None:
+        run.log(metrics, step=step)
+
+
+def report_table(run, name, columns, rows, step):
+    if run is not None:
+        import wandb
+
+        run.log({name: wandb.Table(columns=columns, data=rows)}, step=step)
+
+
+def progress_bar(total, desc, initial=0):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, disable=not is_main_process(), dynamic_ncols=True, mininterval=1.0)
+
+
+# ----------------------------------------------------------------------------
+# device, seeds, RNG state
+# ----------------------------------------------------------------------------
+def setup_device(device):
+    """'gpu', 'cpu' or 'auto'; a GPU request on a build without CUDA is an error, not a silent fallback."""
+    import paddle
+
+    if device not in ("auto", "gpu", "cpu"):
+        raise ConfigError(f"device must be 'auto', 'gpu' or 'cpu', got {device!r}")
+    has_gpu = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    if device == "gpu" and not has_gpu:
+        raise ConfigError(
+            "device='gpu' but this paddle build has no usable CUDA GPU "
+            f"(paddle {paddle.__version__}, compiled with CUDA: {paddle.is_compiled_with_cuda()}); "
+            "install paddlepaddle-gpu (see README) or run with --device=cpu"
+        )
+    chosen = "gpu" if device == "gpu" or (device == "auto" and has_gpu) else "cpu"
+    if chosen == "gpu":
+        # The launcher gives each process its own card through FLAGS_selected_gpus.
+        paddle.set_device(f"gpu:{os.environ.get('FLAGS_selected_gpus', '0').split(',')[0]}")
+    else:
+        paddle.set_device("cpu")
+    return chosen
+
+
+def set_seed(seed):
+    import paddle
+
+    random.seed(seed)
+    np.random.seed(seed)
+    paddle.seed(seed)
+
+
+def get_rng_state():
+    import paddle
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "paddle": paddle.get_rng_state()}
+    if paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
+        state["paddle_cuda"] = paddle.get_cuda_rng_state()
+    return state
+
+
+def set_rng_state(state):
+    import paddle
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    paddle.set_rng_state(state["paddle"])
+    if "paddle_cuda" in state and paddle.is_compiled_with_cuda():
+        paddle.set_cuda_rng_state(state["paddle_cuda"])
+
+
+def resolve_amp(config, device):
+    """(use_amp, amp_dtype). AMP is a GPU feature: on CPU paddle.amp.auto_cast is a no-op, so say so once and run fp32."""
+    dtype = config.get("amp_dtype", "float16")
+    if dtype not in ("float16", "bfloat16"):
+        raise ConfigError(f"amp_dtype must be 'float16' or 'bfloat16', got {dtype!r}")
+    if config.get("use_amp") and device != "gpu":
+        warn_once("use_amp=True ignored: AMP needs a GPU (paddle.amp.auto_cast does nothing on CPU); training in fp32")
+        return False, dtype
+    return bool(config.get("use_amp")), dtype
+
+
+# ----------------------------------------------------------------------------
+# models
+# ----------------------------------------------------------------------------
+def looks_like_path(name):
+    return name.startswith((".", "/", "~")) or os.sep in name or os.path.exists(name)
+
+
+def resolve_pretrained(name_or_path, cache_dir=None):
+    """A paddlenlp name, a local Paddle directory, or a local HF directory (converted once, cached)."""
+    if not looks_like_path(name_or_path):
+        return name_or_path
+    path = os.path.expanduser(name_or_path)
+    if not os.path.isdir(path):
+        raise ConfigError(f"pretrained_model directory not found: {name_or_path}")
+    from tools.convert_hf_to_paddle import ensure_paddle_checkpoint, is_hf_checkpoint_dir
+
+    if is_hf_checkpoint_dir(path):
+        return ensure_paddle_checkpoint(path, cache_dir)
+    return path
+
+
+def load_model(model_class, config, **model_kwargs):
+    """From pretrained_model when set, else a fresh model built from model_config."""
+    if config.get("pretrained_model"):
+        path = resolve_pretrained(config["pretrained_model"], config.get("converted_model_dir") or None)
+        log(f"loading {model_class.__name__} from {path}")
+        try:
+            return model_class.from_pretrained(path, **model_kwargs)
+        except Exception as e:  # noqa: BLE001 - paddlenlp raises many types for a bad name
+            raise ConfigError(f"could not load pretrained_model {config['pretrained_model']!r}: {type(e).__name__}: {e}") from e
+    if not config.get("model_config"):
+        raise ConfigError("set pretrained_model (a name or directory) or model_config (a dict) to build a model")
+    model_config = model_class.config_class(**{**config["model_config"], **model_kwargs})
+    log(f"building {model_class.__name__} from model_config (no pretrained weights)")
+    return model_class(model_config)
+
+
+def count_parameters(model):
+    return sum(int(np.prod(p.shape)) for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------
+# optimizer and schedule
+# ----------------------------------------------------------------------------
+def resolve_warmup(config):
+    """A positive warmup_steps wins over warmup_proportion (LinearDecayWithWarmup takes either)."""
+    return int(config["warmup_steps"]) if config.get("warmup_steps", 0) > 0 else float(config["warmup_proportion"])
+
+
+def no_decay_param_names(model):
+    """Biases and norm weights are not decayed: decaying a LayerNorm scale towards 0 only hurts."""
+    return {p.name for n, p in model.named_parameters() if "bias" in n or "norm" in n.lower() or "ln" in n.split(".")}
+
+
+def build_optimizer(model, config, num_training_steps):
+    import paddle
+    from paddlenlp.transformers import LinearDecayWithWarmup
+
+    lr_scheduler = LinearDecayWithWarmup(config["learning_rate"], num_training_steps, resolve_warmup(config))
+    no_decay = no_decay_param_names(model)
+    optimizer = paddle.optimizer.AdamW(
+        learning_rate=lr_scheduler,
+        epsilon=config["adam_epsilon"],
+        parameters=model.parameters(),
+        weight_decay=config["weight_decay"],
+        apply_decay_param_fun=lambda name: name not in no_decay,
+        grad_clip=paddle.nn.ClipGradByGlobalNorm(config["max_grad_norm"]) if config.get("max_grad_norm", 0) > 0 else None,
+    )
+    return optimizer, lr_scheduler
+
+
+# ----------------------------------------------------------------------------
+# batching: length-grouped, sharded per rank, resumable mid-epoch
+# ----------------------------------------------------------------------------
+def length_grouped_batches(lengths, batch_size, seed, epoch, group_batches=50):
+    """Shuffle, then sort inside windows of `group_batches` batches so each batch holds similar lengths.
+
+    Dynamic padding then pads each batch only to its own longest item. The window keeps
+    batches random across the epoch; the longest batch goes first so an OOM shows at once.
+    """
+    rng = np.random.RandomState((seed * 1000003 + epoch) % (2**32))
+    order = rng.permutation(len(lengths))
+    window = batch_size * group_batches
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start:start + window], key=lambda i: -lengths[i])
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    longest = max(range(len(batches)), key=lambda b: max(lengths[i] for i in batches[b]))
+    batches[0], batches[longest] = batches[longest], batches[0]
+    return batches
+
+
+def shuffled_batches(n, batch_size, seed, epoch):
+    rng = np.random.RandomState((seed * 1000003 + epoch) % (2**32))
+    order = rng.permutation(n)
+    return [list(order[i:i + batch_size]) for i in range(0, n, batch_size)]
+
+
+def epoch_batches(lengths, per_device_batch_size, world_size, rank, seed, epoch, group_by_length=True):
+    """This rank's micro-batches for one epoch.
+
+    Batches are formed at the *global* size and then split across ranks, so N ranks see
+    exactly the batches one process with an N-times larger batch would see. A short last
+    batch is completed from the epoch's start, so every rank runs the same number of steps.
+    """
+    global_size = per_device_batch_size * world_size
+    if group_by_length:
+        batches = length_grouped_batches(lengths, global_size, seed, epoch)
+    else:
+        batches = shuffled_batches(len(lengths), global_size, seed, epoch)
+    if world_size > 1 and len(batches[-1]) < global_size:
+        batches[-1] = list(batches[-1]) + [i for b in batches for i in b][: global_size - len(batches[-1])]
+    return [list(b[rank * per_device_batch_size:(rank + 1) * per_device_batch_size]) for b in batches]
+
+
+def batch_rng(seed, epoch, index):
+    """Per-batch randomness (e.g. MLM masking) that a resume reproduces exactly."""
+    return np.random.RandomState((seed * 7919 + epoch * 104729 + index) % (2**32))
+
+
+def to_tensors(batch):
+    import paddle
+
+    return {k: paddle.to_tensor(v) for k, v in batch.items()}
+
+
+# ----------------------------------------------------------------------------
+# checkpoints: written to a temp dir, marked complete, renamed into place
+# ----------------------------------------------------------------------------
+def unwrap_model(model):
+    """The bare model inside DataParallel and the loss wrapper."""
+    while hasattr(model, "_layers") or hasattr(model, "inner_model"):
+        model = getattr(model, "_layers", None) or getattr(model, "inner_model")
+    return model
+
+
+def checkpoint_step(name):
+    m = re.fullmatch(rf"{CHECKPOINT_PREFIX}(\d+)", name)
+    return int(m.group(1)) if m else None
+
+
+def list_checkpoints(output_dir):
+    """Complete checkpoints, oldest first. Half-written ones lack the marker and are invisible."""
+    if not os.path.isdir(output_dir):
+        return []
+    found = []
+    for name in os.listdir(output_dir):
+        step = checkpoint_step(name)
+        path = os.path.join(output_dir, name)
+        if step is not None and os.path.isfile(os.path.join(path, COMPLETE_MARKER)):
+            found.append((step, path))
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(output_dir):
+    ckpts = list_checkpoints(output_dir)
+    return ckpts[-1] if ckpts else None
+
+
+def save_model_files(model, tokenizer, directory, extra_files=None):
+    """The one place a model is unwrapped and saved: checkpoints and final exports both use it."""
+    os.makedirs(directory, exist_ok=True)
+    unwrap_model(model).save_pretrained(directory)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
+    for name, content in (extra_files or {}).items():
+        with open(os.path.join(directory, name), "w", encoding="utf-8") as f:
+            f.write(content if isinstance(content, str) else json.dumps(content, ensure_ascii=False, indent=2))
+
+
+def save_checkpoint(output_dir, step, model, tokenizer, optimizer, lr_scheduler, scaler, train_state, config, extra_files=None):
+    """Atomic: a crash at any point leaves either the old checkpoint set or the new one complete."""
+    import paddle
+
+    final = os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{step}")
+    tmp = os.path.join(output_dir, f".tmp-{CHECKPOINT_PREFIX}{step}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model_files(model, tokenizer, tmp, extra_files)
+    paddle.save(optimizer.state_dict(), os.path.join(tmp, OPTIMIZER_FILE))
+    paddle.save(
+        {
+            "lr_scheduler": lr_scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "train_state": train_state,
+            "rng": get_rng_state(),
+        },
+        os.path.join(tmp, TRAINER_STATE_FILE),
+    )
+    write_json_atomic(os.path.join(tmp, TRAIN_CONFIG_FILE), config)
+    write_json_atomic(os.path.join(tmp, "train_state.json"), train_state)
+    with open(os.path.join(tmp, COMPLETE_MARKER), "w") as f:
+        f.write(f"step {step}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    if os.path.exists(final):
+        # Re-saving the same step (e.g. a signal right after a save): swap, never leave a gap.
+        old = final + f".old-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    return final
+
+
+def rotate_checkpoints(output_dir, save_total_limit, keep):
+    """Delete the oldest checkpoints beyond the limit, never one in `keep` (the best) nor the newest."""
+    if not save_total_limit or save_total_limit <= 0:
+        return []
+    ckpts = list_checkpoints(output_dir)
+    protected = {os.path.abspath(p) for p in keep if p} | {os.path.abspath(p) for p in ckpts[-1:]}
+    remaining, removed = list(ckpts), []
+    for path in ckpts:  # oldest first
+        if len(remaining) <= save_total_limit:
+            break
+        if os.path.abspath(path) in protected:
+            continue
+        # Drop the marker first: a crash mid-delete must not leave a "complete" torso.
+        os.remove(os.path.join(path, COMPLETE_MARKER))
+        shutil.rmtree(path, ignore_errors=True)
+        remaining.remove(path)
+        removed.append(path)
+    return removed
+
+
+def clean_stale_temp_dirs(output_dir):
+    if not os.path.isdir(output_dir):
+        return
+    for name in os.listdir(output_dir):
+        if name.startswith(f".tmp-{CHECKPOINT_PREFIX}") or ".old-" in name:
+            shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
+
+
+def load_checkpoint(path, model, optimizer, lr_scheduler, scaler):
+    import paddle
+
+    if not os.path.isfile(os.path.join(path, COMPLETE_MARKER)):
+        raise ConfigError(f"resume_from_checkpoint: {path} is not a complete checkpoint (no {COMPLETE_MARKER})")
+    weights = [f for f in os.listdir(path) if f.endswith(".pdparams") and f != TRAINER_STATE_FILE]
+    if not weights:
+        raise ConfigError(f"resume_from_checkpoint: no model weights in {path}")
+    unwrap_model(model).set_state_dict(paddle.load(os.path.join(path, weights[0])))
+    optimizer.set_state_dict(paddle.load(os.path.join(path, OPTIMIZER_FILE)))
+    state = paddle.load(os.path.join(path, TRAINER_STATE_FILE))
+    lr_scheduler.set_state_dict(state["lr_scheduler"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    return state
+
+
+def resolve_resume(config):
+    value = config.get("resume_from_checkpoint")
+    if not value:
+        return None
+    if value == "auto":
+        path = latest_checkpoint(config["output_dir"])
+        if path is None:
+            log(f"resume_from_checkpoint=auto: no complete checkpoint in {config['output_dir']}, starting fresh")
+        return path
+    if not os.path.isdir(value):
+        raise ConfigError(f"resume_from_checkpoint: directory not found: {value}")
+    return value
+
+
+def check_output_dir(config):
+    """Refuse to mix a new run into an old one's files unless asked to resume or overwrite."""
+    out = config["output_dir"]
+    previous = [n for n in (os.listdir(out) if os.path.isdir(out) else []) if n != "wandb" and not n.startswith(".")]
+    if not previous or config.get("resume_from_checkpoint"):
+        return
+    if not config.get("overwrite_output_dir"):
+        raise ConfigError(
+            f"output_dir {out} is not empty ({', '.join(sorted(previous)[:5])}{', ...' if len(previous) > 5 else ''}); "
+            "nothing was changed. Resume with --resume_from_checkpoint=auto, pick another --output_dir, "
+            "or pass --overwrite_output_dir=True to replace it"
+        )
+    if is_main_process():
+        log(f"overwrite_output_dir=True: clearing previous run files in {out}")
+        for name in previous:
+            path = os.path.join(out, name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+
+# ----------------------------------------------------------------------------
+# distributed
+# ----------------------------------------------------------------------------
+def init_distributed():
+    import paddle.distributed as dist
+
+    if get_world_size() > 1:
+        dist.init_parallel_env()
+    return get_rank(), get_world_size()
+
+
+def barrier():
+    if get_world_size() > 1:
+        import paddle.distributed as dist
+
+        dist.barrier()
+
+
+def broadcast_flag(value):
+    """Rank 0's decision (stop on signal) reaches every rank, so all stop at the same step."""
+    if get_world_size() == 1:
+        return value
+    import paddle
+    import paddle.distributed as dist
+
+    t = paddle.to_tensor([1 if value else 0], dtype="int64")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+# ----------------------------------------------------------------------------
+# the training loop
+# ----------------------------------------------------------------------------
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. NaN loss in fp32); the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass
+class TrainingTask:
+    config: Dict[str, Any]
+    model: Any
+    tokenizer: Any
+    train_features: List[Any]
+    train_lengths: List[int]
+    collate_fn: Callable  # (features, rng) -> dict of numpy arrays, plus "num_tokens": real tokens in it
+    loss_fn: Callable  # (model, batch of tensors) -> scalar loss
+    evaluate_fn: Optional[Callable] = None  # (model, step) -> metrics dict; rank 0 only
+    metric_for_best: Optional[str] = None
+    greater_is_better: bool = True
+    extra_files: Optional[Dict[str, Any]] = None  # written into each checkpoint (label maps, ...)
+    sample_rows_fn: Optional[Callable] = None  # () -> wandb table rows after eval
+    group_by_length: bool = True
+
+
+def _loss_layer(model, loss_fn):
+    """DataParallel syncs gradients only for outputs of its own forward: wrap the task's loss in a Layer."""
+    import paddle
+
+    class LossLayer(paddle.nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.inner_model = model
+
+        def forward(self, batch):
+            return loss_fn(self.inner_model, batch)
+
+    return LossLayer()
+
+
+class _StopRequest:
+    """SIGTERM/SIGINT set a flag; the loop saves a checkpoint at the next step boundary and exits."""
+
+    def __init__(self):
+        self.signum = None
+
+    def __call__(self, signum, frame):
+        if self.signum is not None:  # a second Ctrl-C means now
+            raise KeyboardInterrupt
+        self.signum = signum
+        log(f"received {signal.Signals(signum).name}: will save a checkpoint after this step and exit")
+
+    @contextlib.contextmanager
+    def installed(self):
+        old = {s: signal.signal(s, self) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield self
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+
+
+def compute_max_steps(config, num_micro_batches_per_epoch):
+    steps_per_epoch = max(1, math.ceil(num_micro_batches_per_epoch / config["gradient_accumulation_steps"]))
+    if config["max_steps"] > 0:
+        return config["max_steps"], steps_per_epoch
+    return steps_per_epoch * config["num_train_epochs"], steps_per_epoch
+
+
+def micro_batch_stream(task, rank, world_size, epoch, position):
+    """Yield (epoch, position_after, micro_batch) forever, starting mid-epoch when resuming."""
+    cfg = task.config
+    while True:
+        batches = epoch_batches(
+            task.train_lengths, cfg["train_batch_size"], world_size, rank, cfg["seed"], epoch, task.group_by_length
+        )
+        for index in range(position, len(batches)):
+            features = [task.train_features[i] for i in batches[index]]
+            yield epoch, index + 1, task.collate_fn(features, batch_rng(cfg["seed"], epoch, index * world_size + rank))
+        epoch, position = epoch + 1, 0
+
+
+def run_training(task):
+    """Train, evaluate, checkpoint and report. Returns the final train state dict."""
+    import paddle
+
+    cfg = task.config
+    out = cfg["output_dir"]
+    rank, world_size = get_rank(), get_world_size()
+    device = paddle.get_device()
+    use_amp, amp_dtype = resolve_amp(cfg, "gpu" if device.startswith("gpu") else "cpu")
+    accum = cfg["gradient_accumulation_steps"]
+    if accum < 1:
+        raise ConfigError(f"gradient_accumulation_steps must be >= 1, got {accum}")
+
+    micro_per_epoch = len(epoch_batches(task.train_lengths, cfg["train_batch_size"], world_size, rank, cfg["seed"], 0, task.group_by_length))
+    max_steps, steps_per_epoch = compute_max_steps(cfg, micro_per_epoch)
+    eval_steps = cfg.get("eval_steps") or cfg["save_steps"]
+    model = task.model
+    optimizer, lr_scheduler = build_optimizer(model, cfg, max_steps)
+    scaler = paddle.amp.GradScaler(enable=use_amp and amp_dtype == "float16", init_loss_scaling=cfg["scale_loss"])
+    train_model = _loss_layer(model, task.loss_fn)
+    if world_size > 1:
+        train_model = paddle.DataParallel(train_model)
+
+    state = {"global_step": 0, "epoch": 0, "position": 0, "best_metric": None, "best_checkpoint": None, "metric_for_best": task.metric_for_best}
+    resume_path = resolve_resume(cfg)
+    if resume_path:
+        saved = load_checkpoint(resume_path, model, optimizer, lr_scheduler, scaler)
+        state.update(saved["train_state"])
+        set_rng_state(saved["rng"])
+        truncate_jsonl(os.path.join(out, "train_log.jsonl"), state["global_step"])
+        truncate_jsonl(os.path.join(out, "metrics.jsonl"), state["global_step"])
+        log(f"resumed from {resume_path}: step {state['global_step']}, epoch {state['epoch']}, batch {state['position']} of {micro_per_epoch}")
+
+    global_batch = cfg["train_batch_size"] * world_size * accum
+    log(
+        f"training: {len(task.train_features)} examples, {max_steps} steps ({steps_per_epoch} per epoch), "
+        f"global batch {global_batch} = {cfg['train_batch_size']} per device x {world_size} device(s) x {accum} accumulation, "
+        f"device {device}, {'AMP ' + amp_dtype if use_amp else 'fp32'}, {count_parameters(model) / 1e6:.2f}M parameters"
+    )
+    run = init_reporting(cfg)
+    stream = micro_batch_stream(task, rank, world_size, state["epoch"], state["position"])
+    train_log = os.path.join(out, "train_log.jsonl")
+    metrics_log = os.path.join(out, "metrics.jsonl")
+    stop = _StopRequest()
+    bar = progress_bar(max_steps, "train", initial=state["global_step"])
+    window = {"loss": 0.0, "steps": 0, "tokens": 0, "start": time.time()}
+    last_eval_step, last_save_step = -1, -1
+    last_metrics = None
+
+    def evaluate(step):
+        nonlocal last_metrics
+        model.eval()
+        if is_main_process() and task.evaluate_fn is not None:
+            metrics = task.evaluate_fn(model, step)
+            metrics = {k: round(float(v), 4) for k, v in metrics.items()}
+            append_jsonl(metrics_log, {"step": step, **metrics})
+            report(run, {f"eval/{k}": v for k, v in metrics.items()}, step)
+            if task.sample_rows_fn is not None:
+                rows = task.sample_rows_fn()
+                if rows:
+                    report_table(run, "eval/samples", list(rows[0].keys()), [list(r.values()) for r in rows], step)
+            log(f"eval at step {step}: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
+            last_metrics = metrics
+        barrier()
+        model.train()
+
+    def save(step):
+        if is_main_process():
+            metric = (last_metrics or {}).get(task.metric_for_best) if last_eval_step == step else None
+            path = os.path.join(out, f"{CHECKPOINT_PREFIX}{step}")
+            best = state["best_metric"]
+            if metric is not None and (best is None or (metric > best if task.greater_is_better else metric < best)):
+                state["best_metric"], state["best_checkpoint"] = metric, path
+            save_checkpoint(out, step, model, task.tokenizer, optimizer, lr_scheduler, scaler, dict(state), cfg, task.extra_files)
+            removed = rotate_checkpoints(out, cfg.get("save_total_limit", 0), keep=[state["best_checkpoint"]])
+            write_json_atomic(os.path.join(out, "trainer_state.json"), state)
+            log(f"saved {path}" + (f" (best {task.metric_for_best}={state['best_metric']}: {state['best_checkpoint']})" if state["best_checkpoint"] else "")
+                + (f"; removed {', '.join(os.path.basename(p) for p in removed)}" if removed else ""))
+        barrier()
+
+    model.train()
+    with stop.installed():
+        while True:
+            step = state["global_step"]
+            lr = lr_scheduler.get_lr()
+            # maybe evaluate and save (at eval/save intervals and at the end)
+            if step > 0 and (step % eval_steps == 0 or step >= max_steps) and step != last_eval_step:
+                evaluate(step)
+                last_eval_step = step
+            if step > 0 and (step % cfg["save_steps"] == 0 or step >= max_steps) and step != last_save_step:
+                save(step)
+                last_save_step = step
+            if step >= max_steps:
+                break
+
+            # forward under auto_cast, scaled backward, accumulated over micro-batches
+            step_loss, step_tokens = 0.0, 0
+            for micro in range(accum):
+                epoch, position, batch = next(stream)
+                sync = contextlib.nullcontext() if (world_size == 1 or micro == accum - 1) else train_model.no_sync()
+                step_tokens += batch.pop("num_tokens", 0)
+                with sync:
+                    with paddle.amp.auto_cast(enable=use_amp, dtype=amp_dtype, level="O1"):
+                        loss = train_model(to_tensors(batch))
+                    scaler.scale(loss / accum).backward()
+                step_loss += float(loss) / accum
+            if not use_amp and not math.isfinite(step_loss):
+                raise TrainingError(
+                    f"loss is {step_loss} at step {step + 1} (fp32): stopping. The last good checkpoint is kept: "
+                    f"{latest_checkpoint(out) or 'none yet'}. Lower learning_rate or check the data"
+                )
+            # clip (ClipGradByGlobalNorm inside the optimizer), step; GradScaler skips inf/NaN steps under AMP
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.clear_grad()
+            lr_scheduler.step()
+            state.update(global_step=step + 1, epoch=epoch, position=position)
+            if position >= micro_per_epoch:  # the epoch ended exactly here: resume starts the next one
+                state.update(epoch=epoch + 1, position=0)
+
+            # log
+            window["loss"] += step_loss
+            window["steps"] += 1
+            window["tokens"] += step_tokens * world_size
+            bar.update(1)
+            if state["global_step"] % cfg["logging_steps"] == 0 or state["global_step"] == max_steps:
+                elapsed = time.time() - window["start"]
+                record = {
+                    "step": state["global_step"],
+                    "epoch": round(state["global_step"] / steps_per_epoch, 4),
+                    "loss": window["loss"] / window["steps"],
+                    "lr": lr,
+                    "tokens_per_s": round(window["tokens"] / max(elapsed, 1e-9), 1),
+                }
+                append_jsonl(train_log, record)
+                report(run, {"train/loss": record["loss"], "train/lr": lr, "train/tokens_per_s": record["tokens_per_s"]}, record["step"])
+                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
+                log(f"step {record['step']}/{max_steps} loss {record['loss']:.4f} lr {lr:.3e} {record['tokens_per_s']:.0f} tok/s")
+                window = {"loss": 0.0, "steps": 0, "tokens": 0, "start": time.time()}
+
+            # stop check: a signal saves where we are and exits cleanly
+            if broadcast_flag(stop.signum is not None):
+                save(state["global_step"])
+                bar.close()
+                log(f"stopped by signal at step {state['global_step']}; resume with --resume_from_checkpoint=auto")
+                raise SystemExit(128 + (stop.signum or signal.SIGTERM))
+    bar.close()
+    if run is not None:
+        run.summary.update({"best_" + str(task.metric_for_best): state["best_metric"]})
+        run.finish()
+    return state
+
+
+def describe_config(config):
+    log("config:\n" + pprint.pformat(config, sort_dicts=False, width=110))
