@@ -94,7 +94,8 @@ def load_config_file(path):
                 raise ConfigError(f"{path}:{e.lineno}: malformed JSON config ({e.msg})") from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: a JSON config must be an object of key: value")
-        return values
+        # JSON has no comments: keys starting with "_" (e.g. "_comment") are notes, not settings.
+        return {k: v for k, v in values.items() if not k.startswith("_")}
     if path.endswith(".py"):
         scope: Dict[str, Any] = {}
         with open(path, encoding="utf-8") as f:
