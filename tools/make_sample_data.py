@@ -10,6 +10,14 @@ summarization: short Chinese news items whose summary is "<city><organisation>
 <action><object>", stated somewhere in the text among filler sentences. A tiny
 model can learn to find and copy it within minutes on a CPU, which is what the
 default `python train.py` needs to show real learning.
+
+classification: short Chinese news headlines in four topics (体育, 科技, 财经, 美食),
+each naming one topic word among shared filler, with imbalanced classes so that
+beating the majority class means the model read the text.
+
+lm: a Chinese corpus for masked and causal language modelling. A made-up explorer,
+蔺琰 (two characters used nowhere else), appears in fixed contexts ("探险家蔺琰带领队伍...")
+so a masked LM visibly learns to fill "探险家[MASK][MASK]带领队伍" with the name.
 """
 import argparse
 import json
@@ -109,7 +117,72 @@ def make_custom_json(seed=99, n_train=300, n_dev=40):
         print(f"wrote {len(part)} rows to {os.path.relpath(os.path.join(out, name), ROOT)}")
 
 
-TASKS = {"summarization": make_summarization, "custom_json": make_custom_json}
+TOPIC_WORDS = {
+    "体育": ["足球联赛", "篮球比赛", "马拉松", "游泳冠军", "乒乓球队", "田径选手", "羽毛球赛", "排球决赛", "滑雪运动员", "体操项目"],
+    "科技": ["人工智能", "芯片研发", "量子计算", "卫星发射", "机器人", "新能源电池", "5G网络", "云计算平台", "自动驾驶", "操作系统"],
+    "财经": ["股票市场", "银行利率", "基金收益", "外汇储备", "债券发行", "消费指数", "房地产投资", "企业财报", "保险产品", "上市公司"],
+    "美食": ["火锅店", "川菜馆", "烘焙甜点", "早茶点心", "烧烤摊", "家常菜谱", "奶茶新品", "面馆老店", "海鲜大排档", "素食餐厅"],
+}
+# Majority class 40%: a model must read the topic word to beat it.
+TOPIC_WEIGHTS = {"体育": 0.4, "科技": 0.25, "财经": 0.2, "美食": 0.15}
+HEADLINE_TEMPLATES = ["{city}{word}{news}", "{news}：{city}{word}引发关注", "{city}最新消息，{word}{news}", "关于{word}，{city}{news}"]
+HEADLINE_NEWS = ["迎来新变化", "受到市民热议", "本周出现新进展", "吸引大量关注", "成为今年热点", "传来好消息", "有了新计划", "再创新纪录"]
+
+
+def classification_example(rng):
+    label = rng.choices(list(TOPIC_WEIGHTS), weights=list(TOPIC_WEIGHTS.values()))[0]
+    text = rng.choice(HEADLINE_TEMPLATES).format(city=rng.choice(CITIES), word=rng.choice(TOPIC_WORDS[label]), news=rng.choice(HEADLINE_NEWS))
+    return {"text": text, "label": label}
+
+
+def write_tsv(path, header, rows):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\t".join(header) + "\n")
+        for row in rows:
+            f.write("\t".join(str(row[h]) for h in header) + "\n")
+    print(f"wrote {len(rows)} rows to {os.path.relpath(path, ROOT)}")
+
+
+def make_classification(seed=2024, n_train=1200, n_dev=200):
+    rng = random.Random(seed)
+    rows = [classification_example(rng) for _ in range(n_train + n_dev)]
+    out = os.path.join(DATA_DIR, "sample_classification")
+    write_tsv(os.path.join(out, "train.tsv"), ["text", "label"], rows[:n_train])
+    write_tsv(os.path.join(out, "dev.tsv"), ["text", "label"], rows[n_train:])
+
+
+# The cloze target: a made-up name of two characters that occur nowhere else in the corpus.
+EXPLORER_NAME = "蔺琰"
+EXPLORER_SENTENCES = ["探险家{name}带领队伍抵达{city}。", "探险家{name}带领队伍离开{city}。", "据{city}{org}介绍，探险家{name}带领队伍完成了考察。"]
+LM_SENTENCES = [
+    "{city}{org}{action}{obj}。", "{date}，{city}{org}宣布{obj}正式开始。", "{city}的市民积极参加{obj}。",
+    "记者从{city}{org}获悉，{obj}进展顺利。", "{city}{org}表示，{obj}将持续到年底。",
+]
+
+
+def lm_line(rng):
+    sentences = []
+    for _ in range(rng.randint(1, 3)):
+        pool = EXPLORER_SENTENCES if rng.random() < 0.2 else LM_SENTENCES
+        sentences.append(rng.choice(pool).format(
+            name=EXPLORER_NAME, city=rng.choice(CITIES), org=rng.choice(ORGS), action=rng.choice(ACTIONS),
+            obj=rng.choice(OBJECTS), date=_date(rng)))
+    return "".join(sentences)
+
+
+def make_lm(seed=7, n_train=3000, n_dev=200):
+    rng = random.Random(seed)
+    lines = [lm_line(rng) for _ in range(n_train + n_dev)]
+    out = os.path.join(DATA_DIR, "sample_lm")
+    os.makedirs(out, exist_ok=True)
+    for name, part in (("train.txt", lines[:n_train]), ("dev.txt", lines[n_train:])):
+        with open(os.path.join(out, name), "w", encoding="utf-8") as f:
+            f.write("\n".join(part) + "\n")
+        print(f"wrote {len(part)} lines to {os.path.relpath(os.path.join(out, name), ROOT)}")
+
+
+TASKS = {"summarization": make_summarization, "custom_json": make_custom_json, "classification": make_classification, "lm": make_lm}
 
 
 def main():
