@@ -183,7 +183,8 @@ def test_e2e_checkpoint_loads_with_paddlenlp_and_predict_cli(trained, tmp_path):
     out, _ = trained
     texts = tmp_path / "texts.txt"
     texts.write_text("3月1日，杭州图书馆对外表示，已经正式启动科普讲座系列。\n记者从成都交通局获悉，成都交通局发布新版服务指南。\n", encoding="utf-8")
-    result = run_entry(["tools/predict_summarization.py", str(out), str(texts), f"--output={tmp_path / 'p.jsonl'}"])
+    result = run_entry(["tools/predict_summarization.py", str(out), str(texts), f"--output={tmp_path / 'p.jsonl'}",
+                        "--num_beams=4"])
     assert result.returncode == 0, result.stderr[-2000:]
     preds = read_jsonl(tmp_path / "p.jsonl")
     assert len(preds) == 2 and all(isinstance(p["prediction"], str) for p in preds)
