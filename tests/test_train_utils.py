@@ -160,3 +160,26 @@ def test_ranks_split_the_global_batch_of_a_single_process():
 def test_max_steps_from_epochs_and_accumulation():
     assert tu.compute_max_steps({"gradient_accumulation_steps": 2, "max_steps": -1, "num_train_epochs": 3}, 11) == (18, 6)
     assert tu.compute_max_steps({"gradient_accumulation_steps": 1, "max_steps": 5, "num_train_epochs": 3}, 11) == (5, 11)
+
+
+# ---------------------------------------------------------------------------- device and AMP
+def test_gpu_request_without_cuda_is_a_clear_error_and_auto_picks_cpu():
+    import paddle
+
+    if paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
+        pytest.skip("a GPU is present")
+    with pytest.raises(tu.ConfigError, match="device='gpu'.*paddlepaddle-gpu.*--device=cpu"):
+        tu.setup_device("gpu")
+    assert tu.setup_device("auto") == "cpu" and paddle.get_device() == "cpu"
+    with pytest.raises(tu.ConfigError, match="device must be"):
+        tu.setup_device("tpu")
+
+
+def test_amp_on_cpu_warns_once_and_runs_fp32(capsys):
+    tu._warned.clear()
+    assert tu.resolve_amp({"use_amp": True, "amp_dtype": "float16"}, "cpu") == (False, "float16")
+    assert tu.resolve_amp({"use_amp": True, "amp_dtype": "float16"}, "cpu") == (False, "float16")
+    assert capsys.readouterr().out.count("use_amp=True ignored") == 1
+    assert tu.resolve_amp({"use_amp": True, "amp_dtype": "bfloat16"}, "gpu") == (True, "bfloat16")
+    with pytest.raises(tu.ConfigError, match="amp_dtype"):
+        tu.resolve_amp({"use_amp": True, "amp_dtype": "int8"}, "gpu")
