@@ -28,6 +28,7 @@ COMPLETE_MARKER = "CHECKPOINT_COMPLETE"
 TRAINER_STATE_FILE = "trainer_state.pdparams"
 OPTIMIZER_FILE = "optimizer.pdopt"
 TRAIN_CONFIG_FILE = "train_config.json"
+RANK_RNG_FILE = "rng_state_rank{rank}.pdstate"  # ranks > 0; rank 0's RNG is in TRAINER_STATE_FILE
 
 
 # ----------------------------------------------------------------------------
@@ -218,12 +219,20 @@ def append_jsonl(path, record):
         f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
+def _jsonl_step(line):
+    """The step of one log line; None for a line a SIGKILL cut in half."""
+    try:
+        return json.loads(line).get("step", 0)
+    except (json.JSONDecodeError, AttributeError):
+        return None
+
+
 def truncate_jsonl(path, max_step):
     """After a resume, drop records a killed run logged past its last checkpoint."""
     if not is_main_process() or not os.path.exists(path):
         return
     with open(path, encoding="utf-8") as f:
-        kept = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= max_step]
+        kept = [line for line in f if _jsonl_step(line) is not None and _jsonl_step(line) <= max_step]
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.writelines(kept)
@@ -533,6 +542,8 @@ def save_checkpoint(output_dir, step, model, tokenizer, optimizer, lr_scheduler,
     )
     write_json_atomic(os.path.join(tmp, TRAIN_CONFIG_FILE), config)
     write_json_atomic(os.path.join(tmp, "train_state.json"), train_state)
+    for rank in range(1, get_world_size()):
+        os.replace(rank_rng_path(output_dir, step, rank), os.path.join(tmp, RANK_RNG_FILE.format(rank=rank)))
     with open(os.path.join(tmp, COMPLETE_MARKER), "w") as f:
         f.write(f"step {step}\n")
         f.flush()
@@ -546,6 +557,26 @@ def save_checkpoint(output_dir, step, model, tokenizer, optimizer, lr_scheduler,
     else:
         os.replace(tmp, final)
     return final
+
+
+def rank_rng_path(output_dir, step, rank):
+    return os.path.join(output_dir, f".tmp-rng-{step}-rank{rank}.pdstate")
+
+
+def save_rank_rng(output_dir, step, rank):
+    import paddle
+
+    # Nested like TRAINER_STATE_FILE: paddle.load turns a top-level dict's arrays into tensors,
+    # which fails on numpy's uint32 RNG key.
+    paddle.save({"rng": get_rng_state()}, rank_rng_path(output_dir, step, rank))
+
+
+def load_rank_rng(checkpoint, rank, default):
+    """Rank r's own RNG state when the checkpoint has one (data parallel), else rank 0's."""
+    import paddle
+
+    path = os.path.join(checkpoint, RANK_RNG_FILE.format(rank=rank))
+    return paddle.load(path)["rng"] if rank > 0 and os.path.isfile(path) else default
 
 
 def rotate_checkpoints(output_dir, save_total_limit, keep):
@@ -572,8 +603,11 @@ def clean_stale_temp_dirs(output_dir):
     if not os.path.isdir(output_dir):
         return
     for name in os.listdir(output_dir):
-        if name.startswith(f".tmp-{CHECKPOINT_PREFIX}") or ".old-" in name:
-            shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
+        path = os.path.join(output_dir, name)
+        if name.startswith(f".tmp-{CHECKPOINT_PREFIX}") or (checkpoint_step(name.split(".old-")[0]) is not None and ".old-" in name):
+            shutil.rmtree(path, ignore_errors=True)
+        elif name.startswith(".tmp-rng-"):
+            os.remove(path)
 
 
 def load_checkpoint(path, model, optimizer, lr_scheduler, scaler):
@@ -637,11 +671,39 @@ def init_distributed():
     return get_rank(), get_world_size()
 
 
-def barrier():
-    if get_world_size() > 1:
-        import paddle.distributed as dist
+_barrier_count = 0
 
-        dist.barrier()
+
+def barrier():
+    """Wait for every rank, however long rank 0 spends alone evaluating or saving.
+
+    A gloo collective (CPU) times out after 30 s, and an NCCL one after PADDLE_PG_TIMEOUT,
+    so the wait goes through the launcher's TCP store instead, which has no deadline.
+    If a rank dies, the launcher stops the others.
+    """
+    global _barrier_count
+    if get_world_size() == 1:
+        return
+    from paddle.base import core
+
+    store = core.create_or_get_global_tcp_store()
+    _barrier_count += 1
+    key = f"paddle_finetune/barrier/{_barrier_count}"
+    store.add(key, 1)
+    while store.add(key, 0) < get_world_size():
+        time.sleep(0.05)
+
+
+def mean_across_ranks(value):
+    """The global mean of a per-rank float (the loss), so every rank logs and checks the same number."""
+    if get_world_size() == 1:
+        return value
+    import paddle
+    import paddle.distributed as dist
+
+    t = paddle.to_tensor([value], dtype="float64")
+    dist.all_reduce(t)
+    return float(t.item()) / get_world_size()
 
 
 def broadcast_flag(value):
@@ -765,10 +827,12 @@ def run_training(task):
     if resume_path:
         saved = load_checkpoint(resume_path, model, optimizer, lr_scheduler, scaler)
         state.update(saved["train_state"])
-        set_rng_state(saved["rng"])
+        set_rng_state(load_rank_rng(resume_path, rank, saved["rng"]))
+        log(f"resumed from {resume_path}: step {state['global_step']}, epoch {state['epoch']}, batch {state['position']} of {micro_per_epoch}")
+    if cfg.get("resume_from_checkpoint"):
+        # Lines a killed run logged past its checkpoint (all of them, when there was none) are replayed.
         truncate_jsonl(os.path.join(out, "train_log.jsonl"), state["global_step"])
         truncate_jsonl(os.path.join(out, "metrics.jsonl"), state["global_step"])
-        log(f"resumed from {resume_path}: step {state['global_step']}, epoch {state['epoch']}, batch {state['position']} of {micro_per_epoch}")
 
     global_batch = cfg["train_batch_size"] * world_size * accum
     log(
@@ -783,7 +847,8 @@ def run_training(task):
     stop = _StopRequest()
     bar = progress_bar(max_steps, "train", initial=state["global_step"])
     window = {"loss": 0.0, "steps": 0, "tokens": 0, "start": time.time()}
-    last_eval_step, last_save_step = -1, -1
+    # The checkpoint we resumed from was evaluated and saved already: doing it again would log twice.
+    last_eval_step = last_save_step = state["global_step"] if resume_path else -1
     last_metrics = None
 
     def evaluate(step):
@@ -804,6 +869,9 @@ def run_training(task):
         model.train()
 
     def save(step):
+        if rank > 0:  # each rank's dropout stream is its own; rank 0 files them into the checkpoint
+            save_rank_rng(out, step, rank)
+        barrier()
         if is_main_process():
             metric = (last_metrics or {}).get(task.metric_for_best) if last_eval_step == step else None
             path = os.path.join(out, f"{CHECKPOINT_PREFIX}{step}")
@@ -843,9 +911,13 @@ def run_training(task):
                         loss = train_model(to_tensors(batch))
                     scaler.scale(loss / accum).backward()
                 step_loss += float(loss) / accum
-            if not use_amp and not math.isfinite(step_loss):
+            step_loss = mean_across_ranks(step_loss)
+            # float16 AMP: GradScaler skips a step with inf/NaN grads and lowers the scale. Without
+            # loss scaling (fp32, bfloat16) nothing would skip it, and one NaN step poisons every weight.
+            if not scaler.is_enable() and not math.isfinite(step_loss):
                 raise TrainingError(
-                    f"loss is {step_loss} at step {step + 1} (fp32): stopping. The last good checkpoint is kept: "
+                    f"loss is {step_loss} at step {step + 1} ({'AMP ' + amp_dtype if use_amp else 'fp32'}, no loss scaling): "
+                    f"stopping. The last good checkpoint is kept: "
                     f"{latest_checkpoint(out) or 'none yet'}. Lower learning_rate or check the data"
                 )
             # clip (ClipGradByGlobalNorm inside the optimizer), step; GradScaler skips inf/NaN steps under AMP
@@ -884,10 +956,28 @@ def run_training(task):
                 log(f"stopped by signal at step {state['global_step']}; resume with --resume_from_checkpoint=auto")
                 raise SystemExit(128 + (stop.signum or signal.SIGTERM))
     bar.close()
+    write_param_digest(model, rank)
     if run is not None:
         run.summary.update({"best_" + str(task.metric_for_best): state["best_metric"]})
         run.finish()
     return state
+
+
+def write_param_digest(model, rank):
+    """Test hook: with PADDLE_FINETUNE_PARAM_DIGEST=DIR each rank writes a checksum of its weights,
+    so a test can check that data-parallel ranks end with identical parameters."""
+    directory = os.environ.get("PADDLE_FINETUNE_PARAM_DIGEST")
+    if not directory:
+        return
+    import hashlib
+
+    state = unwrap_model(model).state_dict()
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(state[name].numpy()).tobytes())
+    os.makedirs(directory, exist_ok=True)
+    write_json_atomic(os.path.join(directory, f"rank{rank}.json"), {"rank": rank, "sha256": digest.hexdigest()})
 
 
 def describe_config(config):
