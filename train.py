@@ -108,6 +108,9 @@ def validate_config(cfg):
             raise tu.ConfigError(f"{key} must be positive, got {cfg[key]}")
     if not cfg["dataset_name"] and not cfg["train_file"]:
         raise tu.ConfigError("set dataset_name (e.g. 'lcsts_new') or train_file")
+    model = cfg["pretrained_model"]
+    if model and tu.looks_like_path(model) and not os.path.isdir(os.path.expanduser(model)):
+        raise tu.ConfigError(f"pretrained_model directory not found: {model}")
 
 
 # ----------------------------------------------------------------------------
@@ -343,13 +346,13 @@ def main(cfg):
     device = tu.setup_device(cfg["device"])
     tu.init_distributed()
     tu.set_seed(cfg["seed"])
+    tu.describe_config(cfg)
+    # Bad data stops here, before output_dir is touched, so a fixed rerun is not refused as non-empty.
+    data = load_data(cfg)
     os.makedirs(cfg["output_dir"], exist_ok=True)
     tu.clean_stale_temp_dirs(cfg["output_dir"])
-    tu.describe_config(cfg)
     if tu.is_main_process():
         tu.save_config(cfg, cfg["output_dir"])
-
-    data = load_data(cfg)
     tokenizer = build_tokenizer(cfg, data)
     model_kwargs = {}
     if not cfg["pretrained_model"]:
