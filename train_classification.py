@@ -1,0 +1,290 @@
+"""Fine-tune BERT / ERNIE / RoBERTa for text (or text-pair) classification with PaddlePaddle.
+
+    python train_classification.py                     # built-in sample, tiny BERT, CPU-friendly
+    python train_classification.py --train_file=a.tsv --dev_file=b.tsv --text_column=1 --label_column=2
+    python train_classification.py --pretrained_model=ernie-3.0-medium-zh --learning_rate=5e-5
+
+Label names are read from the training data; the label <-> id map is saved with every
+checkpoint (label_map.json and the model config) and used by tools/predict_classification.py.
+Every key below can be overridden; `python train_classification.py --help` lists them.
+"""
+import functools
+import json
+import os
+
+import numpy as np
+
+import train_utils as tu
+from data_utils import DataError, read_examples, truncate
+from metrics import classification_report
+from task_utils import build_tokenizer, vocab_size
+
+LABEL_MAP_FILE = "label_map.json"
+
+CONFIG = dict(
+    # --- run ---
+    seed=42,
+    output_dir="output/classification",
+    overwrite_output_dir=False,  # allow a new run to replace the files of an old one in output_dir
+    resume_from_checkpoint=None,  # "auto" (newest complete checkpoint in output_dir) or a checkpoint path
+    device="auto",  # "auto" (GPU when there is one), "gpu" or "cpu"
+    # --- model ---
+    pretrained_model="",  # paddlenlp name, local Paddle dir or local HF dir (BERT/ERNIE/RoBERTa); "" builds from model_config
+    model_config=dict(  # used when pretrained_model is "": a small BERT trained from scratch
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=256,
+        max_position_embeddings=512,
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+    ),
+    converted_model_dir="",  # where a local HF checkpoint is converted to; "" = next to it, suffixed -paddle
+    # --- data ---
+    train_file=os.path.join("datasets", "sample_classification", "train.tsv"),
+    dev_file=os.path.join("datasets", "sample_classification", "dev.tsv"),
+    text_column="text",  # name or 0-based index (headerless TSV/CSV)
+    text_pair_column=None,  # second text of a pair (name or index); None = single texts
+    label_column="label",  # name or index; label names are read from the data
+    max_seq_length=128,
+    max_train_samples=0,  # 0 = all
+    max_eval_samples=0,  # 0 = all
+    skip_bad_rows=False,  # skip (and count) bad rows instead of stopping at the first
+    group_by_length=True,  # batches of similar lengths, so dynamic padding pads little
+    # --- training ---
+    train_batch_size=32,  # per device
+    eval_batch_size=64,
+    gradient_accumulation_steps=1,
+    num_train_epochs=6,
+    max_steps=-1,  # > 0 overrides num_train_epochs
+    learning_rate=1e-3,
+    warmup_proportion=0.1,
+    warmup_steps=0,  # > 0 wins over warmup_proportion
+    adam_epsilon=1e-8,
+    weight_decay=0.01,
+    max_grad_norm=1.0,  # global-norm clipping; 0 = off
+    use_amp=False,  # GPU only; ignored with a warning on CPU
+    amp_dtype="float16",  # "float16" (with loss scaling) or "bfloat16"
+    scale_loss=2.0**15,  # initial GradScaler loss scale for float16 AMP
+    # --- evaluation, logging, checkpoints ---
+    logging_steps=10,
+    eval_steps=0,  # 0 = same as save_steps
+    save_steps=40,
+    save_total_limit=2,  # the best checkpoint (by metric_for_best) and the newest are always kept
+    metric_for_best="accuracy",  # "accuracy" or "macro_f1"
+    num_eval_samples_logged=8,  # rows in the wandb table of sample predictions
+    report_to="wandb",  # "wandb" or "none"; wandb runs offline without credentials
+    wandb_project="paddle-finetune",
+    wandb_run_name="",
+)
+
+
+def validate_config(cfg):
+    for key in ("train_batch_size", "eval_batch_size", "max_seq_length", "save_steps", "logging_steps"):
+        if cfg[key] <= 0:
+            raise tu.ConfigError(f"{key} must be positive, got {cfg[key]}")
+    if cfg["metric_for_best"] not in ("accuracy", "macro_f1"):
+        raise tu.ConfigError(f"metric_for_best must be 'accuracy' or 'macro_f1', got {cfg['metric_for_best']!r}")
+    if not cfg["train_file"]:
+        raise tu.ConfigError("set train_file")
+
+
+# ----------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------
+def read_split(cfg, path):
+    columns = {"text": cfg["text_column"], "label": cfg["label_column"]}
+    if cfg["text_pair_column"] is not None:
+        columns["text_pair"] = cfg["text_pair_column"]
+    return read_examples(path, columns, skip_bad_rows=cfg["skip_bad_rows"], log=tu.log)
+
+
+def label_names_from(rows):
+    """Sorted label names; all-numeric labels sort as numbers so "10" follows "9"."""
+    names = {r["label"] for r in rows}
+    numeric = all(n.lstrip("-").isdigit() for n in names)
+    return sorted(names, key=(lambda n: int(n)) if numeric else None)
+
+
+def check_labels(rows, label2id, path):
+    unknown = sorted({r["label"] for r in rows} - set(label2id))
+    if unknown:
+        raise DataError(f"{path}: label(s) {unknown[:5]} not in the training data's labels {sorted(label2id)[:20]}")
+
+
+def load_data(cfg):
+    data = {"train": truncate(read_split(cfg, cfg["train_file"]), cfg["max_train_samples"])}
+    if cfg["dev_file"]:
+        data["dev"] = truncate(read_split(cfg, cfg["dev_file"]), cfg["max_eval_samples"])
+    tu.log("data: " + ", ".join(f"{split} {len(rows)}" for split, rows in data.items()))
+    return data
+
+
+def tokenize_rows(rows, tokenizer, max_seq_length, label2id=None):
+    """Tokenize once; pairs get [CLS] a [SEP] b [SEP] with token types 0/1."""
+    texts = [r["text"] for r in rows]
+    pairs = [r["text_pair"] for r in rows] if rows and "text_pair" in rows[0] else None
+    kwargs = {"text_pair": pairs} if pairs else {}
+    encoded = tokenizer(texts, max_length=max_seq_length, truncation=True, return_token_type_ids=True, **kwargs)
+    features = []
+    for i, ids in enumerate(encoded["input_ids"]):
+        token_types = encoded["token_type_ids"][i] if "token_type_ids" in encoded else [0] * len(ids)
+        feature = {"input_ids": ids, "token_type_ids": token_types}
+        if label2id is not None:
+            feature["label"] = label2id[rows[i]["label"]]
+        features.append(feature)
+    return features
+
+
+def collate(features, rng=None, pad_id=0):
+    """Dynamic padding to the longest item in the batch."""
+    length = max(len(f["input_ids"]) for f in features)
+    n = len(features)
+    input_ids = np.full((n, length), pad_id, dtype="int64")
+    token_type_ids = np.zeros((n, length), dtype="int64")
+    attention_mask = np.zeros((n, length), dtype="float32")
+    for i, f in enumerate(features):
+        input_ids[i, : len(f["input_ids"])] = f["input_ids"]
+        token_type_ids[i, : len(f["token_type_ids"])] = f["token_type_ids"]
+        attention_mask[i, : len(f["input_ids"])] = 1
+    batch = {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask,
+             "num_tokens": int(attention_mask.sum())}
+    if "label" in features[0]:
+        batch["labels"] = np.array([f["label"] for f in features], dtype="int64")
+    return batch
+
+
+def forward_logits(model, batch):
+    out = model(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
+                attention_mask=batch["attention_mask"], return_dict=True)
+    return out.logits if hasattr(out, "logits") else out[0]
+
+
+def classification_loss(model, batch):
+    import paddle.nn.functional as F
+
+    return F.cross_entropy(forward_logits(model, batch).astype("float32"), batch["labels"].unsqueeze(-1)).mean()
+
+
+def predict_probabilities(model, features, batch_size, pad_id, desc="predict"):
+    """Softmax probabilities [n, num_labels], in input order (batched by length for speed)."""
+    import paddle
+    import paddle.nn.functional as F
+
+    order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
+    probs = [None] * len(features)
+    bar = tu.progress_bar(len(features), desc)
+    with paddle.no_grad():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            batch = collate([{k: v for k, v in features[i].items() if k != "label"} for i in chunk], pad_id=pad_id)
+            batch.pop("num_tokens")
+            logits = forward_logits(model, tu.to_tensors(batch))
+            for i, row in zip(chunk, F.softmax(logits.astype("float32"), axis=-1).numpy()):
+                probs[i] = row
+            bar.update(len(chunk))
+    bar.close()
+    return np.stack(probs) if probs else np.zeros((0, 0))
+
+
+# ----------------------------------------------------------------------------
+# evaluation reports
+# ----------------------------------------------------------------------------
+def write_reports(report, label_names, output_dir, step):
+    """classification_report.json and confusion_matrix.tsv (rows: gold, columns: predicted)."""
+    tu.write_json_atomic(os.path.join(output_dir, "classification_report.json"), {"step": step, "labels": label_names, **report})
+    lines = ["gold\\predicted\t" + "\t".join(label_names)]
+    lines += [name + "\t" + "\t".join(str(c) for c in row) for name, row in zip(label_names, report["confusion_matrix"])]
+    tmp = os.path.join(output_dir, "confusion_matrix.tsv.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(tmp, os.path.join(output_dir, "confusion_matrix.tsv"))
+
+
+def majority_accuracy(train_labels, dev_labels):
+    """Accuracy (0-100) of always predicting the most frequent training label: the bar to beat."""
+    majority = max(set(train_labels), key=train_labels.count)
+    return round(100.0 * sum(1 for y in dev_labels if y == majority) / max(len(dev_labels), 1), 4)
+
+
+# ----------------------------------------------------------------------------
+# main
+# ----------------------------------------------------------------------------
+def build_model(cfg, tokenizer, label_names):
+    from paddlenlp.transformers import AutoModelForSequenceClassification, BertForSequenceClassification
+
+    id2label = {i: name for i, name in enumerate(label_names)}
+    label_kwargs = dict(num_labels=len(label_names), id2label=id2label, label2id={n: i for i, n in id2label.items()})
+    if cfg["pretrained_model"]:
+        return tu.load_model(AutoModelForSequenceClassification, cfg, **label_kwargs)
+    return tu.load_model(BertForSequenceClassification, cfg, vocab_size=vocab_size(tokenizer),
+                         pad_token_id=tokenizer.pad_token_id, **label_kwargs)
+
+
+def main(cfg):
+    validate_config(cfg)
+    tu.check_output_dir(cfg)
+    device = tu.setup_device(cfg["device"])
+    tu.init_distributed()
+    tu.set_seed(cfg["seed"])
+    os.makedirs(cfg["output_dir"], exist_ok=True)
+    tu.clean_stale_temp_dirs(cfg["output_dir"])
+    tu.describe_config(cfg)
+    if tu.is_main_process():
+        tu.save_config(cfg, cfg["output_dir"])
+
+    data = load_data(cfg)
+    label_names = label_names_from(data["train"])
+    label2id = {name: i for i, name in enumerate(label_names)}
+    if "dev" in data:
+        check_labels(data["dev"], label2id, cfg["dev_file"])
+    tu.log(f"labels ({len(label_names)}): {label_names[:20]}{' ...' if len(label_names) > 20 else ''}")
+    tokenizer = build_tokenizer(cfg, [t for r in data["train"] for t in (r["text"], r.get("text_pair", ""))])
+    model = build_model(cfg, tokenizer, label_names)
+    pad_id = tokenizer.pad_token_id
+    tu.log(f"device {device}, pad={pad_id}")
+    features = {split: tokenize_rows(rows, tokenizer, cfg["max_seq_length"], label2id) for split, rows in data.items()}
+
+    baseline = None
+    if "dev" in data:
+        baseline = majority_accuracy([r["label"] for r in data["train"]], [r["label"] for r in data["dev"]])
+        tu.log(f"majority-class baseline on dev: accuracy {baseline}")
+    samples = {}
+
+    def evaluate_fn(model_, step):
+        if "dev" not in data:
+            return {}
+        probs = predict_probabilities(model_, features["dev"], cfg["eval_batch_size"], pad_id, desc="eval")
+        preds = probs.argmax(-1).tolist()
+        golds = [f["label"] for f in features["dev"]]
+        report = classification_report(golds, preds, label_names)
+        write_reports(report, label_names, cfg["output_dir"], step)
+        samples["rows"] = [
+            {"text": r["text"][:200], "label": r["label"], "prediction": label_names[p], "probability": round(float(probs[i][p]), 4)}
+            for i, (r, p) in enumerate(list(zip(data["dev"], preds))[: cfg["num_eval_samples_logged"]])
+        ]
+        return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
+
+    task = tu.TrainingTask(
+        config=cfg,
+        model=model,
+        tokenizer=tokenizer,
+        train_features=features["train"],
+        train_lengths=[len(f["input_ids"]) for f in features["train"]],
+        collate_fn=functools.partial(collate, pad_id=pad_id),
+        loss_fn=classification_loss,
+        evaluate_fn=evaluate_fn,
+        metric_for_best=cfg["metric_for_best"],
+        greater_is_better=True,
+        extra_files={LABEL_MAP_FILE: {"id2label": {str(i): n for i, n in enumerate(label_names)}, "label2id": label2id}},
+        sample_rows_fn=lambda: samples.get("rows"),
+        group_by_length=cfg["group_by_length"],
+    )
+    state = tu.run_training(task)
+    tu.log(f"done. best checkpoint: {state['best_checkpoint']} ({cfg['metric_for_best']}={state['best_metric']}; "
+           f"majority-class accuracy {baseline})")
+    return state
+
+
+if __name__ == "__main__":
+    tu.run_main(main, CONFIG, prog="train_classification.py", doc=__doc__)
