@@ -208,3 +208,41 @@ def test_csl_title_generation_learns(tmp_path):
     assert [m["step"] for m in metrics] == [20, 40, 60]
     assert metrics[-1]["rougeL"] > metrics[0]["rougeL"]
     assert "data: train 960, dev 40" in result.stdout
+
+
+def test_pretrained_model_may_be_a_local_hf_directory(tmp_path):
+    """An HF BART with a BERT vocab (fnlp/bart-base-chinese's layout) is converted once, cached, and fine-tuned."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from data_utils import write_char_vocab
+
+    hf_dir = tmp_path / "hf-bart"
+    hf_dir.mkdir()
+    texts = [json.loads(line)["content"] + json.loads(line)["title"]
+             for line in open(os.path.join(ROOT, "datasets", "sample_summarization", "train.jsonl"), encoding="utf-8")]
+    vocab = write_char_vocab(texts, str(hf_dir / "vocab.txt"))
+    vocab_size = len(open(vocab, encoding="utf-8").read().split())
+    torch.manual_seed(0)
+    config = transformers.BartConfig(vocab_size=vocab_size, d_model=32, encoder_layers=1, decoder_layers=1,
+                                     encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+                                     decoder_ffn_dim=64, max_position_embeddings=256, pad_token_id=0, bos_token_id=2,
+                                     eos_token_id=3, decoder_start_token_id=3, forced_eos_token_id=3)
+    config.architectures = ["BartForConditionalGeneration"]
+    transformers.BartForConditionalGeneration(config).save_pretrained(str(hf_dir))
+    transformers.BertTokenizerFast(vocab_file=vocab).save_pretrained(str(hf_dir))
+
+    out = tmp_path / "out"
+    result = run_entry(["train.py", f"--pretrained_model={hf_dir}", f"--output_dir={out}", "--report_to=none",
+                        "--max_steps=4", "--save_steps=4", "--logging_steps=2", "--max_eval_samples=8",
+                        "--train_batch_size=8", "--learning_rate=1e-3"])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    converted = tmp_path / "hf-bart-paddle"
+    assert (converted / "model_state.pdparams").exists()
+    # the model's own decoder_start (3 here, as in fnlp's config) is used, not a guess
+    assert "decoder_start=3" in result.stdout
+    assert (out / "checkpoint-4" / "CHECKPOINT_COMPLETE").exists()
+    mtime = (converted / "model_state.pdparams").stat().st_mtime
+    result = run_entry(["train.py", f"--pretrained_model={hf_dir}", f"--output_dir={tmp_path / 'out2'}",
+                        "--report_to=none", "--max_steps=1", "--save_steps=1", "--max_eval_samples=2"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (converted / "model_state.pdparams").stat().st_mtime == mtime, "converted once, then reused"
