@@ -288,8 +288,8 @@ def decode_ids(tokenizer, ids, eos_id, pad_id):
     return CJK_SPACE.sub("", text).strip()
 
 
-def generate(model, tokenizer, features, cfg, ids, desc="generate"):
-    """Summaries for tokenized features, batched by length for speed, returned in input order."""
+def generate_ids(model, features, cfg, ids, desc="generate"):
+    """Generated token ids (a numpy row per feature, in input order), batched by length for speed."""
     import paddle
 
     order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
@@ -313,10 +313,15 @@ def generate(model, tokenizer, features, cfg, ids, desc="generate"):
                 use_cache=True,
             )
             for i, row in zip(chunk, generated.numpy()):
-                outputs[i] = decode_ids(tokenizer, row, ids["eos"], ids["pad"])
+                outputs[i] = row
             bar.update(len(chunk))
     bar.close()
     return outputs
+
+
+def generate(model, tokenizer, features, cfg, ids, desc="generate"):
+    """Summaries for tokenized features, returned in input order."""
+    return [decode_ids(tokenizer, row, ids["eos"], ids["pad"]) for row in generate_ids(model, features, cfg, ids, desc)]
 
 
 def evaluate_split(model, tokenizer, examples, features, cfg, ids, out_path, desc):

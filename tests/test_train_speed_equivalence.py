@@ -1,0 +1,126 @@
+"""Issue #7: the CPU speed-ups in train_utils keep the numbers.
+
+* use_fast_cpu_linear (PyLayer linear with GEMM-only backward) gives the same gradients as
+  paddle's nn.Linear, and the same training losses over several optimizer steps of a BART
+  with dropout, to float32 tolerance.
+* seq2seq_loss (LM head only at real target positions) equals the plain full-logits loss.
+"""
+import copy
+import os
+
+import numpy as np
+import pytest
+
+import train
+import train_utils as tu
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny_setup(tmp_path, seed=7):
+    import paddle
+    from paddlenlp.transformers import BartConfig, BartForConditionalGeneration, BertTokenizer
+
+    from data_utils import write_char_vocab
+
+    paddle.set_device("cpu")
+    cfg = dict(train.CONFIG, max_source_length=64, max_target_length=16, learning_rate=3e-3, warmup_steps=1)
+    rows = train.load_split(cfg, os.path.join(ROOT, "datasets", "sample_summarization", "train.jsonl"), "train")[:48]
+    vocab = write_char_vocab((t for r in rows for t in (r["source"], r["target"])), str(tmp_path / "vocab.txt"))
+    tok = BertTokenizer(vocab_file=vocab)
+    paddle.seed(seed)
+    config = BartConfig(vocab_size=len(tok.vocab), d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128,
+                        dropout=0.1, pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id,
+                        decoder_start_token_id=tok.cls_token_id, forced_eos_token_id=tok.sep_token_id)
+    model = BartForConditionalGeneration(config)
+    ids = train.special_ids(tok, model)
+    feats = train.tokenize_examples(rows, tok, cfg, ids["eos"])
+    lengths = [len(f["input_ids"]) + len(f["labels"]) for f in feats]
+    batches = [train.collate([feats[i] for i in b], pad_id=ids["pad"], decoder_start_id=ids["decoder_start"])
+               for b in tu.epoch_batches(lengths, 8, 1, 0, 42, 0, True)]
+    return cfg, model, batches
+
+
+def _train_losses(cfg, model, batches, steps, seed=11):
+    """The step of train_utils.run_training (fp32): loss, backward, clip + AdamW, schedule."""
+    import paddle
+
+    optimizer, scheduler = tu.build_optimizer(model, cfg, steps)
+    paddle.seed(seed)
+    model.train()
+    losses = []
+    for batch in batches[:steps]:
+        batch = {k: v for k, v in batch.items() if k != "num_tokens"}
+        loss = train.seq2seq_loss(model, tu.to_tensors(batch))
+        loss.backward()
+        optimizer.step()
+        optimizer.clear_grad()
+        scheduler.step()
+        losses.append(float(loss))
+    return losses
+
+
+def test_fast_linear_same_gradients():
+    import paddle
+
+    paddle.set_device("cpu")
+    paddle.seed(0)
+    ref = paddle.nn.Linear(24, 40)
+    fast = copy.deepcopy(ref)
+    assert tu.use_fast_cpu_linear(fast) == 1
+    x = paddle.randn([3, 5, 24])
+    g = paddle.randn([3, 5, 40])
+    grads = []
+    for layer in (ref, fast):
+        xx = x.clone()
+        xx.stop_gradient = False
+        y = layer(xx)
+        (y * g).sum().backward()
+        grads.append([y.numpy(), xx.grad.numpy(), layer.weight.grad.numpy(), layer.bias.grad.numpy()])
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    with paddle.no_grad():  # inference keeps paddle's own linear, same values
+        np.testing.assert_allclose(fast(x).numpy(), ref(x).numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_fast_cpu_training_same_losses(tmp_path):
+    cfg, model, batches = _tiny_setup(tmp_path)
+    assert len(batches) >= 5
+    fast_model = copy.deepcopy(model)
+    switched = tu.use_fast_cpu_linear(fast_model)
+    assert switched > 10  # every q/k/v/out/fc layer of the encoder and decoder
+    base = _train_losses(cfg, model, batches, steps=5)
+    fast = _train_losses(cfg, fast_model, batches, steps=5)
+    assert base[0] > base[-1]  # it learns, so later steps depend on earlier updates
+    np.testing.assert_allclose(fast, base, rtol=2e-4, atol=1e-5)
+    for (name, p), q in zip(model.named_parameters(), fast_model.parameters()):
+        np.testing.assert_allclose(q.numpy(), p.numpy(), rtol=1e-3, atol=1e-4, err_msg=name)
+
+
+def test_real_position_loss_equals_full_logits_loss(tmp_path):
+    import paddle
+    cfg, model, batches = _tiny_setup(tmp_path)
+    model.eval()
+    batch = tu.to_tensors({k: v for k, v in batches[0].items() if k != "num_tokens"})
+    assert int((batch["labels"] == -100).sum()) > 0  # the batch has padded label slots
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   decoder_input_ids=batch["decoder_input_ids"], use_cache=False, return_dict=False)
+    logits = (logits[0] if isinstance(logits, (tuple, list)) else logits).numpy()
+    logits = logits.reshape([-1, logits.shape[-1]]).astype("float64")
+    labels = batch["labels"].numpy().reshape([-1])
+    real = labels != -100
+    log_probs = logits - logits.max(-1, keepdims=True)
+    log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
+    full = -log_probs[real, labels[real]].mean()  # mean over real target tokens of the full-logits loss
+    with paddle.no_grad():
+        ours = train.seq2seq_loss(model, batch)
+    np.testing.assert_allclose(float(ours), float(full), rtol=1e-5)
+
+
+@pytest.mark.parametrize("threads", ["3", None])
+def test_cpu_threads(monkeypatch, threads):
+    monkeypatch.setattr(tu, "_USER_OMP_NUM_THREADS", threads)
+    monkeypatch.delenv("PADDLE_LOCAL_SIZE", raising=False)
+    monkeypatch.delenv("PADDLE_TRAINERS_NUM", raising=False)
+    assert tu.cpu_threads() == (3 if threads else max(1, os.cpu_count() or 1))
