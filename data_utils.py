@@ -28,7 +28,14 @@ def _where(path, line_no):
     return f"{path}:{line_no}" if line_no else path
 
 
-def _read_text_lines(path):
+def _bad(error, on_error):
+    """Raise a bad-row error, or hand it to on_error (skip_bad_rows) and carry on with the next row."""
+    if on_error is None:
+        raise error
+    on_error(error)
+
+
+def _read_text_lines(path, on_error=None):
     """Yield (line_no, text) for every line, decoding UTF-8 line by line so a bad byte is located."""
     if not os.path.isfile(path):
         raise DataError(f"data file not found: {path}")
@@ -40,12 +47,14 @@ def _read_text_lines(path):
         raw = raw[3:]
     for line_no, raw_line in enumerate(raw.splitlines(), start=1):
         try:
-            yield line_no, raw_line.decode("utf-8")
+            text = raw_line.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise DataError(
+            _bad(DataError(
                 f"{path}:{line_no}: text is not UTF-8 (byte {raw_line[e.start:e.start + 1]!r} at column {e.start + 1}); "
                 f"re-encode the file as UTF-8, e.g. `iconv -f GBK -t UTF-8 {os.path.basename(path)}`"
-            ) from None
+            ), on_error)
+            continue
+        yield line_no, text
 
 
 def _file_format(path):
@@ -55,14 +64,14 @@ def _file_format(path):
     return ext[1:]
 
 
-def _json_rows(path, lines):
+def _json_rows(path, lines, on_error=None):
     """A .json file is either one JSON array/object of rows, or JSON lines."""
     text = "\n".join(t for _, t in lines)
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
         # Not a single document: treat as JSON lines, which locates the broken line.
-        yield from _jsonl_rows(path, lines)
+        yield from _jsonl_rows(path, lines, on_error)
         return
     if isinstance(data, dict):
         data = data.get("data", [data])
@@ -72,14 +81,16 @@ def _json_rows(path, lines):
         yield (f"item {i}", row)
 
 
-def _jsonl_rows(path, lines):
+def _jsonl_rows(path, lines, on_error=None):
     for line_no, text in lines:
         if not text.strip():
             continue
         try:
-            yield line_no, json.loads(text)
+            row = json.loads(text)
         except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{line_no}: malformed JSON ({e.msg} at column {e.colno})") from None
+            _bad(DataError(f"{path}:{line_no}: malformed JSON ({e.msg} at column {e.colno})"), on_error)
+            continue
+        yield line_no, row
 
 
 def _delimited_rows(path, lines, delimiter, has_header):
@@ -103,14 +114,18 @@ def _txt_rows(path, lines):
             yield line_no, [text]
 
 
-def iter_rows(path, has_header):
-    """Yield (line_no, row) where row is a dict (named columns) or a list (columns by index)."""
+def iter_rows(path, has_header, on_error=None):
+    """Yield (line_no, row) where row is a dict (named columns) or a list (columns by index).
+
+    A line that cannot be decoded or parsed raises DataError, or with on_error set is passed
+    to it and skipped. An empty or missing file always raises.
+    """
     fmt = _file_format(path)
-    lines = _read_text_lines(path)
+    lines = _read_text_lines(path, on_error)
     if fmt == "json":
-        return _json_rows(path, list(lines))
+        return _json_rows(path, list(lines), on_error)
     if fmt == "jsonl":
-        return _jsonl_rows(path, lines)
+        return _jsonl_rows(path, lines, on_error)
     if fmt == "txt":
         return _txt_rows(path, lines)
     return _delimited_rows(path, lines, "\t" if fmt == "tsv" else ",", has_header)
@@ -140,6 +155,13 @@ def _get_column(row, column, path, line_no):
     raise DataError(f"{_where(path, line_no)}: expected an object or a row of columns, got {type(row).__name__}")
 
 
+def _error_line(error):
+    """The line number a DataError names, for reporting the first bad row in file order."""
+    where = str(error).split(": ", 1)[0]
+    tail = where.rsplit(":", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
 def normalize_column(column):
     """'1' and 1 both mean the second column; names stay names."""
     if isinstance(column, str) and column.strip().lstrip("-").isdigit():
@@ -158,8 +180,8 @@ def read_examples(path, columns, skip_bad_rows=False, allow_empty=(), log=print)
     """
     columns = {role: normalize_column(col) for role, col in columns.items()}
     has_header = any(isinstance(c, str) for c in columns.values())
-    examples, skipped, first_error = [], 0, None
-    for line_no, row in iter_rows(path, has_header):
+    examples, bad = [], []
+    for line_no, row in iter_rows(path, has_header, on_error=bad.append if skip_bad_rows else None):
         try:
             example = {}
             for role, col in columns.items():
@@ -171,12 +193,13 @@ def read_examples(path, columns, skip_bad_rows=False, allow_empty=(), log=print)
         except DataError as e:
             if not skip_bad_rows:
                 raise
-            skipped += 1
-            first_error = first_error or str(e)
+            bad.append(e)
             continue
         examples.append(example)
+    skipped = len(bad)
     if skipped:
-        log(f"skip_bad_rows: skipped {skipped} bad row(s) in {path}; first: {first_error}")
+        first = min(bad, key=_error_line)
+        log(f"skip_bad_rows: skipped {skipped} bad row(s) in {path}; first: {first}")
     if not examples:
         raise DataError(f"{path}: no usable rows" + (f" ({skipped} skipped as bad)" if skipped else ""))
     return examples
