@@ -1,0 +1,262 @@
+"""Train or fine-tune a causal language model (GPT) with PaddlePaddle.
+
+    python train_clm.py                                 # built-in sample corpus, tiny GPT, CPU-friendly
+    python train_clm.py --train_file=corpus.txt --block_size=256
+    python train_clm.py --train_file=a.tsv --text_column=1 --dev_file=b.tsv
+
+Texts are joined (each ended by the end-of-text token) and cut into block_size blocks; the
+labels are the inputs, shifted by one inside the loss. Perplexity is exp of the dev loss.
+Generate with `tools/generate_text.py MODEL_DIR "prompt" --strategy greedy|top_k|top_p`.
+Every key below can be overridden; `python train_clm.py --help` lists them.
+"""
+import functools
+import json
+import os
+
+import numpy as np
+
+import train_utils as tu
+from task_utils import build_tokenizer, decode_text, load_texts, perplexity, token_weighted_mean, vocab_size
+
+CONFIG = dict(
+    # --- run ---
+    seed=42,
+    output_dir="output/clm",
+    overwrite_output_dir=False,  # allow a new run to replace the files of an old one in output_dir
+    resume_from_checkpoint=None,  # "auto" (newest complete checkpoint in output_dir) or a checkpoint path
+    device="auto",  # "auto" (GPU when there is one), "gpu" or "cpu"
+    # --- model ---
+    pretrained_model="",  # paddlenlp name, local Paddle dir or local HF dir; "" builds a GPT from model_config
+    model_config=dict(  # used when pretrained_model is "": a small GPT trained from scratch
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=256,
+        max_position_embeddings=512,
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+    ),
+    converted_model_dir="",  # where a local HF checkpoint is converted to; "" = next to it, suffixed -paddle
+    # --- data ---
+    train_file=os.path.join("datasets", "sample_lm", "train.txt"),
+    dev_file=os.path.join("datasets", "sample_lm", "dev.txt"),
+    text_column=0,  # name or 0-based index for JSON/TSV/CSV; .txt files are one text per line
+    block_size=64,  # tokens per training example
+    max_train_samples=0,  # texts; 0 = all
+    max_eval_samples=0,  # texts; 0 = all
+    skip_bad_rows=False,  # skip (and count) bad rows instead of stopping at the first
+    # --- training ---
+    train_batch_size=32,  # per device
+    eval_batch_size=64,
+    gradient_accumulation_steps=1,
+    num_train_epochs=3,
+    max_steps=-1,  # > 0 overrides num_train_epochs
+    learning_rate=2e-3,
+    warmup_proportion=0.05,
+    warmup_steps=0,  # > 0 wins over warmup_proportion
+    adam_epsilon=1e-8,
+    weight_decay=0.01,
+    max_grad_norm=1.0,  # global-norm clipping; 0 = off
+    use_amp=False,  # GPU only; ignored with a warning on CPU
+    amp_dtype="float16",  # "float16" (with loss scaling) or "bfloat16"
+    scale_loss=2.0**15,  # initial GradScaler loss scale for float16 AMP
+    # --- evaluation, logging, checkpoints ---
+    logging_steps=10,
+    eval_steps=0,  # 0 = same as save_steps
+    save_steps=60,
+    save_total_limit=2,  # the best checkpoint (lowest perplexity) and the newest are always kept
+    sample_prompt="探险家",  # continued greedily after training, for the log; "" = skip
+    sample_max_new_tokens=30,
+    report_to="wandb",  # "wandb" or "none"; wandb runs offline without credentials
+    wandb_project="paddle-finetune",
+    wandb_run_name="",
+)
+
+
+def validate_config(cfg):
+    for key in ("train_batch_size", "eval_batch_size", "save_steps", "logging_steps", "sample_max_new_tokens"):
+        if cfg[key] <= 0:
+            raise tu.ConfigError(f"{key} must be positive, got {cfg[key]}")
+    if cfg["block_size"] < 2:
+        raise tu.ConfigError(f"block_size must be at least 2 (one token predicts the next), got {cfg['block_size']}")
+    if not cfg["train_file"]:
+        raise tu.ConfigError("set train_file")
+
+
+# ----------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------
+def end_of_text_id(tokenizer):
+    """GPT tokenizers have an eos token; a BERT-style char vocab ends texts with [SEP]."""
+    return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+
+
+def encode(text, tokenizer):
+    return tokenizer.convert_tokens_to_ids(tokenizer.tokenize(text))
+
+
+def build_blocks(texts, tokenizer, block_size):
+    """Join the texts, each ended by end-of-text, and cut into full blocks.
+
+    The remainder is dropped (every block then has the same length and no padding),
+    unless it is all there is.
+    """
+    eot = end_of_text_id(tokenizer)
+    stream = [i for t in texts for i in encode(t, tokenizer) + [eot]]
+    starts = range(0, max(len(stream) - block_size + 1, 1), block_size)
+    return [{"input_ids": stream[s:s + block_size]} for s in starts]
+
+
+def collate(features, rng=None, pad_id=0):
+    """Stack blocks; a short block (tiny corpus) is padded and its padding ignored by the loss."""
+    length = max(len(f["input_ids"]) for f in features)
+    input_ids = np.full((len(features), length), pad_id, dtype="int64")
+    labels = np.full((len(features), length), -100, dtype="int64")
+    for i, f in enumerate(features):
+        input_ids[i, : len(f["input_ids"])] = f["input_ids"]
+        labels[i, : len(f["input_ids"])] = f["input_ids"]
+    return {"input_ids": input_ids, "labels": labels, "num_tokens": int((labels != -100).sum())}
+
+
+def clm_logits(model, input_ids):
+    out = model(input_ids=input_ids, use_cache=False, return_dict=True)
+    return out.logits if hasattr(out, "logits") else out[0]
+
+
+def clm_loss(model, batch):
+    """Next-token cross-entropy: position t predicts token t+1 (paddlenlp's GPT criterion does not shift)."""
+    import paddle
+    import paddle.nn.functional as F
+
+    logits = clm_logits(model, batch["input_ids"])[:, :-1]
+    labels = batch["labels"][:, 1:].flatten()
+    positions = paddle.nonzero(labels != -100).flatten()
+    chosen = paddle.gather(logits.reshape([-1, logits.shape[-1]]), positions)
+    return F.cross_entropy(chosen.astype("float32"), paddle.gather(labels, positions).unsqueeze(-1)).mean()
+
+
+def eval_perplexity(model, features, batch_size, pad_id):
+    import paddle
+
+    results = []
+    with paddle.no_grad():
+        for start in range(0, len(features), batch_size):
+            batch = collate(features[start:start + batch_size], pad_id=pad_id)
+            predicted = int((batch["labels"][:, 1:] != -100).sum())
+            batch.pop("num_tokens")
+            if predicted:
+                results.append((float(clm_loss(model, tu.to_tensors(batch))), predicted))
+    loss = token_weighted_mean(results)
+    return {"loss": loss, "perplexity": perplexity(loss)}
+
+
+# ----------------------------------------------------------------------------
+# generation (also used by tools/generate_text.py)
+# ----------------------------------------------------------------------------
+STRATEGIES = ("greedy", "top_k", "top_p")
+
+
+def generate_text(model, tokenizer, prompt, strategy="greedy", max_new_tokens=50, top_k=5, top_p=0.9, temperature=1.0, seed=None):
+    """Continue prompt. greedy is deterministic; top_k / top_p sample (seeded when seed is given)."""
+    import paddle
+
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    ids = encode(prompt, tokenizer)
+    if not ids:
+        ids = [end_of_text_id(tokenizer)]  # an empty prompt starts a new text
+    if seed is not None:
+        paddle.seed(seed)
+    sampling = dict(decode_strategy="sampling", temperature=temperature,
+                    top_k=top_k if strategy == "top_k" else 0, top_p=top_p if strategy == "top_p" else 1.0)
+    model.eval()
+    with paddle.no_grad():
+        generated, _ = model.generate(
+            input_ids=paddle.to_tensor([ids], dtype="int64"),
+            max_new_tokens=max_new_tokens,
+            eos_token_id=end_of_text_id(tokenizer),
+            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_of_text_id(tokenizer),
+            use_cache=True,
+            **(dict(decode_strategy="greedy_search") if strategy == "greedy" else sampling),
+        )
+    return decode_text(tokenizer, generated[0].numpy())
+
+
+# ----------------------------------------------------------------------------
+# main
+# ----------------------------------------------------------------------------
+def build_model(cfg, tokenizer):
+    from paddlenlp.transformers import AutoModelForCausalLM, GPTForCausalLM
+
+    if cfg["pretrained_model"]:
+        return tu.load_model(AutoModelForCausalLM, cfg)
+    eot = end_of_text_id(tokenizer)
+    return tu.load_model(
+        GPTForCausalLM, cfg, vocab_size=vocab_size(tokenizer), pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=eot, eos_token_id=eot,
+        max_position_embeddings=max(cfg["model_config"].get("max_position_embeddings", 512), cfg["block_size"]),
+    )
+
+
+def log_eval_at_start(cfg, evaluate_fn, model):
+    """Score the starting model (step 0) so metrics.jsonl shows where perplexity fell from."""
+    metrics = {k: round(float(v), 4) for k, v in evaluate_fn(model, 0).items()}
+    tu.append_jsonl(os.path.join(cfg["output_dir"], "metrics.jsonl"), {"step": 0, **metrics})
+    tu.log("eval at step 0 (before training): " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
+    model.train()
+
+
+def main(cfg):
+    validate_config(cfg)
+    tu.check_output_dir(cfg)
+    device = tu.setup_device(cfg["device"])
+    tu.init_distributed()
+    tu.set_seed(cfg["seed"])
+    out = cfg["output_dir"]
+    os.makedirs(out, exist_ok=True)
+    tu.clean_stale_temp_dirs(out)
+    tu.describe_config(cfg)
+    if tu.is_main_process():
+        tu.save_config(cfg, out)
+
+    texts = {"train": load_texts(cfg["train_file"], cfg["text_column"], cfg, cfg["max_train_samples"])}
+    if cfg["dev_file"]:
+        texts["dev"] = load_texts(cfg["dev_file"], cfg["text_column"], cfg, cfg["max_eval_samples"])
+    tokenizer = build_tokenizer(cfg, texts["train"])
+    model = build_model(cfg, tokenizer)
+    features = {split: build_blocks(rows, tokenizer, cfg["block_size"]) for split, rows in texts.items()}
+    sizes = ", ".join(f"{split} {len(texts[split])} texts -> {len(f)} blocks of {cfg['block_size']}" for split, f in features.items())
+    tu.log(f"data: {sizes}; device {device}")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def evaluate_fn(model_, step):
+        return eval_perplexity(model_, features["dev"], cfg["eval_batch_size"], pad_id) if features.get("dev") else {}
+
+    if not tu.resolve_resume(cfg) and features.get("dev") and tu.is_main_process():
+        log_eval_at_start(cfg, evaluate_fn, model)
+
+    task = tu.TrainingTask(
+        config=cfg,
+        model=model,
+        tokenizer=tokenizer,
+        train_features=features["train"],
+        train_lengths=[len(f["input_ids"]) for f in features["train"]],
+        collate_fn=functools.partial(collate, pad_id=pad_id),
+        loss_fn=clm_loss,
+        evaluate_fn=evaluate_fn,
+        metric_for_best="perplexity",
+        greater_is_better=False,
+        group_by_length=False,  # blocks are all block_size long
+    )
+    state = tu.run_training(task)
+
+    if cfg["sample_prompt"] and tu.is_main_process():
+        sample = generate_text(model, tokenizer, cfg["sample_prompt"], "greedy", cfg["sample_max_new_tokens"])
+        tu.write_json_atomic(os.path.join(out, "sample_generation.json"), {"prompt": cfg["sample_prompt"], "greedy": sample})
+        tu.log(f"sample (greedy): {cfg['sample_prompt']} -> {sample}")
+    tu.log(f"done. best checkpoint: {state['best_checkpoint']} (perplexity={state['best_metric']})")
+    return state
+
+
+if __name__ == "__main__":
+    tu.run_main(main, CONFIG, prog="train_clm.py", doc=__doc__)

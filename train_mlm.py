@@ -1,0 +1,379 @@
+"""Train or fine-tune a masked language model (BERT / ERNIE / RoBERTa) with PaddlePaddle.
+
+    python train_mlm.py                                 # built-in sample corpus, tiny BERT, CPU-friendly
+    python train_mlm.py --train_file=corpus.txt --whole_word_mask=True
+    python train_mlm.py --train_file=a.tsv --text_column=1 --line_by_line=True
+
+15% of tokens are chosen afresh for every batch (80% -> [MASK], 10% -> a random token,
+10% unchanged); special tokens and padding never are. Evaluation masks the dev set once with
+a fixed seed, so perplexity (exp of the loss on masked tokens) is comparable across evaluations.
+The starting model is saved to output_dir/initial_model, and the probe sentence is filled in
+before and after training (cloze_check.json), so `tools/fill_mask.py` can compare the two.
+Every key below can be overridden; `python train_mlm.py --help` lists them.
+"""
+import functools
+import json
+import os
+
+import numpy as np
+
+import train_utils as tu
+from task_utils import build_tokenizer, load_texts, perplexity, token_weighted_mean, vocab_size
+
+INITIAL_MODEL_DIR = "initial_model"
+CLOZE_FILE = "cloze_check.json"
+
+CONFIG = dict(
+    # --- run ---
+    seed=42,
+    output_dir="output/mlm",
+    overwrite_output_dir=False,  # allow a new run to replace the files of an old one in output_dir
+    resume_from_checkpoint=None,  # "auto" (newest complete checkpoint in output_dir) or a checkpoint path
+    device="auto",  # "auto" (GPU when there is one), "gpu" or "cpu"
+    # --- model ---
+    pretrained_model="",  # paddlenlp name, local Paddle dir or local HF dir; "" builds from model_config
+    model_config=dict(  # used when pretrained_model is "": a small BERT trained from scratch
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=256,
+        max_position_embeddings=512,
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+    ),
+    converted_model_dir="",  # where a local HF checkpoint is converted to; "" = next to it, suffixed -paddle
+    # --- data ---
+    train_file=os.path.join("datasets", "sample_lm", "train.txt"),
+    dev_file=os.path.join("datasets", "sample_lm", "dev.txt"),
+    text_column=0,  # name or 0-based index for JSON/TSV/CSV; .txt files are one text per line
+    line_by_line=False,  # True: one example per line; False: texts concatenated and cut into block_size blocks
+    block_size=64,  # tokens per example, [CLS] and [SEP] included
+    mlm_probability=0.15,
+    whole_word_mask=True,  # Chinese whole-word masking: all characters of a jieba word are masked together
+    max_train_samples=0,  # texts; 0 = all
+    max_eval_samples=0,  # texts; 0 = all
+    skip_bad_rows=False,  # skip (and count) bad rows instead of stopping at the first
+    group_by_length=True,  # batches of similar lengths (matters for line_by_line)
+    # --- training ---
+    train_batch_size=32,  # per device
+    eval_batch_size=64,
+    gradient_accumulation_steps=1,
+    num_train_epochs=5,
+    max_steps=-1,  # > 0 overrides num_train_epochs
+    learning_rate=2e-3,
+    warmup_proportion=0.05,
+    warmup_steps=0,  # > 0 wins over warmup_proportion
+    adam_epsilon=1e-8,
+    weight_decay=0.01,
+    max_grad_norm=1.0,  # global-norm clipping; 0 = off
+    use_amp=False,  # GPU only; ignored with a warning on CPU
+    amp_dtype="float16",  # "float16" (with loss scaling) or "bfloat16"
+    scale_loss=2.0**15,  # initial GradScaler loss scale for float16 AMP
+    # --- evaluation, logging, checkpoints ---
+    logging_steps=10,
+    eval_steps=0,  # 0 = same as save_steps
+    save_steps=100,
+    save_total_limit=2,  # the best checkpoint (lowest perplexity) and the newest are always kept
+    probe_text="探险家[MASK][MASK]带领队伍抵达了海边。",  # filled in before and after training; "" = skip
+    probe_answer="蔺琰",  # what the probe's masks should become after training (for the log); "" = none
+    probe_top_k=5,
+    report_to="wandb",  # "wandb" or "none"; wandb runs offline without credentials
+    wandb_project="paddle-finetune",
+    wandb_run_name="",
+)
+
+
+def validate_config(cfg):
+    for key in ("train_batch_size", "eval_batch_size", "save_steps", "logging_steps", "probe_top_k"):
+        if cfg[key] <= 0:
+            raise tu.ConfigError(f"{key} must be positive, got {cfg[key]}")
+    if cfg["block_size"] < 4:
+        raise tu.ConfigError(f"block_size must be at least 4, got {cfg['block_size']}")
+    if not 0 < cfg["mlm_probability"] < 1:
+        raise tu.ConfigError(f"mlm_probability must be in (0, 1), got {cfg['mlm_probability']}")
+    if not cfg["train_file"]:
+        raise tu.ConfigError("set train_file")
+
+
+# ----------------------------------------------------------------------------
+# tokenization: ids plus word ids (tokens that are masked together share one)
+# ----------------------------------------------------------------------------
+def jieba_words(text):
+    import logging
+
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    return [w for w in jieba.cut(text) if w.strip()]
+
+
+def tokenize_with_words(text, tokenizer, whole_word_mask):
+    """(ids, word_ids) without special tokens. Without whole-word masking every token is its own word."""
+    if not whole_word_mask:
+        ids = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(text))
+        return ids, list(range(len(ids)))
+    ids, word_ids = [], []
+    for w, word in enumerate(jieba_words(text)):
+        piece = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(word))
+        ids += piece
+        word_ids += [w] * len(piece)
+    return ids, word_ids
+
+
+def build_examples(texts, tokenizer, block_size, line_by_line, whole_word_mask):
+    """Features {"input_ids", "word_ids"} with [CLS] ... [SEP]; word id -1 marks tokens never masked.
+
+    line_by_line: one example per text, truncated. Otherwise the texts are joined (each
+    followed by [SEP]) and cut into full blocks; the remainder is dropped unless it is all there is.
+    """
+    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
+    body = block_size - 2
+    tokenized = [tokenize_with_words(t, tokenizer, whole_word_mask) for t in texts]
+    if line_by_line:
+        pieces = [(ids[:body], words[:body]) for ids, words in tokenized if ids]
+    else:
+        stream_ids, stream_words, offset = [], [], 0
+        for ids, words in tokenized:
+            stream_ids += ids + [sep_id]
+            stream_words += [w + offset for w in words] + [-1]
+            offset += len(words) + 1  # word ids stay unique across texts
+        starts = list(range(0, max(len(stream_ids) - body + 1, 1), body))
+        pieces = [(stream_ids[s:s + body], stream_words[s:s + body]) for s in starts]
+    return [{"input_ids": [cls_id] + ids + [sep_id], "word_ids": [-1] + words + [-1]} for ids, words in pieces]
+
+
+# ----------------------------------------------------------------------------
+# masking
+# ----------------------------------------------------------------------------
+def mask_tokens(input_ids, word_ids, rng, mask_id, random_ids, mlm_probability=0.15):
+    """BERT masking: choose words with probability mlm_probability, then per chosen token
+    80% [MASK], 10% a random token, 10% unchanged. Returns (masked input_ids, labels).
+
+    Positions with word id < 0 (special tokens, padding) are never chosen. At least one
+    token per batch is chosen, so a short batch never yields a loss over zero tokens.
+    """
+    input_ids = input_ids.copy()
+    masked = np.zeros(input_ids.shape, dtype=bool)
+    for row in range(input_ids.shape[0]):
+        words = np.unique(word_ids[row][word_ids[row] >= 0])
+        chosen = words[rng.random_sample(len(words)) < mlm_probability]
+        masked[row] = np.isin(word_ids[row], chosen) & (word_ids[row] >= 0)
+    if not masked.any():
+        rows = [r for r in range(input_ids.shape[0]) if (word_ids[r] >= 0).any()]
+        if rows:
+            row = rows[rng.randint(len(rows))]
+            masked[row] = word_ids[row] == rng.choice(np.unique(word_ids[row][word_ids[row] >= 0]))
+    labels = np.where(masked, input_ids, -100)
+    draw = rng.random_sample(input_ids.shape)
+    to_mask = masked & (draw < 0.8)
+    to_random = masked & (draw >= 0.8) & (draw < 0.9)
+    input_ids[to_mask] = mask_id
+    input_ids[to_random] = rng.choice(random_ids, size=int(to_random.sum()))
+    return input_ids, labels
+
+
+def collate(features, rng, pad_id, mask_id, random_ids, mlm_probability):
+    """Pad to the longest item, then mask with this batch's own RNG (seeded per seed, epoch and batch)."""
+    length = max(len(f["input_ids"]) for f in features)
+    n = len(features)
+    input_ids = np.full((n, length), pad_id, dtype="int64")
+    word_ids = np.full((n, length), -1, dtype="int64")
+    attention_mask = np.zeros((n, length), dtype="float32")
+    for i, f in enumerate(features):
+        input_ids[i, : len(f["input_ids"])] = f["input_ids"]
+        word_ids[i, : len(f["word_ids"])] = f["word_ids"]
+        attention_mask[i, : len(f["input_ids"])] = 1
+    masked_ids, labels = mask_tokens(input_ids, word_ids, rng, mask_id, random_ids, mlm_probability)
+    return {"input_ids": masked_ids, "attention_mask": attention_mask, "labels": labels, "num_tokens": int(attention_mask.sum())}
+
+
+def random_token_ids(tokenizer):
+    """Replacement candidates for the 10% random tokens: the vocabulary minus special tokens."""
+    return np.setdiff1d(np.arange(vocab_size(tokenizer)), np.array(tokenizer.all_special_ids, dtype="int64"))
+
+
+def mlm_logits(model, input_ids, attention_mask):
+    out = model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
+    return out.logits if hasattr(out, "logits") else out[0]
+
+
+def mlm_loss(model, batch):
+    """Mean cross-entropy over the masked tokens only (the -100 positions are gathered away,
+    not averaged in as zeros)."""
+    import paddle
+    import paddle.nn.functional as F
+
+    logits = mlm_logits(model, batch["input_ids"], batch["attention_mask"])
+    labels = batch["labels"].flatten()
+    positions = paddle.nonzero(labels != -100).flatten()
+    chosen = paddle.gather(logits.reshape([-1, logits.shape[-1]]), positions)
+    return F.cross_entropy(chosen.astype("float32"), paddle.gather(labels, positions).unsqueeze(-1)).mean()
+
+
+def fixed_eval_batches(features, batch_size, seed, collate_fn):
+    """Dev batches masked once with a fixed seed: every evaluation scores the same masked tokens."""
+    rng = np.random.RandomState(seed)
+    return [collate_fn(features[i:i + batch_size], rng) for i in range(0, len(features), batch_size)]
+
+
+def eval_perplexity(model, batches):
+    import paddle
+
+    results = []
+    with paddle.no_grad():
+        for batch in batches:
+            tensors = tu.to_tensors({k: v for k, v in batch.items() if k != "num_tokens"})
+            results.append((float(mlm_loss(model, tensors)), int((batch["labels"] != -100).sum())))
+    loss = token_weighted_mean(results)
+    return {"loss": loss, "perplexity": perplexity(loss)}
+
+
+# ----------------------------------------------------------------------------
+# fill-mask (also used by tools/fill_mask.py)
+# ----------------------------------------------------------------------------
+def encode_with_masks(text, tokenizer):
+    """[CLS] text [SEP] ids where each literal mask token (e.g. "[MASK]") becomes the mask id."""
+    pieces = text.split(tokenizer.mask_token)
+    ids = [tokenizer.cls_token_id]
+    for k, piece in enumerate(pieces):
+        ids += tokenizer.convert_tokens_to_ids(tokenizer.tokenize(piece)) if piece.strip() else []
+        if k < len(pieces) - 1:
+            ids.append(tokenizer.mask_token_id)
+    return ids + [tokenizer.sep_token_id]
+
+
+def fill_mask(model, tokenizer, text, top_k=5):
+    """For each mask in text, the top_k (token, probability) pairs, masks predicted independently."""
+    import paddle
+    import paddle.nn.functional as F
+
+    ids = encode_with_masks(text, tokenizer)
+    positions = [i for i, t in enumerate(ids) if t == tokenizer.mask_token_id]
+    if not positions:
+        raise ValueError(f"no {tokenizer.mask_token} in {text!r}")
+    model.eval()
+    with paddle.no_grad():
+        x = paddle.to_tensor([ids], dtype="int64")
+        logits = mlm_logits(model, x, paddle.ones(x.shape, dtype="float32"))
+        probs = F.softmax(logits[0].astype("float32"), axis=-1).numpy()
+    results = []
+    for pos in positions:
+        top = np.argsort(-probs[pos])[:top_k]
+        results.append([(tokenizer.convert_ids_to_tokens(int(t)), round(float(probs[pos][t]), 4)) for t in top])
+    return results
+
+
+def best_fill(results):
+    return "".join(candidates[0][0] for candidates in results)
+
+
+def cloze_record(model, tokenizer, cfg):
+    results = fill_mask(model, tokenizer, cfg["probe_text"], cfg["probe_top_k"])
+    return {"filled": best_fill(results), "top_k": results}
+
+
+# ----------------------------------------------------------------------------
+# main
+# ----------------------------------------------------------------------------
+def build_model(cfg, tokenizer):
+    from paddlenlp.transformers import AutoModelForMaskedLM, BertForMaskedLM
+
+    if cfg["pretrained_model"]:
+        return tu.load_model(AutoModelForMaskedLM, cfg)
+    return tu.load_model(BertForMaskedLM, cfg, vocab_size=vocab_size(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                         max_position_embeddings=max(cfg["model_config"].get("max_position_embeddings", 512), cfg["block_size"]))
+
+
+def log_eval_at_start(cfg, evaluate_fn, model):
+    """Score the starting model (step 0) so metrics.jsonl shows where perplexity fell from."""
+    metrics = {k: round(float(v), 4) for k, v in evaluate_fn(model, 0).items()}
+    tu.append_jsonl(os.path.join(cfg["output_dir"], "metrics.jsonl"), {"step": 0, **metrics})
+    tu.log("eval at step 0 (before training): " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
+    model.train()
+
+
+def main(cfg):
+    validate_config(cfg)
+    tu.check_output_dir(cfg)
+    device = tu.setup_device(cfg["device"])
+    tu.init_distributed()
+    tu.set_seed(cfg["seed"])
+    out = cfg["output_dir"]
+    os.makedirs(out, exist_ok=True)
+    tu.clean_stale_temp_dirs(out)
+    tu.describe_config(cfg)
+    if tu.is_main_process():
+        tu.save_config(cfg, out)
+
+    texts = {"train": load_texts(cfg["train_file"], cfg["text_column"], cfg, cfg["max_train_samples"])}
+    if cfg["dev_file"]:
+        texts["dev"] = load_texts(cfg["dev_file"], cfg["text_column"], cfg, cfg["max_eval_samples"])
+    tokenizer = build_tokenizer(cfg, texts["train"])
+    model = build_model(cfg, tokenizer)
+    features = {
+        split: build_examples(rows, tokenizer, cfg["block_size"], cfg["line_by_line"], cfg["whole_word_mask"])
+        for split, rows in texts.items()
+    }
+    layout = "line by line" if cfg["line_by_line"] else f"blocks of {cfg['block_size']}"
+    sizes = ", ".join(f"{split} {len(texts[split])} texts -> {len(f)} examples" for split, f in features.items())
+    tu.log(f"data: {sizes} ({layout}{', whole-word masking' if cfg['whole_word_mask'] else ''}); device {device}")
+    collate_fn = functools.partial(collate, pad_id=tokenizer.pad_token_id, mask_id=tokenizer.mask_token_id,
+                                   random_ids=random_token_ids(tokenizer), mlm_probability=cfg["mlm_probability"])
+    dev_batches = fixed_eval_batches(features["dev"], cfg["eval_batch_size"], cfg["seed"], collate_fn) if "dev" in features else []
+
+    def evaluate_fn(model_, step):
+        return eval_perplexity(model_, dev_batches) if dev_batches else {}
+
+    resuming = bool(tu.resolve_resume(cfg))
+    cloze_path = os.path.join(out, CLOZE_FILE)
+    if not resuming and tu.is_main_process():
+        # The starting point, kept for before/after comparisons with tools/fill_mask.py.
+        tu.save_model_files(model, tokenizer, os.path.join(out, INITIAL_MODEL_DIR))
+        if cfg["probe_text"]:
+            before = cloze_record(model, tokenizer, cfg)
+            tu.write_json_atomic(cloze_path, {"probe_text": cfg["probe_text"], "expected": cfg["probe_answer"], "before": before})
+            tu.log(f"cloze before training: {cfg['probe_text']} -> {before['filled']} (top: {before['top_k']})")
+        if dev_batches:
+            log_eval_at_start(cfg, evaluate_fn, model)
+
+    task = tu.TrainingTask(
+        config=cfg,
+        model=model,
+        tokenizer=tokenizer,
+        train_features=features["train"],
+        train_lengths=[len(f["input_ids"]) for f in features["train"]],
+        collate_fn=collate_fn,
+        loss_fn=mlm_loss,
+        evaluate_fn=evaluate_fn,
+        metric_for_best="perplexity",
+        greater_is_better=False,
+        group_by_length=cfg["group_by_length"],
+    )
+    state = tu.run_training(task)
+
+    if cfg["probe_text"] and tu.is_main_process():
+        report_cloze(model, tokenizer, cfg, cloze_path)
+    tu.log(f"done. best checkpoint: {state['best_checkpoint']} (perplexity={state['best_metric']})")
+    return state
+
+
+def report_cloze(model, tokenizer, cfg, cloze_path):
+    """Fill the probe with the trained model and log it next to the starting model's answer."""
+    record = {"probe_text": cfg["probe_text"], "expected": cfg["probe_answer"]}
+    if os.path.isfile(cloze_path):
+        with open(cloze_path, encoding="utf-8") as f:
+            record.update({k: v for k, v in json.load(f).items() if k == "before"})
+    record["after"] = cloze_record(model, tokenizer, cfg)
+    if cfg["probe_answer"]:
+        for when in ("before", "after"):
+            if when in record:
+                record[f"{when}_correct"] = record[when]["filled"] == cfg["probe_answer"]
+    tu.write_json_atomic(cloze_path, record)
+    before = record.get("before", {}).get("filled", "?")
+    tu.log(f"cloze check: {cfg['probe_text']}  before training -> {before}  after training -> {record['after']['filled']}"
+           + (f"  (expected {cfg['probe_answer']}: {'learned' if record.get('after_correct') and not record.get('before_correct') else 'not learned' if not record.get('after_correct') else 'already known'})"
+              if cfg["probe_answer"] else ""))
+
+
+if __name__ == "__main__":
+    tu.run_main(main, CONFIG, prog="train_mlm.py", doc=__doc__)
