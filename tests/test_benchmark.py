@@ -1,0 +1,41 @@
+"""Smoke run of tools/benchmark.py (issue #7): the three setups run end to end and the JSON has every figure.
+
+Timings live in the benchmark itself (see BENCHMARKS.md), not here: this only checks it works, in < 60 s.
+"""
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_benchmark_help():
+    out = subprocess.run([sys.executable, "tools/benchmark.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    for option in ("--smoke", "--sizes", "--steps", "--repeats", "--output", "--device", "--amp"):
+        assert option in out.stdout
+
+
+def test_benchmark_smoke(tmp_path):
+    path = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "tools/benchmark.py", "--smoke", "--output", str(path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=170)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ROUGE" in proc.stdout and "train_tokens_per_s_ours_over_hf" in proc.stdout
+    results = json.loads(path.read_text(encoding="utf-8"))
+    tiny = results["sizes"]["tiny"]
+    assert set(tiny["setups"]) == {"ours", "pad_to_max", "hf"}
+    for setup, r in tiny["setups"].items():
+        assert r["train_tokens_per_s"]["median"] > 0 and r["peak_rss_mb"] > 0, setup
+        assert all(l == l for l in r["first_losses"])  # no NaN
+    for setup in ("ours", "hf"):
+        for key in ("gen_greedy_tokens_per_s", "gen_beam4_tokens_per_s"):
+            assert tiny["setups"][setup][key]["median"] > 0
+    # the same model on both frameworks: parameter counts agree (paddlenlp and HF BART)
+    assert tiny["setups"]["ours"]["params"] == tiny["setups"]["hf"]["params"]
+    for key in ("train_tokens_per_s_ours_over_hf", "train_tokens_per_s_ours_over_pad_to_max", "gen_greedy_tokens_per_s_ours_over_hf",
+                "gen_beam4_tokens_per_s_ours_over_hf", "peak_rss_ours_over_hf"):
+        assert tiny["ratios"][key] > 0
+    assert 0 < results["rouge_1000_pairs_s"]["median"] < 5
+    assert len(results["rouge_1000_pairs_s"]["runs"]) >= 1
