@@ -72,7 +72,7 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(two_ranks):
     # Each rank averages over its own tokens and the gradients are averaged across ranks, while one
     # process averages over all tokens at once: close, not bit-equal.
     for a, b in zip(dp, single):
-        assert abs(a - b) < 2e-2 * abs(b), (dp, single)
+        assert abs(a - b) < 2e-3 * abs(b), (dp, single)  # measured: 2e-4
 
 
 def test_only_rank_0_writes_and_evaluation_runs_once(two_ranks):
