@@ -34,7 +34,7 @@ def vocab_size(tokenizer):
 
 def load_texts(path, column, cfg, max_samples=0):
     """One text per row of a .txt/.json/.jsonl/.tsv/.csv file; bad rows stop with file:line."""
-    column = 0 if path.endswith(".txt") else column
+    column = 0 if path.endswith(".txt") else ("text" if column is None else column)
     rows = read_examples(path, {"text": column}, skip_bad_rows=cfg["skip_bad_rows"], log=tu.log)
     return [r["text"] for r in truncate(rows, max_samples)]
 

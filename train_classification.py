@@ -43,9 +43,9 @@ CONFIG = dict(
     # --- data ---
     train_file=os.path.join("datasets", "sample_classification", "train.tsv"),
     dev_file=os.path.join("datasets", "sample_classification", "dev.tsv"),
-    text_column="text",  # name or 0-based index (headerless TSV/CSV)
+    text_column=None,  # name or 0-based index (headerless TSV/CSV); None = "text"
     text_pair_column=None,  # second text of a pair (name or index); None = single texts
-    label_column="label",  # name or index; label names are read from the data
+    label_column=None,  # name or index; None = "label". Label names are read from the data
     max_seq_length=128,
     max_train_samples=0,  # 0 = all
     max_eval_samples=0,  # 0 = all
@@ -92,8 +92,13 @@ def validate_config(cfg):
 # ----------------------------------------------------------------------------
 # data
 # ----------------------------------------------------------------------------
+def default_if_none(value, default):
+    return default if value is None else value
+
+
 def read_split(cfg, path):
-    columns = {"text": cfg["text_column"], "label": cfg["label_column"]}
+    # None defaults (not "text"/"label") let a column be given by name or by index alike.
+    columns = {"text": default_if_none(cfg["text_column"], "text"), "label": default_if_none(cfg["label_column"], "label")}
     if cfg["text_pair_column"] is not None:
         columns["text_pair"] = cfg["text_pair_column"]
     return read_examples(path, columns, skip_bad_rows=cfg["skip_bad_rows"], log=tu.log)

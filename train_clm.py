@@ -40,7 +40,7 @@ CONFIG = dict(
     # --- data ---
     train_file=os.path.join("datasets", "sample_lm", "train.txt"),
     dev_file=os.path.join("datasets", "sample_lm", "dev.txt"),
-    text_column=0,  # name or 0-based index for JSON/TSV/CSV; .txt files are one text per line
+    text_column=None,  # name or 0-based index for JSON/TSV/CSV (None = "text"); .txt files are one text per line
     block_size=64,  # tokens per training example
     max_train_samples=0,  # texts; 0 = all
     max_eval_samples=0,  # texts; 0 = all

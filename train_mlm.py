@@ -38,14 +38,14 @@ CONFIG = dict(
         num_attention_heads=4,
         intermediate_size=256,
         max_position_embeddings=512,
-        hidden_dropout_prob=0.1,
-        attention_probs_dropout_prob=0.1,
+        hidden_dropout_prob=0.0,  # the corpus is tiny and training short: dropout only slows learning
+        attention_probs_dropout_prob=0.0,
     ),
     converted_model_dir="",  # where a local HF checkpoint is converted to; "" = next to it, suffixed -paddle
     # --- data ---
     train_file=os.path.join("datasets", "sample_lm", "train.txt"),
     dev_file=os.path.join("datasets", "sample_lm", "dev.txt"),
-    text_column=0,  # name or 0-based index for JSON/TSV/CSV; .txt files are one text per line
+    text_column=None,  # name or 0-based index for JSON/TSV/CSV (None = "text"); .txt files are one text per line
     line_by_line=False,  # True: one example per line; False: texts concatenated and cut into block_size blocks
     block_size=64,  # tokens per example, [CLS] and [SEP] included
     mlm_probability=0.15,
@@ -58,9 +58,9 @@ CONFIG = dict(
     train_batch_size=32,  # per device
     eval_batch_size=64,
     gradient_accumulation_steps=1,
-    num_train_epochs=5,
+    num_train_epochs=10,
     max_steps=-1,  # > 0 overrides num_train_epochs
-    learning_rate=2e-3,
+    learning_rate=1.5e-3,
     warmup_proportion=0.05,
     warmup_steps=0,  # > 0 wins over warmup_proportion
     adam_epsilon=1e-8,

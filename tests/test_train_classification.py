@@ -134,8 +134,8 @@ def test_csl_category_classification_beats_majority(tmp_path):
     out = tmp_path / "csl"
     result = run_entry(["train_classification.py", TINY_BERT.replace("'hidden_size': 64", "'hidden_size': 128"),
                         f"--train_file={os.path.join(CSL, 'cls_ctg_train.tsv')}", f"--dev_file={os.path.join(CSL, 'cls_ctg_dev.tsv')}",
-                        "--text_column=1", "--label_column=2", "--max_train_samples=4000", "--max_steps=200",
-                        "--train_batch_size=32", "--learning_rate=2e-3", "--save_steps=200", "--logging_steps=50",
+                        "--text_column=1", "--label_column=2", "--max_train_samples=8000", "--max_steps=400",
+                        "--train_batch_size=32", "--learning_rate=1e-3", "--save_steps=200", "--logging_steps=50",
                         "--max_seq_length=64", f"--output_dir={out}", "--report_to=none"])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((out / "classification_report.json").read_text(encoding="utf-8"))
