@@ -357,6 +357,11 @@ def main(cfg):
     return state
 
 
+def answer_in_top_k(top_k, answer):
+    """Per mask: is the expected character among its top-k candidates (masks are filled independently)."""
+    return [len(answer) > i and answer[i] in [token for token, _ in candidates] for i, candidates in enumerate(top_k)]
+
+
 def report_cloze(model, tokenizer, cfg, cloze_path):
     """Fill the probe with the trained model and log it next to the starting model's answer."""
     record = {"probe_text": cfg["probe_text"], "expected": cfg["probe_answer"]}
@@ -368,8 +373,12 @@ def report_cloze(model, tokenizer, cfg, cloze_path):
         for when in ("before", "after"):
             if when in record:
                 record[f"{when}_correct"] = record[when]["filled"] == cfg["probe_answer"]
+                record[f"{when}_answer_in_top_k"] = answer_in_top_k(record[when]["top_k"], cfg["probe_answer"])
     tu.write_json_atomic(cloze_path, record)
     before = record.get("before", {}).get("filled", "?")
+    if "after_answer_in_top_k" in record:
+        tu.log(f"cloze check: expected {cfg['probe_answer']!r} in each mask's top {cfg['probe_top_k']}: "
+               f"before {record.get('before_answer_in_top_k')}, after {record['after_answer_in_top_k']}")
     tu.log(f"cloze check: {cfg['probe_text']}  before training -> {before}  after training -> {record['after']['filled']}"
            + (f"  (expected {cfg['probe_answer']}: {'learned' if record.get('after_correct') and not record.get('before_correct') else 'not learned' if not record.get('after_correct') else 'already known'})"
               if cfg["probe_answer"] else ""))
