@@ -124,3 +124,22 @@ def test_cpu_threads(monkeypatch, threads):
     monkeypatch.delenv("PADDLE_LOCAL_SIZE", raising=False)
     monkeypatch.delenv("PADDLE_TRAINERS_NUM", raising=False)
     assert tu.cpu_threads() == (3 if threads else max(1, os.cpu_count() or 1))
+
+
+
+def test_no_stride_kernels_same_losses(tmp_path):
+    """setup_device('cpu') turns paddle's strided views off (contiguous transposes): same losses and greedy ids."""
+    import paddle
+
+    cfg, model, batches = _tiny_setup(tmp_path)
+    other = copy.deepcopy(model)
+    before = paddle.get_flags(["FLAGS_use_stride_kernel"])["FLAGS_use_stride_kernel"]
+    try:
+        paddle.set_flags({"FLAGS_use_stride_kernel": True})
+        strided = _train_losses(cfg, model, batches, steps=4)
+        tu.setup_device("cpu")
+        assert paddle.get_flags(["FLAGS_use_stride_kernel"])["FLAGS_use_stride_kernel"] is False
+        contiguous = _train_losses(cfg, other, batches, steps=4)
+    finally:
+        paddle.set_flags({"FLAGS_use_stride_kernel": before})
+    np.testing.assert_allclose(contiguous, strided, rtol=1e-5, atol=1e-6)

@@ -75,6 +75,9 @@ def parse_args(argv=None):
     p.add_argument("--beam_samples", type=int, default=32, help="dev rows generated per round with beam 4")
     p.add_argument("--eval_batch_size", type=int, default=32)
     p.add_argument("--no_generation", action="store_true", help="training throughput only")
+    p.add_argument("--free_length", dest="fixed_length", action="store_false",
+                   help="let generation stop at eos (default: min length = max_target_length, so both frameworks generate the "
+                        "same number of tokens whatever a briefly trained model predicts)")
     p.add_argument("--learning_rate", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
@@ -250,7 +253,8 @@ def worker_paddle(spec, shared, pad_to_max):
         model.eval()
 
         def generate_batch(features, num_beams):
-            return train.generate_ids(model, features, dict(cfg, num_beams=num_beams), ids)
+            min_len = args.max_target_length if args.fixed_length else 0
+            return train.generate_ids(model, features, dict(cfg, num_beams=num_beams, min_target_length=min_len), ids)
 
         for name, beams, n in (("greedy", 1, args.eval_samples), ("beam4", 4, args.beam_samples)):
             result[f"gen_{name}_tokens_per_s"] = summarize(
@@ -324,7 +328,7 @@ def worker_hf(spec, shared):
                     batch = tokenizer.pad([{"input_ids": features[i]["input_ids"]} for i in chunk], return_tensors="pt").to(device)
                     gen = model.generate(**batch, max_new_tokens=args.max_target_length, num_beams=num_beams, do_sample=False,
                                          decoder_start_token_id=ids["decoder_start"], eos_token_id=ids["eos"], pad_token_id=ids["pad"],
-                                         use_cache=True)
+                                         min_new_tokens=args.max_target_length if args.fixed_length else 0, use_cache=True)
                     for i, row in zip(chunk, gen[:, 1:].cpu().numpy()):  # drop the decoder start token
                         out[i] = row
             return out
