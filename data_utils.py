@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import re
 
 # dataset name -> (text column, summary column), as in HF's run_summarization.py
 SUMMARIZATION_NAME_MAPPING = {
@@ -250,3 +251,20 @@ def write_char_vocab(texts, path, min_freq=1, extra_tokens=()):
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(tokens) + "\n")
     return path
+
+
+def load_texts(path, column, skip_bad_rows=False, max_samples=0, log=print):
+    """One text per row of a .txt/.json/.jsonl/.tsv/.csv file (for the LM trainers); bad rows stop with file:line."""
+    column = 0 if path.endswith(".txt") else ("text" if column is None else column)
+    rows = read_examples(path, {"text": column}, skip_bad_rows=skip_bad_rows, log=log)
+    return [r["text"] for r in truncate(rows, max_samples)]
+
+
+CJK_SPACE = re.compile(r"(?<=[\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef])\s+|\s+(?=[\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef])")
+
+
+def decode_tokens(tokenizer, ids, skip_ids=()):
+    """Token ids -> text without special tokens; BertTokenizer's spaces around CJK characters are dropped."""
+    skip = set(tokenizer.all_special_ids) | set(skip_ids)
+    tokens = tokenizer.convert_ids_to_tokens([int(i) for i in ids if int(i) not in skip])
+    return CJK_SPACE.sub("", tokenizer.convert_tokens_to_string(tokens)).strip()

@@ -31,6 +31,7 @@ both are empty, as in ``rouge_score``. Scoring "nothing vs nothing" as 100
 would reward a model for emitting nothing on degenerate references.
 """
 
+import math
 import re
 from collections import Counter
 
@@ -192,3 +193,18 @@ def classification_report(golds, preds, label_names):
         "per_class": per_class,
         "confusion_matrix": matrix,
     }
+
+
+# ----------------------------------------------------------------------------
+# language modelling
+# ----------------------------------------------------------------------------
+def token_weighted_mean(losses_and_counts):
+    """Mean loss per predicted token over batches of different sizes."""
+    total = sum(loss * n for loss, n in losses_and_counts)
+    count = sum(n for _, n in losses_and_counts)
+    return total / max(count, 1)
+
+
+def perplexity(mean_loss):
+    """exp(loss), capped so an untrained model's huge loss still logs as a number."""
+    return math.exp(min(mean_loss, 50.0))

@@ -10,7 +10,6 @@ Every key below can be overridden; `python train.py --help` lists them.
 import functools
 import json
 import os
-import re
 
 import numpy as np
 
@@ -20,8 +19,8 @@ from data_utils import (
     DataError,
     load_paddlenlp_dataset,
     read_examples,
+    decode_tokens,
     truncate,
-    write_char_vocab,
 )
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -194,20 +193,6 @@ def load_data(cfg):
     return data
 
 
-def build_tokenizer(cfg, data):
-    """The pretrained model's tokenizer, or a character vocab written from the training data."""
-    from paddlenlp.transformers import AutoTokenizer, BertTokenizer
-
-    if cfg["pretrained_model"]:
-        path = tu.resolve_pretrained(cfg["pretrained_model"], cfg["converted_model_dir"] or None)
-        return AutoTokenizer.from_pretrained(path)
-    vocab = os.path.join(cfg["output_dir"], "vocab.txt")
-    if tu.is_main_process():
-        write_char_vocab((t for ex in data["train"] for t in (ex["source"], ex["target"])), vocab)
-    tu.barrier()
-    return BertTokenizer(vocab_file=vocab)
-
-
 def special_ids(tokenizer, model):
     """Generation and label ids come from the model's config: decoder_start is not eos."""
     mc = tu.unwrap_model(model).config
@@ -275,17 +260,12 @@ def seq2seq_loss(model, batch):
 # ----------------------------------------------------------------------------
 # generation and evaluation
 # ----------------------------------------------------------------------------
-CJK_SPACE = re.compile(r"(?<=[\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef])\s+|\s+(?=[\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef])")
-
-
 def decode_ids(tokenizer, ids, eos_id, pad_id):
-    """Token ids -> text; BertTokenizer puts spaces between Chinese characters, which we drop."""
+    """Generated ids -> text, cut at the first eos."""
     ids = [int(i) for i in ids]
     if eos_id in ids:
         ids = ids[: ids.index(eos_id)]
-    special = set(tokenizer.all_special_ids) | {pad_id}
-    text = tokenizer.convert_tokens_to_string(tokenizer.convert_ids_to_tokens([i for i in ids if i not in special]))
-    return CJK_SPACE.sub("", text).strip()
+    return decode_tokens(tokenizer, ids, skip_ids=(pad_id,))
 
 
 def generate_ids(model, features, cfg, ids, desc="generate"):
@@ -347,22 +327,14 @@ def main(cfg):
     from paddlenlp.transformers import BartForConditionalGeneration
 
     validate_config(cfg)
-    tu.check_output_dir(cfg)
-    device = tu.setup_device(cfg["device"])
-    tu.init_distributed()
-    tu.set_seed(cfg["seed"])
-    tu.describe_config(cfg)
-    # Bad data stops here, before output_dir is touched, so a fixed rerun is not refused as non-empty.
+    device = tu.start_run(cfg)
     data = load_data(cfg)
-    os.makedirs(cfg["output_dir"], exist_ok=True)
-    tu.clean_stale_temp_dirs(cfg["output_dir"])
-    if tu.is_main_process():
-        tu.save_config(cfg, cfg["output_dir"])
-    tokenizer = build_tokenizer(cfg, data)
+    tu.open_output_dir(cfg)
+    tokenizer = tu.load_tokenizer(cfg, (t for ex in data["train"] for t in (ex["source"], ex["target"])))
     model_kwargs = {}
     if not cfg["pretrained_model"]:
         model_kwargs = dict(
-            vocab_size=len(tokenizer.vocab) if hasattr(tokenizer, "vocab") else tokenizer.vocab_size,
+            vocab_size=tu.vocab_size(tokenizer),
             pad_token_id=tokenizer.pad_token_id,
             bos_token_id=tokenizer.cls_token_id,
             eos_token_id=tokenizer.sep_token_id,

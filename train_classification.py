@@ -9,7 +9,6 @@ checkpoint (label_map.json and the model config) and used by tools/predict_class
 Every key below can be overridden; `python train_classification.py --help` lists them.
 """
 import functools
-import json
 import os
 
 import numpy as np
@@ -17,7 +16,6 @@ import numpy as np
 import train_utils as tu
 from data_utils import DataError, read_examples, truncate
 from metrics import classification_report
-from task_utils import build_tokenizer, vocab_size
 
 LABEL_MAP_FILE = "label_map.json"
 
@@ -222,29 +220,21 @@ def build_model(cfg, tokenizer, label_names):
     label_kwargs = dict(num_labels=len(label_names), id2label=id2label, label2id={n: i for i, n in id2label.items()})
     if cfg["pretrained_model"]:
         return tu.load_model(AutoModelForSequenceClassification, cfg, **label_kwargs)
-    return tu.load_model(BertForSequenceClassification, cfg, vocab_size=vocab_size(tokenizer),
+    return tu.load_model(BertForSequenceClassification, cfg, vocab_size=tu.vocab_size(tokenizer),
                          pad_token_id=tokenizer.pad_token_id, **label_kwargs)
 
 
 def main(cfg):
     validate_config(cfg)
-    tu.check_output_dir(cfg)
-    device = tu.setup_device(cfg["device"])
-    tu.init_distributed()
-    tu.set_seed(cfg["seed"])
-    os.makedirs(cfg["output_dir"], exist_ok=True)
-    tu.clean_stale_temp_dirs(cfg["output_dir"])
-    tu.describe_config(cfg)
-    if tu.is_main_process():
-        tu.save_config(cfg, cfg["output_dir"])
-
+    device = tu.start_run(cfg)
     data = load_data(cfg)
     label_names = label_names_from(data["train"])
     label2id = {name: i for i, name in enumerate(label_names)}
     if "dev" in data:
         check_labels(data["dev"], label2id, cfg["dev_file"])
+    tu.open_output_dir(cfg)
     tu.log(f"labels ({len(label_names)}): {label_names[:20]}{' ...' if len(label_names) > 20 else ''}")
-    tokenizer = build_tokenizer(cfg, [t for r in data["train"] for t in (r["text"], r.get("text_pair", ""))])
+    tokenizer = tu.load_tokenizer(cfg, [t for r in data["train"] for t in (r["text"], r.get("text_pair", ""))])
     model = build_model(cfg, tokenizer, label_names)
     pad_id = tokenizer.pad_token_id
     tu.log(f"device {device}, pad={pad_id}")

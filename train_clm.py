@@ -10,13 +10,13 @@ Generate with `tools/generate_text.py MODEL_DIR "prompt" --strategy greedy|top_k
 Every key below can be overridden; `python train_clm.py --help` lists them.
 """
 import functools
-import json
 import os
 
 import numpy as np
 
 import train_utils as tu
-from task_utils import build_tokenizer, decode_text, load_texts, perplexity, token_weighted_mean, vocab_size
+from data_utils import decode_tokens, load_texts
+from metrics import perplexity, token_weighted_mean
 
 CONFIG = dict(
     # --- run ---
@@ -179,7 +179,7 @@ def generate_text(model, tokenizer, prompt, strategy="greedy", max_new_tokens=50
             use_cache=True,
             **(dict(decode_strategy="greedy_search") if strategy == "greedy" else sampling),
         )
-    return decode_text(tokenizer, generated[0].numpy())
+    return decode_tokens(tokenizer, generated[0].numpy())
 
 
 # ----------------------------------------------------------------------------
@@ -192,37 +192,21 @@ def build_model(cfg, tokenizer):
         return tu.load_model(AutoModelForCausalLM, cfg)
     eot = end_of_text_id(tokenizer)
     return tu.load_model(
-        GPTForCausalLM, cfg, vocab_size=vocab_size(tokenizer), pad_token_id=tokenizer.pad_token_id,
+        GPTForCausalLM, cfg, vocab_size=tu.vocab_size(tokenizer), pad_token_id=tokenizer.pad_token_id,
         bos_token_id=eot, eos_token_id=eot,
         max_position_embeddings=max(cfg["model_config"].get("max_position_embeddings", 512), cfg["block_size"]),
     )
 
 
-def log_eval_at_start(cfg, evaluate_fn, model):
-    """Score the starting model (step 0) so metrics.jsonl shows where perplexity fell from."""
-    metrics = {k: round(float(v), 4) for k, v in evaluate_fn(model, 0).items()}
-    tu.append_jsonl(os.path.join(cfg["output_dir"], "metrics.jsonl"), {"step": 0, **metrics})
-    tu.log("eval at step 0 (before training): " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
-    model.train()
-
-
 def main(cfg):
     validate_config(cfg)
-    tu.check_output_dir(cfg)
-    device = tu.setup_device(cfg["device"])
-    tu.init_distributed()
-    tu.set_seed(cfg["seed"])
+    device = tu.start_run(cfg)
     out = cfg["output_dir"]
-    os.makedirs(out, exist_ok=True)
-    tu.clean_stale_temp_dirs(out)
-    tu.describe_config(cfg)
-    if tu.is_main_process():
-        tu.save_config(cfg, out)
-
-    texts = {"train": load_texts(cfg["train_file"], cfg["text_column"], cfg, cfg["max_train_samples"])}
+    texts = {"train": load_texts(cfg["train_file"], cfg["text_column"], cfg["skip_bad_rows"], cfg["max_train_samples"], tu.log)}
     if cfg["dev_file"]:
-        texts["dev"] = load_texts(cfg["dev_file"], cfg["text_column"], cfg, cfg["max_eval_samples"])
-    tokenizer = build_tokenizer(cfg, texts["train"])
+        texts["dev"] = load_texts(cfg["dev_file"], cfg["text_column"], cfg["skip_bad_rows"], cfg["max_eval_samples"], tu.log)
+    tu.open_output_dir(cfg)
+    tokenizer = tu.load_tokenizer(cfg, texts["train"])
     model = build_model(cfg, tokenizer)
     features = {split: build_blocks(rows, tokenizer, cfg["block_size"]) for split, rows in texts.items()}
     sizes = ", ".join(f"{split} {len(texts[split])} texts -> {len(f)} blocks of {cfg['block_size']}" for split, f in features.items())
@@ -231,9 +215,6 @@ def main(cfg):
 
     def evaluate_fn(model_, step):
         return eval_perplexity(model_, features["dev"], cfg["eval_batch_size"], pad_id) if features.get("dev") else {}
-
-    if not tu.resolve_resume(cfg) and features.get("dev") and tu.is_main_process():
-        log_eval_at_start(cfg, evaluate_fn, model)
 
     task = tu.TrainingTask(
         config=cfg,
@@ -247,6 +228,7 @@ def main(cfg):
         metric_for_best="perplexity",
         greater_is_better=False,
         group_by_length=False,  # blocks are all block_size long
+        evaluate_at_start=bool(features.get("dev")),
     )
     state = tu.run_training(task)
 

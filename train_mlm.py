@@ -18,7 +18,8 @@ import os
 import numpy as np
 
 import train_utils as tu
-from task_utils import build_tokenizer, load_texts, perplexity, token_weighted_mean, vocab_size
+from data_utils import load_texts
+from metrics import perplexity, token_weighted_mean
 
 INITIAL_MODEL_DIR = "initial_model"
 CLOZE_FILE = "cloze_check.json"
@@ -189,7 +190,7 @@ def collate(features, rng, pad_id, mask_id, random_ids, mlm_probability):
 
 def random_token_ids(tokenizer):
     """Replacement candidates for the 10% random tokens: the vocabulary minus special tokens."""
-    return np.setdiff1d(np.arange(vocab_size(tokenizer)), np.array(tokenizer.all_special_ids, dtype="int64"))
+    return np.setdiff1d(np.arange(tu.vocab_size(tokenizer)), np.array(tokenizer.all_special_ids, dtype="int64"))
 
 
 def mlm_logits(model, input_ids, attention_mask):
@@ -280,35 +281,19 @@ def build_model(cfg, tokenizer):
 
     if cfg["pretrained_model"]:
         return tu.load_model(AutoModelForMaskedLM, cfg)
-    return tu.load_model(BertForMaskedLM, cfg, vocab_size=vocab_size(tokenizer), pad_token_id=tokenizer.pad_token_id,
+    return tu.load_model(BertForMaskedLM, cfg, vocab_size=tu.vocab_size(tokenizer), pad_token_id=tokenizer.pad_token_id,
                          max_position_embeddings=max(cfg["model_config"].get("max_position_embeddings", 512), cfg["block_size"]))
-
-
-def log_eval_at_start(cfg, evaluate_fn, model):
-    """Score the starting model (step 0) so metrics.jsonl shows where perplexity fell from."""
-    metrics = {k: round(float(v), 4) for k, v in evaluate_fn(model, 0).items()}
-    tu.append_jsonl(os.path.join(cfg["output_dir"], "metrics.jsonl"), {"step": 0, **metrics})
-    tu.log("eval at step 0 (before training): " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
-    model.train()
 
 
 def main(cfg):
     validate_config(cfg)
-    tu.check_output_dir(cfg)
-    device = tu.setup_device(cfg["device"])
-    tu.init_distributed()
-    tu.set_seed(cfg["seed"])
+    device = tu.start_run(cfg)
     out = cfg["output_dir"]
-    os.makedirs(out, exist_ok=True)
-    tu.clean_stale_temp_dirs(out)
-    tu.describe_config(cfg)
-    if tu.is_main_process():
-        tu.save_config(cfg, out)
-
-    texts = {"train": load_texts(cfg["train_file"], cfg["text_column"], cfg, cfg["max_train_samples"])}
+    texts = {"train": load_texts(cfg["train_file"], cfg["text_column"], cfg["skip_bad_rows"], cfg["max_train_samples"], tu.log)}
     if cfg["dev_file"]:
-        texts["dev"] = load_texts(cfg["dev_file"], cfg["text_column"], cfg, cfg["max_eval_samples"])
-    tokenizer = build_tokenizer(cfg, texts["train"])
+        texts["dev"] = load_texts(cfg["dev_file"], cfg["text_column"], cfg["skip_bad_rows"], cfg["max_eval_samples"], tu.log)
+    tu.open_output_dir(cfg)
+    tokenizer = tu.load_tokenizer(cfg, texts["train"])
     model = build_model(cfg, tokenizer)
     features = {
         split: build_examples(rows, tokenizer, cfg["block_size"], cfg["line_by_line"], cfg["whole_word_mask"])
@@ -333,8 +318,6 @@ def main(cfg):
             before = cloze_record(model, tokenizer, cfg)
             tu.write_json_atomic(cloze_path, {"probe_text": cfg["probe_text"], "expected": cfg["probe_answer"], "before": before})
             tu.log(f"cloze before training: {cfg['probe_text']} -> {before['filled']} (top: {before['top_k']})")
-        if dev_batches:
-            log_eval_at_start(cfg, evaluate_fn, model)
 
     task = tu.TrainingTask(
         config=cfg,
@@ -348,6 +331,7 @@ def main(cfg):
         metric_for_best="perplexity",
         greater_is_better=False,
         group_by_length=cfg["group_by_length"],
+        evaluate_at_start=bool(dev_batches),
     )
     state = tu.run_training(task)
 

@@ -475,6 +475,25 @@ def load_model(model_class, config, **model_kwargs):
     return model_class(model_config)
 
 
+def load_tokenizer(config, texts):
+    """The pretrained model's tokenizer, or a character vocab written from the training texts (rank 0 writes it)."""
+    from paddlenlp.transformers import AutoTokenizer, BertTokenizer
+
+    from data_utils import write_char_vocab
+
+    if config["pretrained_model"]:
+        return AutoTokenizer.from_pretrained(resolve_pretrained(config["pretrained_model"], config.get("converted_model_dir") or None))
+    vocab = os.path.join(config["output_dir"], "vocab.txt")
+    if is_main_process():
+        write_char_vocab(texts, vocab)
+    barrier()
+    return BertTokenizer(vocab_file=vocab)
+
+
+def vocab_size(tokenizer):
+    return len(tokenizer.vocab) if hasattr(tokenizer, "vocab") else tokenizer.vocab_size
+
+
 def count_parameters(model):
     return sum(int(np.prod(p.shape)) for p in model.parameters())
 
@@ -714,6 +733,24 @@ def load_checkpoint(path, model, optimizer, lr_scheduler, scaler):
     return state
 
 
+def resolve_model_dir(path):
+    """For prediction CLIs: a model directory as given, or an output_dir: its best checkpoint, else its newest."""
+    from data_utils import DataError
+
+    if os.path.isfile(os.path.join(path, "config.json")) or os.path.isfile(os.path.join(path, "model_config.json")):
+        return path
+    state_file = os.path.join(path, "trainer_state.json")
+    if os.path.isfile(state_file):
+        with open(state_file, encoding="utf-8") as f:
+            best = json.load(f).get("best_checkpoint")
+        if best and os.path.isdir(best):
+            return best
+    newest = latest_checkpoint(path)
+    if newest is None:
+        raise DataError(f"no model found in {path}: pass a checkpoint-<step> directory, a model directory or an output_dir")
+    return newest
+
+
 def resolve_resume(config):
     value = config.get("resume_from_checkpoint")
     if not value:
@@ -726,6 +763,27 @@ def resolve_resume(config):
     if not os.path.isdir(value):
         raise ConfigError(f"resume_from_checkpoint: directory not found: {value}")
     return value
+
+
+def start_run(config):
+    """Every trainer's first steps, before any data is read: refuse a used output_dir, pick the device, seed."""
+    check_output_dir(config)
+    device = setup_device(config["device"])
+    init_distributed()
+    set_seed(config["seed"])
+    describe_config(config)
+    return device
+
+
+def open_output_dir(config):
+    """Once the data has passed its checks: create output_dir, drop half-written temp dirs, save the config.
+
+    Bad data stops a run before this, so a fixed rerun is not refused as a non-empty output_dir.
+    """
+    os.makedirs(config["output_dir"], exist_ok=True)
+    clean_stale_temp_dirs(config["output_dir"])
+    if is_main_process():
+        save_config(config, config["output_dir"])
 
 
 def check_output_dir(config):
@@ -827,6 +885,7 @@ class TrainingTask:
     extra_files: Optional[Dict[str, Any]] = None  # written into each checkpoint (label maps, ...)
     sample_rows_fn: Optional[Callable] = None  # () -> wandb table rows after eval
     group_by_length: bool = True
+    evaluate_at_start: bool = False  # score the starting model as step 0 (not on resume), e.g. perplexity before training
 
 
 def _loss_layer(model, loss_fn):
@@ -951,7 +1010,8 @@ def run_training(task):
                 rows = task.sample_rows_fn()
                 if rows:
                     report_table(run, "eval/samples", list(rows[0].keys()), [list(r.values()) for r in rows], step)
-            log(f"eval at step {step}: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
+            when = " (before training)" if step == 0 else ""
+            log(f"eval at step {step}{when}: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
             last_metrics = metrics
         barrier()
         model.train()
@@ -973,6 +1033,8 @@ def run_training(task):
                 + (f"; removed {', '.join(os.path.basename(p) for p in removed)}" if removed else ""))
         barrier()
 
+    if task.evaluate_at_start and not resume_path:
+        evaluate(0)
     model.train()
     with stop.installed():
         while True:

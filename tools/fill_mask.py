@@ -17,7 +17,6 @@ sys.path.insert(0, ROOT)
 import train_mlm as mlm  # noqa: E402
 import train_utils as tu  # noqa: E402
 from data_utils import DataError  # noqa: E402
-from task_utils import resolve_model_dir  # noqa: E402
 
 
 def main(argv=None):
@@ -28,7 +27,7 @@ def main(argv=None):
     parser.add_argument("--device", choices=["auto", "gpu", "cpu"], default="auto")
     args = parser.parse_args(argv)
     try:
-        model_dir = resolve_model_dir(args.model_dir)
+        model_dir = tu.resolve_model_dir(args.model_dir)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -20,7 +20,6 @@ sys.path.insert(0, ROOT)
 import train_classification as clf  # noqa: E402
 import train_utils as tu  # noqa: E402
 from data_utils import DataError, read_examples  # noqa: E402
-from task_utils import resolve_model_dir  # noqa: E402
 
 
 def read_inputs(path_or_text, text_column, text_pair_column):
@@ -62,7 +61,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     try:
-        checkpoint = resolve_model_dir(args.checkpoint)
+        checkpoint = tu.resolve_model_dir(args.checkpoint)
         cfg = dict(clf.CONFIG)
         if os.path.isfile(os.path.join(checkpoint, tu.TRAIN_CONFIG_FILE)):
             with open(os.path.join(checkpoint, tu.TRAIN_CONFIG_FILE), encoding="utf-8") as f:

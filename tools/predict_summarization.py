@@ -20,22 +20,6 @@ import train_utils as tu  # noqa: E402
 from data_utils import DataError, read_examples  # noqa: E402
 
 
-def resolve_checkpoint(path):
-    """An output_dir means its best checkpoint (trainer_state.json), else its newest complete one."""
-    if os.path.isfile(os.path.join(path, tu.COMPLETE_MARKER)) or os.path.isfile(os.path.join(path, "model_state.pdparams")):
-        return path
-    state_file = os.path.join(path, "trainer_state.json")
-    if os.path.isfile(state_file):
-        with open(state_file, encoding="utf-8") as f:
-            best = json.load(f).get("best_checkpoint")
-        if best and os.path.isdir(best):
-            return best
-    newest = tu.latest_checkpoint(path)
-    if newest is None:
-        raise DataError(f"no checkpoint found in {path}: pass a checkpoint-<step> directory or a train.py output_dir")
-    return newest
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint")
@@ -51,7 +35,7 @@ def main(argv=None):
     from paddlenlp.transformers import AutoTokenizer, BartForConditionalGeneration
 
     try:
-        checkpoint = resolve_checkpoint(args.checkpoint)
+        checkpoint = tu.resolve_model_dir(args.checkpoint)
         with open(os.path.join(checkpoint, tu.TRAIN_CONFIG_FILE), encoding="utf-8") as f:
             cfg = {**summarization.CONFIG, **json.load(f)}
         column = args.text_column if not args.input.endswith(".txt") else 0
