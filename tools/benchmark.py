@@ -83,7 +83,7 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     p.add_argument("--amp", default="none", choices=("none", "fp16", "bf16"), help="GPU only: autocast + (fp16) loss scaling")
     p.add_argument("--peak_tflops", type=float, default=0.0, help="device peak for MFU; 0 = looked up from the GPU name")
-    p.add_argument("--output", default="benchmark_results.json", help="JSON results path")
+    p.add_argument("--output", default=os.path.join("output", "benchmark", "results.json"), help="JSON results path")
     p.add_argument("--smoke", action="store_true", help="tiny model, 2 steps, 1 repeat, few rows: a fast end-to-end check")
     p.add_argument("--timeout", type=int, default=3600, help="seconds per setup process")
     p.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
