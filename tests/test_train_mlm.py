@@ -198,3 +198,15 @@ def test_csl_titles_mlm_lowers_dev_perplexity(tmp_path):
     metrics = read_jsonl(out / "metrics.jsonl")
     assert metrics[0]["step"] == 0 and metrics[-1]["step"] == 40
     assert metrics[-1]["perplexity"] < 0.7 * metrics[0]["perplexity"], metrics
+
+
+def test_default_run_learns_the_made_up_name(tmp_path):
+    """The built-in default, untouched but for output_dir and wandb: the cloze effect must show."""
+    out = tmp_path / "default"
+    result = run_entry(["train_mlm.py", f"--output_dir={out}", "--report_to=none"], timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    record = json.loads((out / "cloze_check.json").read_text(encoding="utf-8"))
+    assert record["before_correct"] is False and record["after_correct"] is True
+    assert "(expected 蔺琰: learned)" in result.stdout
+    metrics = read_jsonl(out / "metrics.jsonl")
+    assert metrics[-1]["perplexity"] < 0.1 * metrics[0]["perplexity"]
