@@ -143,3 +143,27 @@ def test_no_stride_kernels_same_losses(tmp_path):
     finally:
         paddle.set_flags({"FLAGS_use_stride_kernel": before})
     np.testing.assert_allclose(contiguous, strided, rtol=1e-5, atol=1e-6)
+
+
+def test_beam_cache_reorder_same_ids(tmp_path):
+    """train.generate_ids' beam search (static cross-attention cache left in place) = paddlenlp's own reorder."""
+    cfg, model, batches = _tiny_setup(tmp_path)
+    _train_losses(cfg, model, batches, steps=6)
+    model.eval()
+    ids = train.special_ids(None, model)
+    features = [{"input_ids": list(row[row != ids["pad"]]), "labels": [ids["eos"]]} for b in batches[:2] for row in b["input_ids"]]
+    gen_cfg = dict(cfg, num_beams=4, eval_batch_size=8, max_target_length=10, min_target_length=0)
+    reference = train.generate_ids(model, features, gen_cfg, ids)  # patches model.reorder_cache
+    del model.reorder_cache  # back to paddlenlp's GenerationMixin.reorder_cache
+    import paddle
+
+    with paddle.no_grad():
+        for start in range(0, len(features), 8):
+            chunk = features[start:start + 8]
+            order = sorted(range(len(chunk)), key=lambda i: -len(chunk[i]["input_ids"]))
+            batch = train.collate([chunk[i] for i in order], pad_id=ids["pad"], decoder_start_id=ids["decoder_start"])
+            out, _ = model.generate(input_ids=paddle.to_tensor(batch["input_ids"]), attention_mask=paddle.to_tensor(batch["attention_mask"]),
+                                    max_new_tokens=10, min_length=0, decode_strategy="beam_search", num_beams=4,
+                                    decoder_start_token_id=ids["decoder_start"], eos_token_id=ids["eos"], pad_token_id=ids["pad"], use_cache=True)
+            for i, row in zip(order, out.numpy()):
+                np.testing.assert_array_equal(reference[start + i], row)
