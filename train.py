@@ -69,7 +69,7 @@ CONFIG = dict(
     train_batch_size=32,  # per device
     eval_batch_size=64,
     gradient_accumulation_steps=1,
-    num_train_epochs=3,
+    num_train_epochs=6,
     max_steps=-1,  # > 0 overrides num_train_epochs
     learning_rate=1e-3,
     warmup_proportion=0.05,
@@ -83,7 +83,7 @@ CONFIG = dict(
     # --- evaluation, logging, checkpoints ---
     logging_steps=10,
     eval_steps=0,  # 0 = same as save_steps
-    save_steps=50,
+    save_steps=75,
     save_total_limit=2,  # the best checkpoint (by rougeL) and the newest are always kept
     num_beams=1,  # 1 = greedy
     num_eval_samples_logged=8,  # rows in the wandb table of sample predictions
