@@ -1,4 +1,4 @@
-"""Smoke run of tools/benchmark.py (issue #7): the three setups run end to end and the JSON has every figure.
+"""Smoke run of tools/benchmark.py (issue #7): the four setups run end to end and the JSON has every figure.
 
 Timings live in the benchmark itself (see BENCHMARKS.md), not here: this only checks it works, in < 60 s.
 """
@@ -25,7 +25,7 @@ def test_benchmark_smoke(tmp_path):
     assert "ROUGE" in proc.stdout and "train_tokens_per_s_ours_over_hf" in proc.stdout
     results = json.loads(path.read_text(encoding="utf-8"))
     tiny = results["sizes"]["tiny"]
-    assert set(tiny["setups"]) == {"ours", "pad_to_max", "hf"}
+    assert set(tiny["setups"]) == {"ours", "pad_to_max", "hf", "hf_random"}
     for setup, r in tiny["setups"].items():
         assert r["train_tokens_per_s"]["median"] > 0 and r["peak_rss_mb"] > 0, setup
         assert all(l == l for l in r["first_losses"])  # no NaN

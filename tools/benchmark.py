@@ -5,7 +5,7 @@
     python tools/benchmark.py --smoke                  # tiny and fast: what the test suite runs
     python tools/benchmark.py --device gpu --amp bf16 --sizes base   # on a GPU machine: AMP and MFU
 
-Three setups train the same BART config on the same tokenized data (one char vocab, the same ids),
+Four setups train the same BART config on the same tokenized data (one char vocab, the same ids),
 with the same global batch, max lengths, steps, seed and AdamW hyperparameters:
 
 * ours        the train.py engine as run_training runs it: setup_device (threads), use_fast_cpu_linear,
@@ -14,6 +14,7 @@ with the same global batch, max lengths, steps, seed and AdamW hyperparameters:
 * pad_to_max  the same engine with pad_to_max_length=True, group_by_length=False.
 * hf          transformers BartForConditionalGeneration, plain torch loop, DataCollatorForSeq2Seq dynamic
               padding, the same batches as ours, torch AdamW + linear warmup/decay + clip_grad_norm_.
+* hf_random   the same HF loop in Seq2SeqTrainer's default batch order (random, group_by_length=False).
 
 Each setup runs in its own process (clean peak RSS; paddle sets OMP_NUM_THREADS=1 on import, which would
 otherwise starve torch). Throughput: training in real (non-pad) source+target tokens/s; generation (greedy and
@@ -50,7 +51,7 @@ SIZES = {  # BART shapes; "small" is configs/csl_title.py, "base" is bart-base's
                  encoder_ffn_dim=2048, decoder_ffn_dim=2048),
 }
 COMMON_MODEL = dict(max_position_embeddings=512, dropout=0.1, attention_dropout=0.0, activation_dropout=0.0)
-SETUPS = ("ours", "pad_to_max", "hf")
+SETUPS = ("ours", "pad_to_max", "hf", "hf_random")
 # dense tensor-core peaks (TFLOP/s) for the MFU estimate; fp32 uses the non-tensor-core figure
 GPU_PEAK_TFLOPS = {"H100": {"fp32": 67.0, "fp16": 989.0, "bf16": 989.0}, "H200": {"fp32": 67.0, "fp16": 989.0, "bf16": 989.0},
                    "A100": {"fp32": 19.5, "fp16": 312.0, "bf16": 312.0}, "V100": {"fp32": 15.7, "fp16": 125.0, "bf16": 0.0},
@@ -289,7 +290,9 @@ def worker_hf(spec, shared):
     use_amp = device == "cuda" and args.amp != "none"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and args.amp == "fp16")
     feats = shared["train_features"]
-    batches = shared["grouped_batches"]
+    # hf: given our length-grouped batches (as Trainer's group_by_length=True would);
+    # hf_random: Seq2SeqTrainer's default random order, dynamic padding per batch.
+    batches = shared["shuffled_batches" if spec["setup"] == "hf_random" else "grouped_batches"]
     model.train()
     losses = []
 
@@ -344,7 +347,7 @@ def run_worker(spec_path):
         spec = json.load(f)
     with open(spec["shared"], encoding="utf-8") as f:
         shared = json.load(f)
-    if spec["setup"] == "hf":
+    if spec["setup"] in ("hf", "hf_random"):
         result = worker_hf(spec, shared)
     else:
         result = worker_paddle(spec, shared, pad_to_max=spec["setup"] == "pad_to_max")
@@ -451,7 +454,7 @@ def main(argv=None):
             ratios = {}
             ours = size_results.get("ours")
             if ours:
-                for other in ("pad_to_max", "hf"):
+                for other in ("pad_to_max", "hf", "hf_random"):
                     if other in size_results:
                         for key in ("train_tokens_per_s", "gen_greedy_tokens_per_s", "gen_beam4_tokens_per_s"):
                             if key in ours and key in size_results[other]:
