@@ -1,16 +1,13 @@
 """train.py: label masking, the real-token loss, decoding, and the real entry point end to end."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import train
+from helpers import CSL, ROOT, read_jsonl, run_entry
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CSL = os.path.join(ROOT, "..", "shared", "data", "csl")
 TINY_MODEL = ("--model_config={'d_model': 32, 'encoder_layers': 1, 'decoder_layers': 1, 'encoder_attention_heads': 2, "
               "'decoder_attention_heads': 2, 'encoder_ffn_dim': 64, 'decoder_ffn_dim': 64, 'max_position_embeddings': 512, "
               "'dropout': 0.1}")
@@ -124,17 +121,6 @@ def test_columns_detected_from_known_names_and_dev_split(tmp_path):
 
 
 # ---------------------------------------------------------------------------- end to end
-def run_entry(args, cwd=ROOT, timeout=300):
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
-    env.pop("WANDB_API_KEY", None)
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def read_jsonl(path):
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One short real run of `python train.py` on the built-in sample, shared by the e2e assertions."""

@@ -1,30 +1,16 @@
 """train_classification.py: labels, metrics, batching, and the real entry point end to end."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 import train_classification as clf
 from metrics import classification_report
+from helpers import CSL, read_jsonl, run_entry
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CSL = os.path.join(ROOT, "..", "shared", "data", "csl")
 TINY_BERT = ("--model_config={'hidden_size': 64, 'num_hidden_layers': 2, 'num_attention_heads': 2, "
              "'intermediate_size': 128, 'max_position_embeddings': 128, 'hidden_dropout_prob': 0.0, "
              "'attention_probs_dropout_prob': 0.0}")
-
-
-def run_entry(args, timeout=300):
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
-    env.pop("WANDB_API_KEY", None)
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def read_jsonl(path):
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 # ---------------------------------------------------------------------------- pure functions
