@@ -253,8 +253,11 @@ def wandb_has_credentials():
     return os.path.exists(netrc) and "api.wandb.ai" in open(netrc, encoding="utf-8", errors="ignore").read()
 
 
-def init_reporting(config):
-    """Start wandb when asked; with no credentials it runs offline and says how to sync."""
+def init_reporting(config, run_id=None):
+    """Start wandb when asked; with no credentials it runs offline and says how to sync.
+
+    run_id (saved in every checkpoint) makes a resumed run continue the same wandb run.
+    """
     targets = [t.strip() for t in str(config.get("report_to", "")).split(",") if t.strip() and t.strip() != "none"]
     if "wandb" not in targets or not is_main_process():
         return None
@@ -270,6 +273,7 @@ def init_reporting(config):
         name=config.get("wandb_run_name") or None,
         dir=config["output_dir"],
         config=config,
+        id=run_id,
         resume="allow",
     )
     if os.environ.get("WANDB_MODE") == "offline":
@@ -987,7 +991,9 @@ def run_training(task):
         f"global batch {global_batch} = {cfg['train_batch_size']} per device x {world_size} device(s) x {accum} accumulation, "
         f"device {device}, {'AMP ' + amp_dtype if use_amp else 'fp32'}, {count_parameters(model) / 1e6:.2f}M parameters"
     )
-    run = init_reporting(cfg)
+    run = init_reporting(cfg, state.get("wandb_run_id"))
+    if run is not None:
+        state["wandb_run_id"] = run.id
     stream = micro_batch_stream(task, rank, world_size, state["epoch"], state["position"])
     train_log = os.path.join(out, "train_log.jsonl")
     metrics_log = os.path.join(out, "metrics.jsonl")

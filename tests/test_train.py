@@ -232,3 +232,16 @@ def test_pretrained_model_may_be_a_local_hf_directory(tmp_path):
                         "--report_to=none", "--max_steps=1", "--save_steps=1", "--max_eval_samples=2"])
     assert result.returncode == 0, result.stderr[-2000:]
     assert (converted / "model_state.pdparams").stat().st_mtime == mtime, "converted once, then reused"
+
+
+def test_resumed_run_continues_the_same_wandb_run(tmp_path):
+    out = tmp_path / "out"
+    common = [TINY_MODEL, f"--output_dir={out}", "--report_to=wandb", "--save_steps=2", "--max_eval_samples=4",
+              "--train_batch_size=8", "--logging_steps=1"]
+    first = run_entry(["train.py", *common, "--max_steps=2"])
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = run_entry(["train.py", *common, "--max_steps=4", "--resume_from_checkpoint=auto"])
+    assert second.returncode == 0, second.stderr[-2000:]
+    run_dirs = sorted(p.name for p in (out / "wandb").iterdir() if p.name.startswith("offline-run-"))
+    assert len(run_dirs) == 2 and len({name.rsplit("-", 1)[1] for name in run_dirs}) == 1, run_dirs
+    assert [r["step"] for r in read_jsonl(out / "train_log.jsonl")] == [1, 2, 3, 4]
