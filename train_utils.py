@@ -755,6 +755,25 @@ def resolve_model_dir(path):
     return newest
 
 
+def load_trained(path, model_class, device="auto", defaults=None):
+    """For prediction CLIs: (model_dir, model in eval mode, tokenizer, the training config it was saved
+    with over `defaults`). `path` may be an output_dir (see resolve_model_dir)."""
+    from paddlenlp.transformers import AutoTokenizer
+
+    model_dir = resolve_model_dir(path)
+    config = dict(defaults or {})
+    config_file = os.path.join(model_dir, TRAIN_CONFIG_FILE)
+    if os.path.isfile(config_file):
+        with open(config_file, encoding="utf-8") as f:
+            config.update(json.load(f))
+    setup_device(device)
+    print(f"loading {model_dir}", file=sys.stderr)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = model_class.from_pretrained(model_dir)
+    model.eval()
+    return model_dir, model, tokenizer, config
+
+
 def resolve_resume(config):
     value = config.get("resume_from_checkpoint")
     if not value:

@@ -18,3 +18,11 @@ def run_entry(args, cwd=ROOT, timeout=300):
 def read_jsonl(path):
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def tiny_bart_arg(d_model=32, dropout=0.1, max_position_embeddings=128):
+    """--model_config for a one-layer BART small enough that an end-to-end run takes seconds."""
+    config = dict(d_model=d_model, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+                  encoder_ffn_dim=2 * d_model, decoder_ffn_dim=2 * d_model,
+                  max_position_embeddings=max_position_embeddings, dropout=dropout)
+    return f"--model_config={config!r}"

@@ -6,11 +6,9 @@ import numpy as np
 import pytest
 
 import train
-from helpers import CSL, ROOT, read_jsonl, run_entry
+from helpers import CSL, ROOT, read_jsonl, run_entry, tiny_bart_arg
 
-TINY_MODEL = ("--model_config={'d_model': 32, 'encoder_layers': 1, 'decoder_layers': 1, 'encoder_attention_heads': 2, "
-              "'decoder_attention_heads': 2, 'encoder_ffn_dim': 64, 'decoder_ffn_dim': 64, 'max_position_embeddings': 512, "
-              "'dropout': 0.1}")
+TINY_MODEL = tiny_bart_arg(max_position_embeddings=512)
 
 
 # ---------------------------------------------------------------------------- collate and labels
@@ -125,7 +123,7 @@ def test_columns_detected_from_known_names_and_dev_split(tmp_path):
 def trained(tmp_path_factory):
     """One short real run of `python train.py` on the built-in sample, shared by the e2e assertions."""
     out = tmp_path_factory.mktemp("e2e") / "out"
-    result = run_entry(["train.py", f"--output_dir={out}", TINY_MODEL.replace("'d_model': 32", "'d_model': 64"),
+    result = run_entry(["train.py", f"--output_dir={out}", tiny_bart_arg(d_model=64, max_position_embeddings=512),
                         "--max_steps=30", "--save_steps=10", "--logging_steps=5", "--save_total_limit=2",
                         "--max_eval_samples=16", "--train_batch_size=16", "--learning_rate=3e-3",
                         "--report_to=wandb", "--test_file=datasets/sample_summarization/test.jsonl"])

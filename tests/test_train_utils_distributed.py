@@ -13,11 +13,10 @@ import sys
 import pytest
 
 import train_utils as tu
+from helpers import tiny_bart_arg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ("--model_config={'d_model': 32, 'encoder_layers': 1, 'decoder_layers': 1, 'encoder_attention_heads': 2, "
-        "'decoder_attention_heads': 2, 'encoder_ffn_dim': 64, 'decoder_ffn_dim': 64, 'max_position_embeddings': 128, "
-        "'dropout': 0.0}")
+TINY = tiny_bart_arg(dropout=0.0)  # ranks draw different dropout masks
 PER_DEVICE = 4
 MAX_STEPS = 6
 BASE = [TINY, "--device=cpu", "--report_to=none", "--logging_steps=1", "--save_steps=3", "--save_total_limit=0",

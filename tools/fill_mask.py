@@ -26,17 +26,13 @@ def main(argv=None):
     parser.add_argument("--top_k", type=int, default=5)
     parser.add_argument("--device", choices=["auto", "gpu", "cpu"], default="auto")
     args = parser.parse_args(argv)
+    from paddlenlp.transformers import AutoModelForMaskedLM
+
     try:
-        model_dir = tu.resolve_model_dir(args.model_dir)
+        _, model, tokenizer, _ = tu.load_trained(args.model_dir, AutoModelForMaskedLM, args.device)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from paddlenlp.transformers import AutoModelForMaskedLM, AutoTokenizer
-
-    tu.setup_device(args.device)
-    print(f"loading {model_dir}", file=sys.stderr)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForMaskedLM.from_pretrained(model_dir)
     try:
         results = mlm.fill_mask(model, tokenizer, args.text, args.top_k)
     except ValueError as e:

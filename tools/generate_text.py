@@ -31,17 +31,13 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=None, help="makes sampling reproducible")
     parser.add_argument("--device", choices=["auto", "gpu", "cpu"], default="auto")
     args = parser.parse_args(argv)
+    from paddlenlp.transformers import AutoModelForCausalLM
+
     try:
-        model_dir = tu.resolve_model_dir(args.model_dir)
+        _, model, tokenizer, _ = tu.load_trained(args.model_dir, AutoModelForCausalLM, args.device)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from paddlenlp.transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tu.setup_device(args.device)
-    print(f"loading {model_dir}", file=sys.stderr)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
     for k in range(1 if args.strategy == "greedy" else args.num_return):
         seed = None if args.seed is None else args.seed + k
         text = clm.generate_text(model, tokenizer, args.prompt, args.strategy, args.max_new_tokens,

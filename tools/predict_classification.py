@@ -60,23 +60,15 @@ def main(argv=None):
     parser.add_argument("--device", choices=["auto", "gpu", "cpu"], default="auto")
     args = parser.parse_args(argv)
 
+    from paddlenlp.transformers import AutoModelForSequenceClassification
+
     try:
-        checkpoint = tu.resolve_model_dir(args.checkpoint)
-        cfg = dict(clf.CONFIG)
-        if os.path.isfile(os.path.join(checkpoint, tu.TRAIN_CONFIG_FILE)):
-            with open(os.path.join(checkpoint, tu.TRAIN_CONFIG_FILE), encoding="utf-8") as f:
-                cfg.update(json.load(f))
         rows = read_inputs(args.input, args.text_column, args.text_pair_column)
+        checkpoint, model, tokenizer, cfg = tu.load_trained(
+            args.checkpoint, AutoModelForSequenceClassification, args.device, defaults=clf.CONFIG)
     except (DataError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from paddlenlp.transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    tu.setup_device(args.device)
-    print(f"loading {checkpoint}", file=sys.stderr)
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    model = AutoModelForSequenceClassification.from_pretrained(checkpoint)
-    model.eval()
     label_names = load_label_names(checkpoint, model)
     features = clf.tokenize_rows(rows, tokenizer, args.max_seq_length or cfg["max_seq_length"])
     probs = clf.predict_probabilities(model, features, args.batch_size, tokenizer.pad_token_id)

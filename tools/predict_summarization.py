@@ -32,14 +32,13 @@ def main(argv=None):
     parser.add_argument("--device", choices=["auto", "gpu", "cpu"], default="auto")
     args = parser.parse_args(argv)
 
-    from paddlenlp.transformers import AutoTokenizer, BartForConditionalGeneration
+    from paddlenlp.transformers import BartForConditionalGeneration
 
     try:
-        checkpoint = tu.resolve_model_dir(args.checkpoint)
-        with open(os.path.join(checkpoint, tu.TRAIN_CONFIG_FILE), encoding="utf-8") as f:
-            cfg = {**summarization.CONFIG, **json.load(f)}
         column = args.text_column if not args.input.endswith(".txt") else 0
         examples = read_examples(args.input, {"source": column}, log=lambda m: print(m, file=sys.stderr))
+        _, model, tokenizer, cfg = tu.load_trained(
+            args.checkpoint, BartForConditionalGeneration, args.device, defaults=summarization.CONFIG)
     except (DataError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -48,11 +47,6 @@ def main(argv=None):
         cfg["num_beams"] = args.num_beams
     if args.max_target_length is not None:
         cfg["max_target_length"] = args.max_target_length
-    tu.setup_device(args.device)
-    print(f"loading {checkpoint}", file=sys.stderr)
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    model = BartForConditionalGeneration.from_pretrained(checkpoint)
-    model.eval()
     ids = summarization.special_ids(tokenizer, model)
     for ex in examples:
         ex["target"] = ""
