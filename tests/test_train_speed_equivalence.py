@@ -1,8 +1,9 @@
 """Issue #7: the CPU speed-ups in train_utils keep the numbers.
 
-* use_fast_cpu_linear (PyLayer linear with GEMM-only backward) gives the same gradients as
-  paddle's nn.Linear, and the same training losses over several optimizer steps of a BART
-  with dropout, to float32 tolerance.
+* use_fast_cpu_kernels: the linear and layer-norm PyLayers give the same outputs and gradients as
+  paddle's layers; the expanded attention mask gives the same attention; a BART trains to the same
+  losses over several optimizer steps, to float32 tolerance. The numpy dropout applies paddle's
+  upscale_in_train formula to its mask, keeps 1-p of the units, and replays from a saved RNG state.
 * seq2seq_loss (LM head only at real target positions) equals the plain full-logits loss.
 """
 import copy
@@ -17,7 +18,7 @@ import train_utils as tu
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _tiny_setup(tmp_path, seed=7):
+def _tiny_setup(tmp_path, seed=7, dropout=0.1):
     import paddle
     from paddlenlp.transformers import BartConfig, BartForConditionalGeneration, BertTokenizer
 
@@ -31,7 +32,7 @@ def _tiny_setup(tmp_path, seed=7):
     paddle.seed(seed)
     config = BartConfig(vocab_size=len(tok.vocab), d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
                         decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128,
-                        dropout=0.1, pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id,
+                        dropout=dropout, attention_dropout=dropout, activation_dropout=dropout, pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id,
                         decoder_start_token_id=tok.cls_token_id, forced_eos_token_id=tok.sep_token_id)
     model = BartForConditionalGeneration(config)
     ids = train.special_ids(tok, model)
@@ -68,7 +69,7 @@ def test_fast_linear_same_gradients():
     paddle.seed(0)
     ref = paddle.nn.Linear(24, 40)
     fast = copy.deepcopy(ref)
-    assert tu.use_fast_cpu_linear(fast) == 1
+    assert tu.use_fast_cpu_kernels(fast)["linear"] == 1
     x = paddle.randn([3, 5, 24])
     g = paddle.randn([3, 5, 40])
     grads = []
@@ -84,18 +85,126 @@ def test_fast_linear_same_gradients():
         np.testing.assert_allclose(fast(x).numpy(), ref(x).numpy(), rtol=1e-6, atol=1e-6)
 
 
+def test_fast_layer_norm_same_gradients():
+    import paddle
+
+    paddle.set_device("cpu")
+    paddle.seed(0)
+    ref = paddle.nn.LayerNorm(48)
+    with paddle.no_grad():
+        ref.weight.set_value(paddle.randn([48]))
+        ref.bias.set_value(paddle.randn([48]))
+    fast = copy.deepcopy(ref)
+    assert tu.use_fast_cpu_kernels(fast)["layer_norm"] == 1
+    x = paddle.randn([4, 7, 48]) * 3.0 + 1.5  # off-centre and wide, so mean and variance both matter
+    g = paddle.randn([4, 7, 48])
+    results = []
+    for layer in (ref, fast):
+        xx = x.clone()
+        xx.stop_gradient = False
+        y = layer(xx)
+        (y * g).sum().backward()
+        results.append([y.numpy(), xx.grad.numpy(), layer.weight.grad.numpy(), layer.bias.grad.numpy()])
+    for name, a, b in zip(("out", "dx", "dweight", "dbias"), *results):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4, err_msg=name)
+    with paddle.no_grad():
+        np.testing.assert_allclose(fast(x).numpy(), ref(x).numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_fast_attention_mask_same_outputs_and_gradients():
+    import paddle
+
+    paddle.set_device("cpu")
+    paddle.seed(1)
+    ref = paddle.nn.MultiHeadAttention(32, 4)
+    fast = copy.deepcopy(ref)
+    counts = tu.use_fast_cpu_kernels(fast)
+    assert counts["attention"] == 1 and counts["linear"] == 4
+    query, memory = paddle.randn([3, 5, 32]), paddle.randn([3, 9, 32])
+    padding = paddle.to_tensor(np.array([[0] * 9, [0] * 6 + [1] * 3, [0] * 2 + [1] * 7]), dtype="float32")
+    mask = (padding * -1e4).unsqueeze([1, 2])  # [batch, 1, 1, keys], as paddlenlp's BART builds it
+    results = []
+    for layer in (ref, fast):
+        q, m = query.clone(), memory.clone()
+        q.stop_gradient = m.stop_gradient = False
+        out = layer(q, m, m, attn_mask=mask)
+        out.sum().backward()
+        results.append([out.numpy(), q.grad.numpy(), m.grad.numpy(), layer.q_proj.weight.grad.numpy()])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+
+
+def test_fast_dropout_is_paddles_formula_on_its_mask():
+    import paddle
+
+    paddle.set_device("cpu")
+    layer = paddle.nn.Dropout(0.25)
+    assert tu.use_fast_cpu_kernels(layer)["dropout"] == 1
+    tu.set_seed(3)
+    x = paddle.rand([200, 500]) + 0.5  # no zeros, so a zero output is a dropped unit
+    x.stop_gradient = False
+    y = layer(x)
+    kept = y.numpy() != 0
+    # 100000 units: the kept share is within 5 standard deviations of 0.75
+    assert abs(kept.mean() - 0.75) < 5 * np.sqrt(0.75 * 0.25 / kept.size)
+    np.testing.assert_allclose(y.numpy(), np.where(kept, x.numpy() / 0.75, 0.0), rtol=1e-6)
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), np.where(kept, 1 / 0.75, 0.0), rtol=1e-6)
+    layer.eval()
+    np.testing.assert_array_equal(layer(x).numpy(), x.numpy())
+
+
+def test_fast_dropout_masks_replay_from_saved_rng_state():
+    import paddle
+
+    paddle.set_device("cpu")
+    layer = paddle.nn.Dropout(0.5)
+    tu.use_fast_cpu_kernels(layer)
+    x = paddle.ones([64, 64])
+    tu.set_seed(5)
+    first = layer(x).numpy()
+    state = tu.get_rng_state()
+    after = [layer(x).numpy() for _ in range(2)]
+    assert not np.array_equal(after[0], after[1])  # a new mask every call
+    tu.set_rng_state(state)
+    np.testing.assert_array_equal(np.stack([layer(x).numpy() for _ in range(2)]), np.stack(after))
+    tu.set_seed(5)
+    np.testing.assert_array_equal(layer(x).numpy(), first)
+
+
 def test_fast_cpu_training_same_losses(tmp_path):
-    cfg, model, batches = _tiny_setup(tmp_path)
+    """Without dropout (the only kernel with a different random stream), training is the same run."""
+    cfg, model, batches = _tiny_setup(tmp_path, dropout=0.0)
     assert len(batches) >= 5
     fast_model = copy.deepcopy(model)
-    switched = tu.use_fast_cpu_linear(fast_model)
-    assert switched > 10  # every q/k/v/out/fc layer of the encoder and decoder
+    counts = tu.use_fast_cpu_kernels(fast_model)
+    # every q/k/v/out/fc layer, every layer norm and attention of the encoder and decoder
+    assert counts["linear"] > 10 and counts["layer_norm"] >= 8 and counts["attention"] == 6
+    batch = tu.to_tensors({k: v for k, v in batches[0].items() if k != "num_tokens"})
+    for m in (model, fast_model):
+        m.train()
+        train.seq2seq_loss(m, batch).backward()
+    for (name, p), q in zip(model.named_parameters(), fast_model.parameters()):
+        scale = float(np.abs(p.grad.numpy()).max()) + 1e-6  # k_proj biases have an exactly-zero true gradient
+        np.testing.assert_allclose(q.grad.numpy(), p.grad.numpy(), rtol=1e-4, atol=1e-4 * scale, err_msg=name)
+        p.clear_gradient(), q.clear_gradient()
     base = _train_losses(cfg, model, batches, steps=5)
     fast = _train_losses(cfg, fast_model, batches, steps=5)
     assert base[0] > base[-1]  # it learns, so later steps depend on earlier updates
     np.testing.assert_allclose(fast, base, rtol=2e-4, atol=1e-5)
-    for (name, p), q in zip(model.named_parameters(), fast_model.parameters()):
-        np.testing.assert_allclose(q.numpy(), p.numpy(), rtol=1e-3, atol=1e-4, err_msg=name)
+
+
+def test_fast_cpu_training_with_dropout_learns(tmp_path):
+    cfg, model, batches = _tiny_setup(tmp_path, dropout=0.1)
+    assert tu.use_fast_cpu_kernels(model)["dropout"] > 0
+    tu.set_seed(11)
+    losses = _train_losses(cfg, model, batches, steps=6)
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+def test_keep_freed_memory_respects_the_users_setting(monkeypatch):
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    assert tu.keep_freed_memory() is False
 
 
 def test_real_position_loss_equals_full_logits_loss(tmp_path):

@@ -8,7 +8,7 @@
 Four setups train the same BART config on the same tokenized data (one char vocab, the same ids),
 with the same global batch, max lengths, steps, seed and AdamW hyperparameters:
 
-* ours        the train.py engine as run_training runs it: setup_device (threads), use_fast_cpu_linear,
+* ours        the train.py engine as run_training runs it: setup_device (threads), use_fast_cpu_kernels,
               length-grouped batches (epoch_batches), dynamic padding (collate), seq2seq_loss (LM head only at
               real target positions), build_optimizer (AdamW + warmup/decay + global-norm clip).
 * pad_to_max  the same engine with pad_to_max_length=True, group_by_length=False.
@@ -222,7 +222,7 @@ def worker_paddle(spec, shared, pad_to_max):
     amp_dtype = "bfloat16" if args.amp == "bf16" else "float16"
     optimizer, scheduler = tu.build_optimizer(model, cfg, args.warmup + args.repeats * steps)
     scaler = paddle.amp.GradScaler(enable=use_amp and amp_dtype == "float16", init_loss_scaling=cfg["scale_loss"])
-    tu.use_fast_cpu_linear(model)  # as run_training does
+    tu.use_fast_cpu_kernels(model)  # as run_training does
     ids = shared["ids"]
     feats = shared["train_features"]
     batches = shared["shuffled_batches" if pad_to_max else "grouped_batches"]
