@@ -254,17 +254,21 @@ def test_no_stride_kernels_same_losses(tmp_path):
     np.testing.assert_allclose(contiguous, strided, rtol=1e-5, atol=1e-6)
 
 
-def test_beam_cache_reorder_same_ids(tmp_path):
-    """train.generate_ids' beam search (static cross-attention cache left in place) = paddlenlp's own reorder."""
+def test_fast_beam_search_same_ids(tmp_path):
+    """train.generate_ids' beam search (static cross-attention cache left in place, bookkeeping on numpy)
+    gives paddlenlp's own ids, including hypotheses that end with eos before the length limit."""
     cfg, model, batches = _tiny_setup(tmp_path)
     _train_losses(cfg, model, batches, steps=6)
     model.eval()
     ids = train.special_ids(None, model)
     features = [{"input_ids": list(row[row != ids["pad"]]), "labels": [ids["eos"]]} for b in batches[:2] for row in b["input_ids"]]
     gen_cfg = dict(cfg, num_beams=4, eval_batch_size=8, max_target_length=10, min_target_length=0)
-    reference = train.generate_ids(model, features, gen_cfg, ids)  # patches model.reorder_cache
-    del model.reorder_cache  # back to paddlenlp's GenerationMixin.reorder_cache
+    reference = train.generate_ids(model, features, gen_cfg, ids)  # inside train.fast_beam_search
     import paddle
+    from paddlenlp.generation.utils import BeamSearchScorer
+
+    assert "reorder_cache" not in vars(model) and BeamSearchScorer.process is not train.beam_scorer_process  # restored
+    assert any(ids["eos"] in list(row) for row in reference)  # hypotheses finished by eos: the branch that adds them ran
 
     with paddle.no_grad():
         for start in range(0, len(features), 8):
