@@ -179,7 +179,7 @@ def test_fast_cpu_training_same_losses(tmp_path):
     fast_model = copy.deepcopy(model)
     counts = tu.use_fast_cpu_kernels(fast_model)
     # every q/k/v/out/fc layer, every layer norm and attention of the encoder and decoder
-    assert counts["linear"] > 10 and counts["layer_norm"] >= 8 and counts["attention"] == 6
+    assert counts["linear"] > 10 and counts["layer_norm"] >= 8 and counts["attention"] == 6 and counts["positions"] == 2
     batch = tu.to_tensors({k: v for k, v in batches[0].items() if k != "num_tokens"})
     for m in (model, fast_model):
         m.train()
@@ -280,3 +280,16 @@ def test_fast_beam_search_same_ids(tmp_path):
                                     decoder_start_token_id=ids["decoder_start"], eos_token_id=ids["eos"], pad_token_id=ids["pad"], use_cache=True)
             for i, row in zip(order, out.numpy()):
                 np.testing.assert_array_equal(reference[start + i], row)
+
+
+@pytest.mark.parametrize("vendor, flags, expected", [
+    ("AuthenticAMD", "fpu sse2 avx avx2 fma avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni", "7"),
+    ("AuthenticAMD", "fpu sse2 avx avx2 fma", "5"),
+    ("AuthenticAMD", "fpu sse2 avx avx512f", None),  # AVX-512 foundation alone is not MKL's Skylake path
+    ("GenuineIntel", "fpu sse2 avx avx2 fma avx512f avx512dq avx512cd avx512bw avx512vl", None),  # MKL detects Intel itself
+])
+def test_mkl_cpu_type(tmp_path, vendor, flags, expected):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\ncpu family\t: 26\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    assert tu.mkl_cpu_type(str(cpuinfo)) == expected
+    assert tu.mkl_cpu_type(str(tmp_path / "missing")) is None
