@@ -374,8 +374,9 @@ def keep_freed_memory():
     By default every tensor over the mmap threshold is a fresh mmap, so each CPU op on an activation
     first page-faults its output in: 6400 faults and 6-10 ms for a 26 MB add that takes 0.7 ms on
     reused memory. Keeping freed memory in the heap made a small-BART training step 1.13x faster
-    (torch: 1.02x, its allocator already reuses). Peak RSS is unchanged: the heap keeps what the
-    step needed anyway. A user's own MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ wins.
+    (torch: 1.02x, its allocator already reuses). The price is peak RSS: freed blocks stay in the heap
+    and fragment, about +15% in tools/benchmark.py. A user's own MALLOC_MMAP_THRESHOLD_ or
+    MALLOC_TRIM_THRESHOLD_ wins.
     """
     if os.environ.get("MALLOC_MMAP_THRESHOLD_") or os.environ.get("MALLOC_TRIM_THRESHOLD_"):
         return False

@@ -27,14 +27,15 @@ def test_benchmark_smoke(tmp_path):
     tiny = results["sizes"]["tiny"]
     assert set(tiny["setups"]) == {"ours", "pad_to_max", "hf", "hf_random"}
     for setup, r in tiny["setups"].items():
-        assert r["train_tokens_per_s"]["median"] > 0 and r["peak_rss_mb"] > 0, setup
+        assert r["train_tokens_per_s"]["median"] > 0 and r["train_tokens_per_s_first_pass"] > 0 and r["peak_rss_mb"] > 0, setup
         assert all(l == l for l in r["first_losses"])  # no NaN
     for setup in ("ours", "hf"):
         for key in ("gen_greedy_tokens_per_s", "gen_beam4_tokens_per_s"):
             assert tiny["setups"][setup][key]["median"] > 0
     # the same model on both frameworks: parameter counts agree (paddlenlp and HF BART)
     assert tiny["setups"]["ours"]["params"] == tiny["setups"]["hf"]["params"]
-    for key in ("train_tokens_per_s_ours_over_hf", "train_tokens_per_s_ours_over_pad_to_max", "gen_greedy_tokens_per_s_ours_over_hf",
+    for key in ("train_tokens_per_s_ours_over_hf", "train_tokens_per_s_ours_over_pad_to_max", "train_tokens_per_s_first_pass_ours_over_hf",
+                "gen_greedy_tokens_per_s_ours_over_hf",
                 "gen_beam4_tokens_per_s_ours_over_hf", "peak_rss_ours_over_hf"):
         assert tiny["ratios"][key] > 0
     assert 0 < results["rouge_1000_pairs_s"]["median"] < 5
