@@ -62,6 +62,24 @@ def _train_losses(cfg, model, batches, steps, seed=11):
     return losses
 
 
+def _assert_same_layer(ref, fast, x, rtol):
+    """ref and its fast copy: the same output and x/weight/bias gradients; under no_grad the same values."""
+    import paddle
+
+    g = paddle.randn(ref(x).shape)
+    results = []
+    for layer in (ref, fast):
+        xx = x.clone()
+        xx.stop_gradient = False
+        y = layer(xx)
+        (y * g).sum().backward()
+        results.append([y.numpy(), xx.grad.numpy(), layer.weight.grad.numpy(), layer.bias.grad.numpy()])
+    for name, a, b in zip(("out", "dx", "dweight", "dbias"), *results):
+        np.testing.assert_allclose(b, a, rtol=rtol, atol=rtol, err_msg=name)
+    with paddle.no_grad():  # inference keeps paddle's own layer, same values
+        np.testing.assert_allclose(fast(x).numpy(), ref(x).numpy(), rtol=1e-6, atol=1e-6)
+
+
 def test_fast_linear_same_gradients():
     import paddle
 
@@ -70,19 +88,7 @@ def test_fast_linear_same_gradients():
     ref = paddle.nn.Linear(24, 40)
     fast = copy.deepcopy(ref)
     assert tu.use_fast_cpu_kernels(fast)["linear"] == 1
-    x = paddle.randn([3, 5, 24])
-    g = paddle.randn([3, 5, 40])
-    grads = []
-    for layer in (ref, fast):
-        xx = x.clone()
-        xx.stop_gradient = False
-        y = layer(xx)
-        (y * g).sum().backward()
-        grads.append([y.numpy(), xx.grad.numpy(), layer.weight.grad.numpy(), layer.bias.grad.numpy()])
-    for a, b in zip(*grads):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-    with paddle.no_grad():  # inference keeps paddle's own linear, same values
-        np.testing.assert_allclose(fast(x).numpy(), ref(x).numpy(), rtol=1e-6, atol=1e-6)
+    _assert_same_layer(ref, fast, paddle.randn([3, 5, 24]), rtol=1e-5)
 
 
 def test_fast_layer_norm_same_gradients():
@@ -96,19 +102,8 @@ def test_fast_layer_norm_same_gradients():
         ref.bias.set_value(paddle.randn([48]))
     fast = copy.deepcopy(ref)
     assert tu.use_fast_cpu_kernels(fast)["layer_norm"] == 1
-    x = paddle.randn([4, 7, 48]) * 3.0 + 1.5  # off-centre and wide, so mean and variance both matter
-    g = paddle.randn([4, 7, 48])
-    results = []
-    for layer in (ref, fast):
-        xx = x.clone()
-        xx.stop_gradient = False
-        y = layer(xx)
-        (y * g).sum().backward()
-        results.append([y.numpy(), xx.grad.numpy(), layer.weight.grad.numpy(), layer.bias.grad.numpy()])
-    for name, a, b in zip(("out", "dx", "dweight", "dbias"), *results):
-        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4, err_msg=name)
-    with paddle.no_grad():
-        np.testing.assert_allclose(fast(x).numpy(), ref(x).numpy(), rtol=1e-6, atol=1e-6)
+    # off-centre and wide, so mean and variance both matter
+    _assert_same_layer(ref, fast, paddle.randn([4, 7, 48]) * 3.0 + 1.5, rtol=1e-4)
 
 
 def test_fast_attention_mask_same_outputs_and_gradients():
