@@ -276,24 +276,15 @@ def reorder_beam_cache(cache, beam_idx):
     StaticCache (batch*beams x heads x source_len x head_dim per layer). Beams only move within their
     own example, and all beams of an example share the same encoder keys and values, so the static
     cache can stay as it is (Hugging Face's BART does the same). That was 45% of beam-4 generation time.
-    paddlenlp's beam_search also reorders the same cache twice a step (as "cache" and as
-    "past_key_values"), so the last result is reused. The ids are unchanged; a test checks this.
+    The ids are unchanged; a test checks this.
     """
     import paddle
     from paddle.nn import MultiHeadAttention
 
-    last = reorder_beam_cache.last
-    if last is not None and last[0] is cache and last[1] is beam_idx:
-        return last[2]
-    reordered = [
+    return [
         tuple(type(c)(*(paddle.index_select(t, beam_idx) for t in c)) if isinstance(c, MultiHeadAttention.Cache) else c for c in layer)
         for layer in cache
     ]
-    reorder_beam_cache.last = (cache, beam_idx, reordered)
-    return reordered
-
-
-reorder_beam_cache.last = None
 
 
 def beam_scorer_process(self, input_ids, next_scores, next_tokens, next_indices, origin_len=0, pad_token_id=None, eos_token_id=None):
@@ -357,14 +348,20 @@ def fast_beam_search(model):
 
     if _PADDLENLP_BEAM_PROCESS is None:
         _PADDLENLP_BEAM_PROCESS = BeamSearchScorer.process
-    model.reorder_cache = reorder_beam_cache
+    last = []  # paddlenlp reorders the same cache twice a step (as "cache" and as "past_key_values")
+
+    def reorder_once(cache, beam_idx):
+        if not (last and last[0] is cache and last[1] is beam_idx):
+            last[:] = [cache, beam_idx, reorder_beam_cache(cache, beam_idx)]
+        return last[2]
+
+    model.reorder_cache = reorder_once
     BeamSearchScorer.process = beam_scorer_process
     try:
         yield
     finally:
         BeamSearchScorer.process = _PADDLENLP_BEAM_PROCESS
         del model.reorder_cache
-        reorder_beam_cache.last = None
 
 
 def generate_ids(model, features, cfg, ids, desc="generate"):
