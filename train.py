@@ -7,14 +7,18 @@
 
 Every key below can be overridden; `python train.py --help` lists them.
 """
-import contextlib
 import functools
 import json
 import os
 
 import numpy as np
 
+import speedups
 import train_utils as tu
+from checkpoints import open_output_dir, unwrap_model
+from configuration import ConfigError
+from distributed import is_main_process
+from reporting import append_jsonl, log, progress_bar
 from data_utils import (
     SUMMARIZATION_NAME_MAPPING,
     DataError,
@@ -33,6 +37,7 @@ CONFIG = dict(
     overwrite_output_dir=False,  # allow a new run to replace the files of an old one in output_dir
     resume_from_checkpoint=None,  # "auto" (newest complete checkpoint in output_dir) or a checkpoint path
     device="auto",  # "auto" (GPU when there is one), "gpu" or "cpu"
+    fast_kernels=True,  # the speed patches of speedups.py (CPU kernels, MKL, malloc, beam search); False = paddle's own code
     # --- model ---
     pretrained_model="",  # paddlenlp name, local Paddle dir or local HF dir; "" builds from model_config
     model_config=dict(  # used when pretrained_model is "": a small BART trained from scratch
@@ -100,17 +105,17 @@ KNOWN_COLUMN_PAIRS = [("source", "target"), ("content", "title"), ("content", "s
 
 def validate_config(cfg):
     if cfg["max_target_length"] < cfg["min_target_length"]:
-        raise tu.ConfigError(
+        raise ConfigError(
             f"max_target_length ({cfg['max_target_length']}) < min_target_length ({cfg['min_target_length']})"
         )
     for key in ("train_batch_size", "eval_batch_size", "max_source_length", "max_target_length", "save_steps", "logging_steps"):
         if cfg[key] <= 0:
-            raise tu.ConfigError(f"{key} must be positive, got {cfg[key]}")
+            raise ConfigError(f"{key} must be positive, got {cfg[key]}")
     if not cfg["dataset_name"] and not cfg["train_file"]:
-        raise tu.ConfigError("set dataset_name (e.g. 'lcsts_new') or train_file")
+        raise ConfigError("set dataset_name (e.g. 'lcsts_new') or train_file")
     model = cfg["pretrained_model"]
     if model and tu.looks_like_path(model) and not os.path.isdir(os.path.expanduser(model)):
-        raise tu.ConfigError(f"pretrained_model directory not found: {model}")
+        raise ConfigError(f"pretrained_model directory not found: {model}")
 
 
 # ----------------------------------------------------------------------------
@@ -149,14 +154,14 @@ def load_split(cfg, path, split, allow_empty_target=False):
         {"source": text_col, "target": summary_col},
         skip_bad_rows=cfg["skip_bad_rows"],
         allow_empty=("target",) if allow_empty_target else (),
-        log=tu.log,
+        log=log,
     )
 
 
 def split_off(rows, size, seed):
     """Hold out `size` rows, chosen by seed, so a single file can serve as train and dev."""
     if size >= len(rows):
-        raise tu.ConfigError(f"dev_size={size} leaves no training rows (the file has {len(rows)})")
+        raise ConfigError(f"dev_size={size} leaves no training rows (the file has {len(rows)})")
     order = np.random.RandomState(seed).permutation(len(rows))
     held = set(order[:size].tolist())
     return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]
@@ -167,7 +172,7 @@ def load_data(cfg):
     files = {"train": cfg["train_file"], "dev": cfg["dev_file"], "test": cfg["test_file"]}
     if cfg["dataset_name"] and cfg["dataset_name"] not in ("", "local"):
         if cfg["dataset_name"] != "lcsts_new":
-            raise tu.ConfigError(f"unknown dataset_name {cfg['dataset_name']!r}: use 'lcsts_new', or '' with train_file/dev_file")
+            raise ConfigError(f"unknown dataset_name {cfg['dataset_name']!r}: use 'lcsts_new', or '' with train_file/dev_file")
         local = {s: p for s, p in files.items() if p}
         if local:  # paddlenlp reads local copies in the dataset's own format
             loaded = dict(zip(local, load_paddlenlp_dataset("lcsts_new", None, data_files=list(local.values()))))
@@ -183,20 +188,20 @@ def load_data(cfg):
     else:
         data = {split: load_split(cfg, path, split, allow_empty_target=(split == "test")) for split, path in files.items() if path}
     if "train" not in data:
-        raise tu.ConfigError("no training data: set train_file")
+        raise ConfigError("no training data: set train_file")
     if "dev" not in data and cfg["dev_size"] > 0:
         data["train"], data["dev"] = split_off(data["train"], cfg["dev_size"], cfg["seed"])
     data["train"] = truncate(data["train"], cfg["max_train_samples"])
     for split in ("dev", "test"):
         if split in data:
             data[split] = truncate(data[split], cfg["max_eval_samples"])
-    tu.log("data: " + ", ".join(f"{split} {len(rows)}" for split, rows in data.items()))
+    log("data: " + ", ".join(f"{split} {len(rows)}" for split, rows in data.items()))
     return data
 
 
 def special_ids(tokenizer, model):
     """Generation and label ids come from the model's config: decoder_start is not eos."""
-    mc = tu.unwrap_model(model).config
+    mc = unwrap_model(model).config
     return {
         "pad": mc.pad_token_id if mc.pad_token_id is not None else tokenizer.pad_token_id,
         "eos": mc.eos_token_id,
@@ -269,110 +274,15 @@ def decode_ids(tokenizer, ids, eos_id, pad_id):
     return decode_tokens(tokenizer, ids, skip_ids=(pad_id,))
 
 
-def reorder_beam_cache(cache, beam_idx):
-    """Beam-search cache reorder that moves only the self-attention keys/values (issue #7).
-
-    paddlenlp's reorder_cache index_selects every cached tensor, including the cross-attention
-    StaticCache (batch*beams x heads x source_len x head_dim per layer). Beams only move within their
-    own example, and all beams of an example share the same encoder keys and values, so the static
-    cache can stay as it is (Hugging Face's BART does the same). That was 45% of beam-4 generation time.
-    The ids are unchanged; a test checks this.
-    """
-    import paddle
-    from paddle.nn import MultiHeadAttention
-
-    return [
-        tuple(type(c)(*(paddle.index_select(t, beam_idx) for t in c)) if isinstance(c, MultiHeadAttention.Cache) else c for c in layer)
-        for layer in cache
-    ]
-
-
-def beam_scorer_process(self, input_ids, next_scores, next_tokens, next_indices, origin_len=0, pad_token_id=None, eos_token_id=None):
-    """paddlenlp's BeamSearchScorer.process with its bookkeeping on numpy copies (issue #7).
-
-    The original reads every candidate with a tensor .item() and writes every kept one with a tensor
-    __setitem__: 18% of beam-4 generation time on CPU, and a device sync per candidate on GPU.
-    This is the same loop, in the same order and on the same float32 values, over three .numpy() copies.
-    """
-    import paddle
-
-    if next_scores.dtype not in (paddle.float32, paddle.float64):  # bf16 has no numpy view: paddlenlp's own loop
-        return _PADDLENLP_BEAM_PROCESS(self, input_ids, next_scores, next_tokens, next_indices, origin_len, pad_token_id, eos_token_id)
-    cur_len = input_ids.shape[-1]
-    batch_size, group = len(self._beam_hyps), self.group_size
-    scores, tokens, indices = next_scores.numpy(), next_tokens.numpy(), next_indices.numpy()
-    done = self._done.numpy().copy()
-    beam_scores = np.zeros([batch_size, group], scores.dtype)
-    beam_tokens = np.zeros([batch_size, group], tokens.dtype)
-    beam_indices = np.zeros([batch_size, group], indices.dtype)
-    for batch_idx, beam_hyp in enumerate(self._beam_hyps):
-        if done[batch_idx] == 1:
-            if len(beam_hyp) < self.num_beams or eos_token_id is None or pad_token_id is None:
-                raise ValueError(f"beam search: example {batch_idx} is done with {len(beam_hyp)} of {self.num_beams} beams "
-                                 "or without eos/pad ids")
-            beam_tokens[batch_idx, :] = pad_token_id
-            continue
-        beam_idx = 0
-        candidates = zip(tokens[batch_idx].tolist(), scores[batch_idx].tolist(), indices[batch_idx].tolist())
-        for rank, (token, score, index) in enumerate(candidates):
-            batch_beam_idx = batch_idx * group + index
-            if eos_token_id is not None and token == eos_token_id:
-                if rank >= group:  # an eos outside the top num_beams candidates is not a finished hypothesis
-                    continue
-                beam_hyp.add(input_ids[batch_beam_idx].clone(), score, origin_len)
-            else:
-                beam_scores[batch_idx, beam_idx] = score
-                beam_tokens[batch_idx, beam_idx] = token
-                beam_indices[batch_idx, beam_idx] = batch_beam_idx
-                beam_idx += 1
-            if beam_idx == group:
-                break
-        if beam_idx < group:
-            raise ValueError(f"At most {group} tokens in next_tokens[{batch_idx}] can be equal to eos_token_id {eos_token_id}")
-        if beam_hyp.is_done(float(scores[batch_idx].max()), cur_len, origin_len):
-            done[batch_idx] = 1
-    self._done = paddle.to_tensor(done)
-    return {"next_beam_scores": paddle.to_tensor(beam_scores.reshape([-1])),
-            "next_beam_tokens": paddle.to_tensor(beam_tokens.reshape([-1])),
-            "next_beam_indices": paddle.to_tensor(beam_indices.reshape([-1]))}
-
-
-_PADDLENLP_BEAM_PROCESS = None
-
-
-@contextlib.contextmanager
-def fast_beam_search(model):
-    """While generating: the self-attention-only cache reorder and the numpy beam bookkeeping."""
-    global _PADDLENLP_BEAM_PROCESS
-    from paddlenlp.generation.utils import BeamSearchScorer
-
-    if _PADDLENLP_BEAM_PROCESS is None:
-        _PADDLENLP_BEAM_PROCESS = BeamSearchScorer.process
-    last = []  # paddlenlp reorders the same cache twice a step (as "cache" and as "past_key_values")
-
-    def reorder_once(cache, beam_idx):
-        if not (last and last[0] is cache and last[1] is beam_idx):
-            last[:] = [cache, beam_idx, reorder_beam_cache(cache, beam_idx)]
-        return last[2]
-
-    model.reorder_cache = reorder_once
-    BeamSearchScorer.process = beam_scorer_process
-    try:
-        yield
-    finally:
-        BeamSearchScorer.process = _PADDLENLP_BEAM_PROCESS
-        del model.reorder_cache
-
-
 def generate_ids(model, features, cfg, ids, desc="generate"):
     """Generated token ids (a numpy row per feature, in input order), batched by length for speed."""
     import paddle
 
     order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
     outputs = [None] * len(features)
-    bar = tu.progress_bar(len(features), desc)
+    bar = progress_bar(len(features), desc)
     strategy = "greedy_search" if cfg["num_beams"] <= 1 else "beam_search"
-    with paddle.no_grad(), fast_beam_search(model):
+    with paddle.no_grad(), speedups.fast_beam_search(model, enabled=cfg.get("fast_kernels", True)):
         for start in range(0, len(order), cfg["eval_batch_size"]):
             chunk = order[start:start + cfg["eval_batch_size"]]
             batch = collate([features[i] for i in chunk], pad_id=ids["pad"], decoder_start_id=ids["decoder_start"])
@@ -425,7 +335,7 @@ def main(cfg):
     validate_config(cfg)
     device = tu.start_run(cfg)
     data = load_data(cfg)
-    tu.open_output_dir(cfg)
+    open_output_dir(cfg)
     tokenizer = tu.load_tokenizer(cfg, (t for ex in data["train"] for t in (ex["source"], ex["target"])))
     model_kwargs = {}
     if not cfg["pretrained_model"]:
@@ -439,7 +349,7 @@ def main(cfg):
         )
     model = tu.load_model(BartForConditionalGeneration, cfg, **model_kwargs)
     ids = special_ids(tokenizer, model)
-    tu.log(f"tokens: pad={ids['pad']} eos={ids['eos']} decoder_start={ids['decoder_start']} (device {device})")
+    log(f"tokens: pad={ids['pad']} eos={ids['eos']} decoder_start={ids['decoder_start']} (device {device})")
 
     features = {split: tokenize_examples(rows, tokenizer, cfg, ids["eos"]) for split, rows in data.items()}
     pad_to = (cfg["max_source_length"], cfg["max_target_length"]) if cfg["pad_to_max_length"] else None
@@ -476,14 +386,14 @@ def main(cfg):
     )
     state = tu.run_training(task)
 
-    if "test" in data and tu.is_main_process():
+    if "test" in data and is_main_process():
         model.eval()
         metrics, _ = evaluate_split(
             model, tokenizer, data["test"], features["test"], cfg, ids, os.path.join(cfg["output_dir"], "predictions_test.jsonl"), "test"
         )
-        tu.append_jsonl(os.path.join(cfg["output_dir"], "metrics.jsonl"), {"step": state["global_step"], "split": "test", **metrics})
-        tu.log("test: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
-    tu.log(f"done. best checkpoint: {state['best_checkpoint']} (rougeL={state['best_metric']})")
+        append_jsonl(os.path.join(cfg["output_dir"], "metrics.jsonl"), {"step": state["global_step"], "split": "test", **metrics})
+        log("test: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
+    log(f"done. best checkpoint: {state['best_checkpoint']} (rougeL={state['best_metric']})")
     return state
 
 

@@ -14,6 +14,10 @@ import os
 import numpy as np
 
 import train_utils as tu
+from batching import to_tensors
+from checkpoints import open_output_dir
+from configuration import ConfigError
+from reporting import log, progress_bar, write_json_atomic
 from data_utils import DataError, read_examples, truncate
 from metrics import classification_report
 
@@ -26,6 +30,7 @@ CONFIG = dict(
     overwrite_output_dir=False,  # allow a new run to replace the files of an old one in output_dir
     resume_from_checkpoint=None,  # "auto" (newest complete checkpoint in output_dir) or a checkpoint path
     device="auto",  # "auto" (GPU when there is one), "gpu" or "cpu"
+    fast_kernels=True,  # the speed patches of speedups.py (CPU kernels, MKL, malloc, beam search); False = paddle's own code
     # --- model ---
     pretrained_model="",  # paddlenlp name, local Paddle dir or local HF dir (BERT/ERNIE/RoBERTa); "" builds from model_config
     model_config=dict(  # used when pretrained_model is "": a small BERT trained from scratch
@@ -80,11 +85,11 @@ CONFIG = dict(
 def validate_config(cfg):
     for key in ("train_batch_size", "eval_batch_size", "max_seq_length", "save_steps", "logging_steps"):
         if cfg[key] <= 0:
-            raise tu.ConfigError(f"{key} must be positive, got {cfg[key]}")
+            raise ConfigError(f"{key} must be positive, got {cfg[key]}")
     if cfg["metric_for_best"] not in ("accuracy", "macro_f1"):
-        raise tu.ConfigError(f"metric_for_best must be 'accuracy' or 'macro_f1', got {cfg['metric_for_best']!r}")
+        raise ConfigError(f"metric_for_best must be 'accuracy' or 'macro_f1', got {cfg['metric_for_best']!r}")
     if not cfg["train_file"]:
-        raise tu.ConfigError("set train_file")
+        raise ConfigError("set train_file")
 
 
 # ----------------------------------------------------------------------------
@@ -99,7 +104,7 @@ def read_split(cfg, path):
     columns = {"text": default_if_none(cfg["text_column"], "text"), "label": default_if_none(cfg["label_column"], "label")}
     if cfg["text_pair_column"] is not None:
         columns["text_pair"] = cfg["text_pair_column"]
-    return read_examples(path, columns, skip_bad_rows=cfg["skip_bad_rows"], log=tu.log)
+    return read_examples(path, columns, skip_bad_rows=cfg["skip_bad_rows"], log=log)
 
 
 def label_names_from(rows):
@@ -119,7 +124,7 @@ def load_data(cfg):
     data = {"train": truncate(read_split(cfg, cfg["train_file"]), cfg["max_train_samples"])}
     if cfg["dev_file"]:
         data["dev"] = truncate(read_split(cfg, cfg["dev_file"]), cfg["max_eval_samples"])
-    tu.log("data: " + ", ".join(f"{split} {len(rows)}" for split, rows in data.items()))
+    log("data: " + ", ".join(f"{split} {len(rows)}" for split, rows in data.items()))
     return data
 
 
@@ -176,13 +181,13 @@ def predict_probabilities(model, features, batch_size, pad_id, desc="predict"):
 
     order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
     probs = [None] * len(features)
-    bar = tu.progress_bar(len(features), desc)
+    bar = progress_bar(len(features), desc)
     with paddle.no_grad():
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             batch = collate([{k: v for k, v in features[i].items() if k != "label"} for i in chunk], pad_id=pad_id)
             batch.pop("num_tokens")
-            logits = forward_logits(model, tu.to_tensors(batch))
+            logits = forward_logits(model, to_tensors(batch))
             for i, row in zip(chunk, F.softmax(logits.astype("float32"), axis=-1).numpy()):
                 probs[i] = row
             bar.update(len(chunk))
@@ -195,7 +200,7 @@ def predict_probabilities(model, features, batch_size, pad_id, desc="predict"):
 # ----------------------------------------------------------------------------
 def write_reports(report, label_names, output_dir, step):
     """classification_report.json and confusion_matrix.tsv (rows: gold, columns: predicted)."""
-    tu.write_json_atomic(os.path.join(output_dir, "classification_report.json"), {"step": step, "labels": label_names, **report})
+    write_json_atomic(os.path.join(output_dir, "classification_report.json"), {"step": step, "labels": label_names, **report})
     lines = ["gold\\predicted\t" + "\t".join(label_names)]
     lines += [name + "\t" + "\t".join(str(c) for c in row) for name, row in zip(label_names, report["confusion_matrix"])]
     tmp = os.path.join(output_dir, "confusion_matrix.tsv.tmp")
@@ -232,18 +237,18 @@ def main(cfg):
     label2id = {name: i for i, name in enumerate(label_names)}
     if "dev" in data:
         check_labels(data["dev"], label2id, cfg["dev_file"])
-    tu.open_output_dir(cfg)
-    tu.log(f"labels ({len(label_names)}): {label_names[:20]}{' ...' if len(label_names) > 20 else ''}")
+    open_output_dir(cfg)
+    log(f"labels ({len(label_names)}): {label_names[:20]}{' ...' if len(label_names) > 20 else ''}")
     tokenizer = tu.load_tokenizer(cfg, [t for r in data["train"] for t in (r["text"], r.get("text_pair", ""))])
     model = build_model(cfg, tokenizer, label_names)
     pad_id = tokenizer.pad_token_id
-    tu.log(f"device {device}, pad={pad_id}")
+    log(f"device {device}, pad={pad_id}")
     features = {split: tokenize_rows(rows, tokenizer, cfg["max_seq_length"], label2id) for split, rows in data.items()}
 
     baseline = None
     if "dev" in data:
         baseline = majority_accuracy([r["label"] for r in data["train"]], [r["label"] for r in data["dev"]])
-        tu.log(f"majority-class baseline on dev: accuracy {baseline}")
+        log(f"majority-class baseline on dev: accuracy {baseline}")
     samples = {}
 
     def evaluate_fn(model_, step):
@@ -276,7 +281,7 @@ def main(cfg):
         group_by_length=cfg["group_by_length"],
     )
     state = tu.run_training(task)
-    tu.log(f"done. best checkpoint: {state['best_checkpoint']} ({cfg['metric_for_best']}={state['best_metric']}; "
+    log(f"done. best checkpoint: {state['best_checkpoint']} ({cfg['metric_for_best']}={state['best_metric']}; "
            f"majority-class accuracy {baseline})")
     return state
 

@@ -15,6 +15,11 @@ import os
 import numpy as np
 
 import train_utils as tu
+from batching import to_tensors
+from checkpoints import open_output_dir
+from configuration import ConfigError
+from distributed import is_main_process
+from reporting import log, write_json_atomic
 from data_utils import decode_tokens, load_texts
 from metrics import perplexity, token_weighted_mean
 
@@ -25,6 +30,7 @@ CONFIG = dict(
     overwrite_output_dir=False,  # allow a new run to replace the files of an old one in output_dir
     resume_from_checkpoint=None,  # "auto" (newest complete checkpoint in output_dir) or a checkpoint path
     device="auto",  # "auto" (GPU when there is one), "gpu" or "cpu"
+    fast_kernels=True,  # the speed patches of speedups.py (CPU kernels, MKL, malloc, beam search); False = paddle's own code
     # --- model ---
     pretrained_model="",  # paddlenlp name, local Paddle dir or local HF dir; "" builds a GPT from model_config
     model_config=dict(  # used when pretrained_model is "": a small GPT trained from scratch
@@ -76,11 +82,11 @@ CONFIG = dict(
 def validate_config(cfg):
     for key in ("train_batch_size", "eval_batch_size", "save_steps", "logging_steps", "sample_max_new_tokens"):
         if cfg[key] <= 0:
-            raise tu.ConfigError(f"{key} must be positive, got {cfg[key]}")
+            raise ConfigError(f"{key} must be positive, got {cfg[key]}")
     if cfg["block_size"] < 2:
-        raise tu.ConfigError(f"block_size must be at least 2 (one token predicts the next), got {cfg['block_size']}")
+        raise ConfigError(f"block_size must be at least 2 (one token predicts the next), got {cfg['block_size']}")
     if not cfg["train_file"]:
-        raise tu.ConfigError("set train_file")
+        raise ConfigError("set train_file")
 
 
 # ----------------------------------------------------------------------------
@@ -145,7 +151,7 @@ def eval_perplexity(model, features, batch_size, pad_id):
             predicted = int((batch["labels"][:, 1:] != -100).sum())
             batch.pop("num_tokens")
             if predicted:
-                results.append((float(clm_loss(model, tu.to_tensors(batch))), predicted))
+                results.append((float(clm_loss(model, to_tensors(batch))), predicted))
     loss = token_weighted_mean(results)
     return {"loss": loss, "perplexity": perplexity(loss)}
 
@@ -202,15 +208,15 @@ def main(cfg):
     validate_config(cfg)
     device = tu.start_run(cfg)
     out = cfg["output_dir"]
-    texts = {"train": load_texts(cfg["train_file"], cfg["text_column"], cfg["skip_bad_rows"], cfg["max_train_samples"], tu.log)}
+    texts = {"train": load_texts(cfg["train_file"], cfg["text_column"], cfg["skip_bad_rows"], cfg["max_train_samples"], log)}
     if cfg["dev_file"]:
-        texts["dev"] = load_texts(cfg["dev_file"], cfg["text_column"], cfg["skip_bad_rows"], cfg["max_eval_samples"], tu.log)
-    tu.open_output_dir(cfg)
+        texts["dev"] = load_texts(cfg["dev_file"], cfg["text_column"], cfg["skip_bad_rows"], cfg["max_eval_samples"], log)
+    open_output_dir(cfg)
     tokenizer = tu.load_tokenizer(cfg, texts["train"])
     model = build_model(cfg, tokenizer)
     features = {split: build_blocks(rows, tokenizer, cfg["block_size"]) for split, rows in texts.items()}
     sizes = ", ".join(f"{split} {len(texts[split])} texts -> {len(f)} blocks of {cfg['block_size']}" for split, f in features.items())
-    tu.log(f"data: {sizes}; device {device}")
+    log(f"data: {sizes}; device {device}")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     def evaluate_fn(model_, step):
@@ -232,11 +238,11 @@ def main(cfg):
     )
     state = tu.run_training(task)
 
-    if cfg["sample_prompt"] and tu.is_main_process():
+    if cfg["sample_prompt"] and is_main_process():
         sample = generate_text(model, tokenizer, cfg["sample_prompt"], "greedy", cfg["sample_max_new_tokens"])
-        tu.write_json_atomic(os.path.join(out, "sample_generation.json"), {"prompt": cfg["sample_prompt"], "greedy": sample})
-        tu.log(f"sample (greedy): {cfg['sample_prompt']} -> {sample}")
-    tu.log(f"done. best checkpoint: {state['best_checkpoint']} (perplexity={state['best_metric']})")
+        write_json_atomic(os.path.join(out, "sample_generation.json"), {"prompt": cfg["sample_prompt"], "greedy": sample})
+        log(f"sample (greedy): {cfg['sample_prompt']} -> {sample}")
+    log(f"done. best checkpoint: {state['best_checkpoint']} (perplexity={state['best_metric']})")
     return state
 
 

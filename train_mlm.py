@@ -18,6 +18,11 @@ import os
 import numpy as np
 
 import train_utils as tu
+from batching import to_tensors
+from checkpoints import open_output_dir, resolve_resume, save_model_files
+from configuration import ConfigError
+from distributed import is_main_process
+from reporting import log, write_json_atomic
 from data_utils import load_texts
 from metrics import perplexity, token_weighted_mean
 
@@ -31,6 +36,7 @@ CONFIG = dict(
     overwrite_output_dir=False,  # allow a new run to replace the files of an old one in output_dir
     resume_from_checkpoint=None,  # "auto" (newest complete checkpoint in output_dir) or a checkpoint path
     device="auto",  # "auto" (GPU when there is one), "gpu" or "cpu"
+    fast_kernels=True,  # the speed patches of speedups.py (CPU kernels, MKL, malloc, beam search); False = paddle's own code
     # --- model ---
     pretrained_model="",  # paddlenlp name, local Paddle dir or local HF dir; "" builds from model_config
     model_config=dict(  # used when pretrained_model is "": a small BERT trained from scratch
@@ -90,13 +96,13 @@ CONFIG = dict(
 def validate_config(cfg):
     for key in ("train_batch_size", "eval_batch_size", "save_steps", "logging_steps", "probe_top_k"):
         if cfg[key] <= 0:
-            raise tu.ConfigError(f"{key} must be positive, got {cfg[key]}")
+            raise ConfigError(f"{key} must be positive, got {cfg[key]}")
     if cfg["block_size"] < 4:
-        raise tu.ConfigError(f"block_size must be at least 4, got {cfg['block_size']}")
+        raise ConfigError(f"block_size must be at least 4, got {cfg['block_size']}")
     if not 0 < cfg["mlm_probability"] < 1:
-        raise tu.ConfigError(f"mlm_probability must be in (0, 1), got {cfg['mlm_probability']}")
+        raise ConfigError(f"mlm_probability must be in (0, 1), got {cfg['mlm_probability']}")
     if not cfg["train_file"]:
-        raise tu.ConfigError("set train_file")
+        raise ConfigError("set train_file")
 
 
 # ----------------------------------------------------------------------------
@@ -226,7 +232,7 @@ def eval_perplexity(model, batches):
     results = []
     with paddle.no_grad():
         for batch in batches:
-            tensors = tu.to_tensors({k: v for k, v in batch.items() if k != "num_tokens"})
+            tensors = to_tensors({k: v for k, v in batch.items() if k != "num_tokens"})
             results.append((float(mlm_loss(model, tensors)), int((batch["labels"] != -100).sum())))
     loss = token_weighted_mean(results)
     return {"loss": loss, "perplexity": perplexity(loss)}
@@ -292,10 +298,10 @@ def main(cfg):
     validate_config(cfg)
     device = tu.start_run(cfg)
     out = cfg["output_dir"]
-    texts = {"train": load_texts(cfg["train_file"], cfg["text_column"], cfg["skip_bad_rows"], cfg["max_train_samples"], tu.log)}
+    texts = {"train": load_texts(cfg["train_file"], cfg["text_column"], cfg["skip_bad_rows"], cfg["max_train_samples"], log)}
     if cfg["dev_file"]:
-        texts["dev"] = load_texts(cfg["dev_file"], cfg["text_column"], cfg["skip_bad_rows"], cfg["max_eval_samples"], tu.log)
-    tu.open_output_dir(cfg)
+        texts["dev"] = load_texts(cfg["dev_file"], cfg["text_column"], cfg["skip_bad_rows"], cfg["max_eval_samples"], log)
+    open_output_dir(cfg)
     tokenizer = tu.load_tokenizer(cfg, texts["train"])
     model = build_model(cfg, tokenizer)
     features = {
@@ -304,7 +310,7 @@ def main(cfg):
     }
     layout = "line by line" if cfg["line_by_line"] else f"blocks of {cfg['block_size']}"
     sizes = ", ".join(f"{split} {len(texts[split])} texts -> {len(f)} examples" for split, f in features.items())
-    tu.log(f"data: {sizes} ({layout}{', whole-word masking' if cfg['whole_word_mask'] else ''}); device {device}")
+    log(f"data: {sizes} ({layout}{', whole-word masking' if cfg['whole_word_mask'] else ''}); device {device}")
     collate_fn = functools.partial(collate, pad_id=tokenizer.pad_token_id, mask_id=tokenizer.mask_token_id,
                                    random_ids=random_token_ids(tokenizer), mlm_probability=cfg["mlm_probability"])
     dev_batches = fixed_eval_batches(features["dev"], cfg["eval_batch_size"], cfg["seed"], collate_fn) if "dev" in features else []
@@ -312,15 +318,15 @@ def main(cfg):
     def evaluate_fn(model_, step):
         return eval_perplexity(model_, dev_batches) if dev_batches else {}
 
-    resuming = bool(tu.resolve_resume(cfg))
+    resuming = bool(resolve_resume(cfg))
     cloze_path = os.path.join(out, CLOZE_FILE)
-    if not resuming and tu.is_main_process():
+    if not resuming and is_main_process():
         # The starting point, kept for before/after comparisons with tools/fill_mask.py.
-        tu.save_model_files(model, tokenizer, os.path.join(out, INITIAL_MODEL_DIR))
+        save_model_files(model, tokenizer, os.path.join(out, INITIAL_MODEL_DIR))
         if cfg["probe_text"]:
             before = cloze_record(model, tokenizer, cfg)
-            tu.write_json_atomic(cloze_path, {"probe_text": cfg["probe_text"], "expected": cfg["probe_answer"], "before": before})
-            tu.log(f"cloze before training: {cfg['probe_text']} -> {before['filled']} (top: {before['top_k']})")
+            write_json_atomic(cloze_path, {"probe_text": cfg["probe_text"], "expected": cfg["probe_answer"], "before": before})
+            log(f"cloze before training: {cfg['probe_text']} -> {before['filled']} (top: {before['top_k']})")
 
     task = tu.TrainingTask(
         config=cfg,
@@ -338,9 +344,9 @@ def main(cfg):
     )
     state = tu.run_training(task)
 
-    if cfg["probe_text"] and tu.is_main_process():
+    if cfg["probe_text"] and is_main_process():
         report_cloze(model, tokenizer, cfg, cloze_path)
-    tu.log(f"done. best checkpoint: {state['best_checkpoint']} (perplexity={state['best_metric']})")
+    log(f"done. best checkpoint: {state['best_checkpoint']} (perplexity={state['best_metric']})")
     return state
 
 
@@ -361,12 +367,12 @@ def report_cloze(model, tokenizer, cfg, cloze_path):
             if when in record:
                 record[f"{when}_correct"] = record[when]["filled"] == cfg["probe_answer"]
                 record[f"{when}_answer_in_top_k"] = answer_in_top_k(record[when]["top_k"], cfg["probe_answer"])
-    tu.write_json_atomic(cloze_path, record)
+    write_json_atomic(cloze_path, record)
     before = record.get("before", {}).get("filled", "?")
     if "after_answer_in_top_k" in record:
-        tu.log(f"cloze check: expected {cfg['probe_answer']!r} in each mask's top {cfg['probe_top_k']}: "
+        log(f"cloze check: expected {cfg['probe_answer']!r} in each mask's top {cfg['probe_top_k']}: "
                f"before {record.get('before_answer_in_top_k')}, after {record['after_answer_in_top_k']}")
-    tu.log(f"cloze check: {cfg['probe_text']}  before training -> {before}  after training -> {record['after']['filled']}"
+    log(f"cloze check: {cfg['probe_text']}  before training -> {before}  after training -> {record['after']['filled']}"
            + (f"  (expected {cfg['probe_answer']}: {'learned' if record.get('after_correct') and not record.get('before_correct') else 'not learned' if not record.get('after_correct') else 'already known'})"
               if cfg["probe_answer"] else ""))
 

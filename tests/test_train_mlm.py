@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
+import batching
 import train_mlm as mlm
-import train_utils as tu
 from helpers import CSL, read_jsonl, run_entry
 
 TINY_BERT = ("--model_config={'hidden_size': 64, 'num_hidden_layers': 2, 'num_attention_heads': 2, "
@@ -39,7 +39,7 @@ def test_mask_rate_and_80_10_10_split_over_many_draws():
     features = random_features(rng)
     chosen = as_mask = as_random = as_same = real = 0
     for draw in range(300):
-        batch = mlm.collate(features, tu.batch_rng(1, 0, draw), PAD_ID, MASK_ID, RANDOM_IDS, 0.15)
+        batch = mlm.collate(features, batching.batch_rng(1, 0, draw), PAD_ID, MASK_ID, RANDOM_IDS, 0.15)
         original = mlm.collate(features, np.random.RandomState(0), PAD_ID, MASK_ID, RANDOM_IDS, 0.15)["labels"]  # shape only
         labels, ids = batch["labels"], batch["input_ids"]
         selected = labels != -100
@@ -60,7 +60,7 @@ def test_special_tokens_and_padding_are_never_masked_or_labelled():
     rng = np.random.RandomState(1)
     features = random_features(rng)
     for draw in range(100):
-        batch = mlm.collate(features, tu.batch_rng(2, 0, draw), PAD_ID, MASK_ID, RANDOM_IDS, 0.5)
+        batch = mlm.collate(features, batching.batch_rng(2, 0, draw), PAD_ID, MASK_ID, RANDOM_IDS, 0.5)
         for i, f in enumerate(features):
             n = len(f["input_ids"])
             assert batch["labels"][i, 0] == -100 and batch["labels"][i, n - 1] == -100
@@ -70,7 +70,7 @@ def test_special_tokens_and_padding_are_never_masked_or_labelled():
 
 def test_masking_is_reproducible_per_batch_rng_and_differs_across_epochs():
     features = random_features(np.random.RandomState(2))
-    draw = lambda epoch: mlm.collate(features, tu.batch_rng(42, epoch, 3), PAD_ID, MASK_ID, RANDOM_IDS, 0.15)["labels"]
+    draw = lambda epoch: mlm.collate(features, batching.batch_rng(42, epoch, 3), PAD_ID, MASK_ID, RANDOM_IDS, 0.15)["labels"]
     assert (draw(0) == draw(0)).all()
     assert not (draw(0) == draw(1)).all()
 

@@ -218,8 +218,10 @@ def generation_rounds(args, generate_batch, features, n_rows, num_beams, eos, pa
 # ----------------------------------------------------------------------------
 def worker_paddle(spec, shared, pad_to_max):
     import train
-    import train_utils as tu  # before paddle: sets the CPU math environment
+    import train_utils as tu
     import paddle
+    import speedups
+    from batching import to_tensors
     from paddlenlp.transformers import BartConfig, BartForConditionalGeneration
 
     args = argparse.Namespace(**spec["args"])
@@ -234,7 +236,7 @@ def worker_paddle(spec, shared, pad_to_max):
     amp_dtype = "bfloat16" if args.amp == "bf16" else "float16"
     optimizer, scheduler = tu.build_optimizer(model, cfg, args.warmup + 2 * args.repeats * steps)
     scaler = paddle.amp.GradScaler(enable=use_amp and amp_dtype == "float16", init_loss_scaling=cfg["scale_loss"])
-    tu.use_fast_cpu_kernels(model)  # as run_training does
+    speedups.use_fast_cpu_kernels(model)  # as run_training does
     ids = shared["ids"]
     feats = shared["train_features"]
     batches = shared["shuffled_batches" if pad_to_max else "grouped_batches"]
@@ -250,7 +252,7 @@ def worker_paddle(spec, shared, pad_to_max):
             batch = train.collate(features, pad_id=ids["pad"], decoder_start_id=ids["decoder_start"], pad_to=pad_to)
             tokens += batch.pop("num_tokens")
             with paddle.amp.auto_cast(enable=use_amp, dtype=amp_dtype, level="O1"):
-                loss = train.seq2seq_loss(model, tu.to_tensors(batch))
+                loss = train.seq2seq_loss(model, to_tensors(batch))
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()

@@ -19,6 +19,7 @@ sys.path.insert(0, ROOT)
 
 import train_classification as clf  # noqa: E402
 import train_utils as tu  # noqa: E402
+from checkpoints import unwrap_model
 from data_utils import DataError, read_examples  # noqa: E402
 
 
@@ -44,7 +45,7 @@ def load_label_names(checkpoint, model):
         with open(path, encoding="utf-8") as f:
             id2label = json.load(f)["id2label"]
     else:
-        id2label = getattr(tu.unwrap_model(model).config, "id2label", None) or {}
+        id2label = getattr(unwrap_model(model).config, "id2label", None) or {}
     return [id2label.get(str(i), id2label.get(i, str(i))) for i in range(len(id2label))]
 
 

@@ -12,10 +12,11 @@ import sys
 
 import pytest
 
-import train_utils as tu
+import checkpoints
 from helpers import tiny_bart_arg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DIGEST_ENTRY = os.path.join("tests", "param_digest_entry.py")  # every rank writes a checksum of its weights
 TINY = tiny_bart_arg(dropout=0.0)  # ranks draw different dropout masks
 PER_DEVICE = 4
 MAX_STEPS = 6
@@ -28,8 +29,8 @@ def run(out, launch, batch, digest_dir, *extra):
     cmd = [sys.executable]
     if launch:
         cmd += ["-m", "paddle.distributed.launch", "--log_dir", str(out) + "-launch-log", "--nproc_per_node", "2"]
-    cmd += ["train.py", f"--output_dir={out}", f"--train_batch_size={batch}", *BASE, *extra]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", "PADDLE_FINETUNE_PARAM_DIGEST": str(digest_dir)}
+    cmd += [DIGEST_ENTRY, str(digest_dir), "train.py", f"--output_dir={out}", f"--train_batch_size={batch}", *BASE, *extra]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled"}
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180, env=env)
     logs = ""
     if launch and os.path.isdir(str(out) + "-launch-log"):
@@ -81,8 +82,8 @@ def test_only_rank_0_writes_and_evaluation_runs_once(two_ranks):
     assert [m["step"] for m in metrics] == [3, 6]
     assert len((out / "predictions_dev.jsonl").read_text().splitlines()) == 2
     assert len((out / "train_log.jsonl").read_text().splitlines()) == MAX_STEPS
-    assert [os.path.basename(p) for p in tu.list_checkpoints(str(out))] == ["checkpoint-3", "checkpoint-6"]
-    assert (out / "checkpoint-3" / tu.RANK_RNG_FILE.format(rank=1)).is_file()
+    assert [os.path.basename(p) for p in checkpoints.list_checkpoints(str(out))] == ["checkpoint-3", "checkpoint-6"]
+    assert (out / "checkpoint-3" / checkpoints.RANK_RNG_FILE.format(rank=1)).is_file()
     assert not [n for n in os.listdir(out) if n.startswith(".tmp-")]
 
 

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+import checkpoints
 import train_utils as tu
 from helpers import tiny_bart_arg
 
@@ -31,7 +32,6 @@ def train_cmd(out, *extra):
 
 def env():
     e = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled"}
-    e.pop("PADDLE_FINETUNE_PARAM_DIGEST", None)
     return e
 
 
@@ -85,7 +85,7 @@ def test_sigkill_between_checkpoints_then_resume_logs_the_same_losses(reference,
     proc.communicate(timeout=30)
     killed_at = max(logged_steps(out))
     assert proc.returncode == -signal.SIGKILL and killed_at < MAX_STEPS, "the run finished before the kill"
-    assert tu.latest_checkpoint(out) is not None
+    assert checkpoints.latest_checkpoint(out) is not None
     result = run(out, "--resume_from_checkpoint=auto")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resumed from" in result.stdout
@@ -96,7 +96,7 @@ def test_sigkill_between_checkpoints_then_resume_logs_the_same_losses(reference,
 def test_resume_across_and_at_an_epoch_boundary(reference, tmp_path, checkpoint):
     """checkpoint-2 is mid-epoch (the resume crosses into epoch 1); checkpoint-4 ends epoch 0 exactly."""
     out = tmp_path / "out"
-    shutil.copytree(reference, out, ignore=lambda d, names: [n for n in names if tu.checkpoint_step(n) not in (None, checkpoint)])
+    shutil.copytree(reference, out, ignore=lambda d, names: [n for n in names if checkpoints.checkpoint_step(n) not in (None, checkpoint)])
     # What a SIGKILL leaves: lines past the checkpoint, the last one cut in half.
     lines = (out / "train_log.jsonl").read_text().splitlines(keepends=True)
     (out / "train_log.jsonl").write_text("".join(lines[: checkpoint + 1]) + lines[checkpoint + 1][:20])
@@ -115,7 +115,7 @@ def make_checkpoint(out, step, complete=True):
     os.makedirs(path)
     open(os.path.join(path, "model_state.pdparams"), "w").close()
     if complete:
-        open(os.path.join(path, tu.COMPLETE_MARKER), "w").close()
+        open(os.path.join(path, checkpoints.COMPLETE_MARKER), "w").close()
     return path
 
 
@@ -124,10 +124,10 @@ def test_auto_never_picks_an_incomplete_or_temporary_checkpoint(tmp_path):
     good = make_checkpoint(out, 4)
     make_checkpoint(out, 6, complete=False)  # killed while writing the old non-atomic way
     os.makedirs(os.path.join(out, ".tmp-checkpoint-8-1234"))  # killed mid-save
-    open(os.path.join(out, ".tmp-checkpoint-8-1234", tu.COMPLETE_MARKER), "w").close()
-    assert tu.list_checkpoints(out) == [good]
-    assert tu.resolve_resume({"resume_from_checkpoint": "auto", "output_dir": out}) == good
-    tu.clean_stale_temp_dirs(out)
+    open(os.path.join(out, ".tmp-checkpoint-8-1234", checkpoints.COMPLETE_MARKER), "w").close()
+    assert checkpoints.list_checkpoints(out) == [good]
+    assert checkpoints.resolve_resume({"resume_from_checkpoint": "auto", "output_dir": out}) == good
+    checkpoints.clean_stale_temp_dirs(out)
     assert not os.path.exists(os.path.join(out, ".tmp-checkpoint-8-1234"))
 
 
@@ -141,20 +141,20 @@ def test_a_crash_inside_save_leaves_the_previous_checkpoint_the_newest(tmp_path,
                                                       "adam_epsilon": 1e-8, "weight_decay": 0.0, "max_grad_norm": 1.0}, 10)
     out = str(tmp_path)
     args = (model, None, optimizer, scheduler, None, {"global_step": 2}, {})
-    first = tu.save_checkpoint(out, 2, *args)
+    first = checkpoints.save_checkpoint(out, 2, *args)
 
     real_save = paddle.save
 
     def dies_on_optimizer(obj, path, *a, **k):
-        if path.endswith(tu.OPTIMIZER_FILE):
+        if path.endswith(checkpoints.OPTIMIZER_FILE):
             raise KeyboardInterrupt("killed mid-save")
         return real_save(obj, path, *a, **k)
 
     monkeypatch.setattr(paddle, "save", dies_on_optimizer)
     with pytest.raises(KeyboardInterrupt):
-        tu.save_checkpoint(out, 4, *args)
+        checkpoints.save_checkpoint(out, 4, *args)
     assert not os.path.exists(os.path.join(out, "checkpoint-4"))
-    assert tu.latest_checkpoint(out) == first
+    assert checkpoints.latest_checkpoint(out) == first
     assert [n for n in os.listdir(out) if n.startswith(".tmp-")], "the half-written save stays in a temp dir"
 
 
@@ -162,10 +162,10 @@ def test_rotation_keeps_the_best_and_the_newest(tmp_path):
     out = str(tmp_path)
     paths = [make_checkpoint(out, s) for s in (10, 20, 30, 40, 50)]
     make_checkpoint(out, 60, complete=False)  # incomplete: neither counted nor "newest"
-    removed = tu.rotate_checkpoints(out, 2, keep=[paths[0]])
-    assert tu.list_checkpoints(out) == [paths[0], paths[-1]]
+    removed = checkpoints.rotate_checkpoints(out, 2, keep=[paths[0]])
+    assert checkpoints.list_checkpoints(out) == [paths[0], paths[-1]]
     assert sorted(removed) == sorted(paths[1:4])
-    assert tu.rotate_checkpoints(out, 1, keep=[paths[0]]) == []  # best and newest both survive a limit of 1
+    assert checkpoints.rotate_checkpoints(out, 1, keep=[paths[0]]) == []  # best and newest both survive a limit of 1
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -176,8 +176,8 @@ def test_signal_saves_a_checkpoint_and_exits(tmp_path, sig):
     stdout, _ = proc.communicate(timeout=60)
     assert proc.returncode == 128 + sig, stdout[-3000:]
     assert f"received {signal.Signals(sig).name}" in stdout and "stopped by signal at step" in stdout
-    latest = tu.latest_checkpoint(out)
-    assert latest is not None and tu.checkpoint_step(os.path.basename(latest)) == max(logged_steps(out))
+    latest = checkpoints.latest_checkpoint(out)
+    assert latest is not None and checkpoints.checkpoint_step(os.path.basename(latest)) == max(logged_steps(out))
     assert not [n for n in os.listdir(out) if n.startswith(".tmp-")]
 
 
@@ -220,7 +220,7 @@ def test_nan_loss_in_fp32_stops_with_an_error_and_keeps_the_last_checkpoint(tmp_
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     assert "loss is nan at step 3 (fp32, no loss scaling): stopping" in result.stderr
     assert f"The last good checkpoint is kept: {out / 'checkpoint-2'}" in result.stderr
-    assert tu.latest_checkpoint(str(out)) == str(out / "checkpoint-2")
+    assert checkpoints.latest_checkpoint(str(out)) == str(out / "checkpoint-2")
     assert logged_steps(str(out)) == [1, 2], "the NaN step is neither applied nor logged"
 
 

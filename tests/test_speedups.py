@@ -1,4 +1,4 @@
-"""Issue #7: the CPU speed-ups in train_utils keep the numbers.
+"""speedups.py (issue #7): the CPU speed-ups keep the numbers.
 
 * use_fast_cpu_kernels: the linear and layer-norm PyLayers give the same outputs and gradients as
   paddle's layers; the expanded attention mask gives the same attention; a BART trains to the same
@@ -12,6 +12,9 @@ import os
 import numpy as np
 import pytest
 
+import batching
+import rng
+import speedups
 import train
 import train_utils as tu
 
@@ -39,7 +42,7 @@ def _tiny_setup(tmp_path, seed=7, dropout=0.1):
     feats = train.tokenize_examples(rows, tok, cfg, ids["eos"])
     lengths = [len(f["input_ids"]) + len(f["labels"]) for f in feats]
     batches = [train.collate([feats[i] for i in b], pad_id=ids["pad"], decoder_start_id=ids["decoder_start"])
-               for b in tu.epoch_batches(lengths, 8, 1, 0, 42, 0, True)]
+               for b in batching.epoch_batches(lengths, 8, 1, 0, 42, 0, True)]
     return cfg, model, batches
 
 
@@ -53,7 +56,7 @@ def _train_losses(cfg, model, batches, steps, seed=11):
     losses = []
     for batch in batches[:steps]:
         batch = {k: v for k, v in batch.items() if k != "num_tokens"}
-        loss = train.seq2seq_loss(model, tu.to_tensors(batch))
+        loss = train.seq2seq_loss(model, batching.to_tensors(batch))
         loss.backward()
         optimizer.step()
         optimizer.clear_grad()
@@ -87,7 +90,7 @@ def test_fast_linear_same_gradients():
     paddle.seed(0)
     ref = paddle.nn.Linear(24, 40)
     fast = copy.deepcopy(ref)
-    assert tu.use_fast_cpu_kernels(fast)["linear"] == 1
+    assert speedups.use_fast_cpu_kernels(fast)["linear"] == 1
     _assert_same_layer(ref, fast, paddle.randn([3, 5, 24]), rtol=1e-5)
 
 
@@ -101,7 +104,7 @@ def test_fast_layer_norm_same_gradients():
         ref.weight.set_value(paddle.randn([48]))
         ref.bias.set_value(paddle.randn([48]))
     fast = copy.deepcopy(ref)
-    assert tu.use_fast_cpu_kernels(fast)["layer_norm"] == 1
+    assert speedups.use_fast_cpu_kernels(fast)["layer_norm"] == 1
     # off-centre and wide, so mean and variance both matter
     _assert_same_layer(ref, fast, paddle.randn([4, 7, 48]) * 3.0 + 1.5, rtol=1e-4)
 
@@ -113,7 +116,7 @@ def test_fast_attention_mask_same_outputs_and_gradients():
     paddle.seed(1)
     ref = paddle.nn.MultiHeadAttention(32, 4)
     fast = copy.deepcopy(ref)
-    counts = tu.use_fast_cpu_kernels(fast)
+    counts = speedups.use_fast_cpu_kernels(fast)
     assert counts["attention"] == 1 and counts["linear"] == 4
     query, memory = paddle.randn([3, 5, 32]), paddle.randn([3, 9, 32])
     padding = paddle.to_tensor(np.array([[0] * 9, [0] * 6 + [1] * 3, [0] * 2 + [1] * 7]), dtype="float32")
@@ -134,8 +137,8 @@ def test_fast_dropout_is_paddles_formula_on_its_mask():
 
     paddle.set_device("cpu")
     layer = paddle.nn.Dropout(0.25)
-    assert tu.use_fast_cpu_kernels(layer)["dropout"] == 1
-    tu.set_seed(3)
+    assert speedups.use_fast_cpu_kernels(layer)["dropout"] == 1
+    rng.set_seed(3)
     x = paddle.rand([200, 500]) + 0.5  # no zeros, so a zero output is a dropped unit
     x.stop_gradient = False
     y = layer(x)
@@ -154,16 +157,16 @@ def test_fast_dropout_masks_replay_from_saved_rng_state():
 
     paddle.set_device("cpu")
     layer = paddle.nn.Dropout(0.5)
-    tu.use_fast_cpu_kernels(layer)
+    speedups.use_fast_cpu_kernels(layer)
     x = paddle.ones([64, 64])
-    tu.set_seed(5)
+    rng.set_seed(5)
     first = layer(x).numpy()
-    state = tu.get_rng_state()
+    state = rng.get_rng_state()
     after = [layer(x).numpy() for _ in range(2)]
     assert not np.array_equal(after[0], after[1])  # a new mask every call
-    tu.set_rng_state(state)
+    rng.set_rng_state(state)
     np.testing.assert_array_equal(np.stack([layer(x).numpy() for _ in range(2)]), np.stack(after))
-    tu.set_seed(5)
+    rng.set_seed(5)
     np.testing.assert_array_equal(layer(x).numpy(), first)
 
 
@@ -172,10 +175,10 @@ def test_fast_cpu_training_same_losses(tmp_path):
     cfg, model, batches = _tiny_setup(tmp_path, dropout=0.0)
     assert len(batches) >= 5
     fast_model = copy.deepcopy(model)
-    counts = tu.use_fast_cpu_kernels(fast_model)
+    counts = speedups.use_fast_cpu_kernels(fast_model)
     # every q/k/v/out/fc layer, every layer norm and attention of the encoder and decoder
     assert counts["linear"] > 10 and counts["layer_norm"] >= 8 and counts["attention"] == 6 and counts["positions"] == 2
-    batch = tu.to_tensors({k: v for k, v in batches[0].items() if k != "num_tokens"})
+    batch = batching.to_tensors({k: v for k, v in batches[0].items() if k != "num_tokens"})
     for m in (model, fast_model):
         m.train()
         train.seq2seq_loss(m, batch).backward()
@@ -191,22 +194,22 @@ def test_fast_cpu_training_same_losses(tmp_path):
 
 def test_fast_cpu_training_with_dropout_learns(tmp_path):
     cfg, model, batches = _tiny_setup(tmp_path, dropout=0.1)
-    assert tu.use_fast_cpu_kernels(model)["dropout"] > 0
-    tu.set_seed(11)
+    assert speedups.use_fast_cpu_kernels(model)["dropout"] > 0
+    rng.set_seed(11)
     losses = _train_losses(cfg, model, batches, steps=6)
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
 
 
 def test_keep_freed_memory_respects_the_users_setting(monkeypatch):
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
-    assert tu.keep_freed_memory() is False
+    assert speedups.keep_freed_memory() is False
 
 
 def test_real_position_loss_equals_full_logits_loss(tmp_path):
     import paddle
     cfg, model, batches = _tiny_setup(tmp_path)
     model.eval()
-    batch = tu.to_tensors({k: v for k, v in batches[0].items() if k != "num_tokens"})
+    batch = batching.to_tensors({k: v for k, v in batches[0].items() if k != "num_tokens"})
     assert int((batch["labels"] == -100).sum()) > 0  # the batch has padded label slots
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                    decoder_input_ids=batch["decoder_input_ids"], use_cache=False, return_dict=False)
@@ -224,7 +227,7 @@ def test_real_position_loss_equals_full_logits_loss(tmp_path):
 
 @pytest.mark.parametrize("threads", ["3", None])
 def test_cpu_threads(monkeypatch, threads):
-    monkeypatch.setattr(tu, "_USER_OMP_NUM_THREADS", threads)
+    monkeypatch.setitem(tu._launch_env, "OMP_NUM_THREADS", threads)
     monkeypatch.delenv("PADDLE_LOCAL_SIZE", raising=False)
     monkeypatch.delenv("PADDLE_TRAINERS_NUM", raising=False)
     assert tu.cpu_threads() == (3 if threads else max(1, os.cpu_count() or 1))
@@ -258,11 +261,11 @@ def test_fast_beam_search_same_ids(tmp_path):
     ids = train.special_ids(None, model)
     features = [{"input_ids": list(row[row != ids["pad"]]), "labels": [ids["eos"]]} for b in batches[:2] for row in b["input_ids"]]
     gen_cfg = dict(cfg, num_beams=4, eval_batch_size=8, max_target_length=10, min_target_length=0)
-    reference = train.generate_ids(model, features, gen_cfg, ids)  # inside train.fast_beam_search
+    reference = train.generate_ids(model, features, gen_cfg, ids)  # inside speedups.fast_beam_search
     import paddle
     from paddlenlp.generation.utils import BeamSearchScorer
 
-    assert "reorder_cache" not in vars(model) and BeamSearchScorer.process is not train.beam_scorer_process  # restored
+    assert "reorder_cache" not in vars(model) and BeamSearchScorer.process is not speedups.beam_scorer_process  # restored
     assert any(ids["eos"] in list(row) for row in reference)  # hypotheses finished by eos: the branch that adds them ran
 
     with paddle.no_grad():
@@ -286,5 +289,5 @@ def test_fast_beam_search_same_ids(tmp_path):
 def test_mkl_cpu_type(tmp_path, vendor, flags, expected):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\ncpu family\t: 26\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
-    assert tu.mkl_cpu_type(str(cpuinfo)) == expected
-    assert tu.mkl_cpu_type(str(tmp_path / "missing")) is None
+    assert speedups.mkl_cpu_type(str(cpuinfo)) == expected
+    assert speedups.mkl_cpu_type(str(tmp_path / "missing")) is None
