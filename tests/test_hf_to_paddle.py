@@ -1,4 +1,4 @@
-"""Tests for tools/convert_hf_to_paddle.py.
+"""Tests for hf_to_paddle.py (the conversion library) and its CLI, tools/convert_hf_to_paddle.py.
 
 Tiny random HF models are built from configs (no hub access). Every parameter
 (biases, LayerNorm weights, BART's final_logits_bias included) is randomised so
@@ -17,13 +17,15 @@ paddle = pytest.importorskip("paddle")
 pnt = pytest.importorskip("paddlenlp.transformers")
 from safetensors.numpy import load_file, save_file  # noqa: E402
 
-from tools import convert_hf_to_paddle as conv  # noqa: E402
-from tools.convert_hf_to_paddle import (  # noqa: E402
+import hf_to_paddle as conv  # noqa: E402
+from hf_to_paddle import (  # noqa: E402
     ConversionError,
     convert,
     ensure_paddle_checkpoint,
+    has_tokenizer,
     is_hf_checkpoint_dir,
 )
+from tools import convert_hf_to_paddle as cli  # noqa: E402
 
 TOL = 1e-4
 WORDS = "the quick brown fox jumps over lazy dog hello world test this is paddle model ##s ##ing ##ed".split()
@@ -165,7 +167,8 @@ def test_convert_and_verify(tmp_path, vocab_dir, arch, kind, fmt):
     else:
         assert report["placeholders_zero_filled"] == []
     assert v["passed"]
-    assert os.path.isfile(os.path.join(dst, "model_state.pdparams"))
+    assert os.path.isfile(os.path.join(dst, "model.safetensors"))
+    assert not [f for f in os.listdir(dst) if f.endswith(".pdparams")]  # no pickles
     assert os.path.isfile(os.path.join(dst, conv.MARKER_FILE))
     assert not is_hf_checkpoint_dir(dst)
 
@@ -323,7 +326,7 @@ def test_bfloat16_safetensors_read_without_torch_dtype_support(tmp_path, vocab_d
     dst = tmp_path / "pd"
     convert(src, str(dst))
     hf = transformers.BertModel.from_pretrained(src, torch_dtype=torch.float32)
-    pd_state = paddle.load(str(dst / "model_state.pdparams"))
+    pd_state = load_file(str(dst / "model.safetensors"))
     expected = hf.encoder.layer[0].attention.self.query.weight.detach().numpy().T
     np.testing.assert_array_equal(np.asarray(pd_state["encoder.layers.0.self_attn.q_proj.weight"]), expected)
 
@@ -343,16 +346,16 @@ def test_legacy_gamma_beta_names_are_renamed(tmp_path, vocab_dir):
 
 def test_cli_help_and_exit_codes(tmp_path, seqcls_dir, capsys):
     with pytest.raises(SystemExit) as e:
-        conv.main(["--help"])
+        cli.main(["--help"])
     assert e.value.code == 0
     assert "--verify" in capsys.readouterr().out
-    assert conv.main([seqcls_dir, str(tmp_path / "ok"), "--verify"]) == 0
+    assert cli.main([seqcls_dir, str(tmp_path / "ok"), "--verify"]) == 0
     assert "verify           : PASSED" in capsys.readouterr().out
     # An impossible tolerance must make --verify exit non-zero.
-    assert conv.main([seqcls_dir, str(tmp_path / "strict"), "--verify", "--tolerance", "-1"]) == 1
+    assert cli.main([seqcls_dir, str(tmp_path / "strict"), "--verify", "--tolerance", "-1"]) == 1
     assert "Verification failed: max abs diff" in capsys.readouterr().err
     assert not (tmp_path / "strict" / conv.MARKER_FILE).exists()
-    assert conv.main([str(tmp_path / "nowhere"), str(tmp_path / "x")]) == 1
+    assert cli.main([str(tmp_path / "nowhere"), str(tmp_path / "x")]) == 1
 
 
 # ------------------------------------------------------- trainer-facing helpers
@@ -436,3 +439,216 @@ def test_real_minilm_checkpoint(tmp_path):
         )[0].numpy()
     m = hf_batch["attention_mask"].astype(bool)
     assert np.abs(hf_h[m] - pd_h[m]).max() <= TOL
+
+
+# ------------------------------------------- weights-only sources, --tokenizer DIR, safetensors output
+def _drop_tokenizer(src):
+    """Make src a weights-only export: config.json and weights, no tokenizer files."""
+    for name in conv.TOKENIZER_VOCAB_FILES + conv.TOKENIZER_SIDE_FILES:
+        if os.path.exists(os.path.join(src, name)):
+            os.remove(os.path.join(src, name))
+    assert not has_tokenizer(src) and is_hf_checkpoint_dir(src)
+    return src
+
+
+def _marker(dst):
+    with open(os.path.join(dst, conv.MARKER_FILE), encoding="utf-8") as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize("arch", ["BertForSequenceClassification", "GPT2LMHeadModel"])
+def test_weights_only_dir_converts_and_says_no_tokenizer(tmp_path, vocab_dir, arch, capsys):
+    src = _drop_tokenizer(make_hf_dir(tmp_path / "hf", arch, vocab_dir))
+    dst = str(tmp_path / "pd")
+    assert cli.main([src, dst, "--verify"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    no_tok = [line for line in lines if "no tokenizer" in line and "tokenizer ids" not in line]
+    assert len(no_tok) == 1 and no_tok[0].startswith("tokenizer        : NONE copied: "), captured.out
+    assert "--tokenizer DIR" in no_tok[0] and src in no_tok[0]
+    assert "tokenizer" not in captured.err  # said once, on stdout
+    # The model outputs are still compared; only the tokenizer comparison is skipped, and says so.
+    assert "tokenizer ids    : skipped: no tokenizer was converted" in captured.out
+    assert "verify           : PASSED" in captured.out
+
+    marker = _marker(dst)
+    assert marker["tokenizer_class"] is None and marker["tokenizer_source"] is None
+    assert marker["verify"]["max_abs_diff"] <= TOL and "tokenizer_identical" not in marker["verify"]
+    assert not has_tokenizer(dst)
+    getattr(pnt, marker["paddle_class"]).from_pretrained(dst)
+    message = conv.no_tokenizer_message(dst)
+    expected_vocab = "vocab.txt" if arch.startswith("Bert") else "vocab.json + merges.txt"
+    assert src in message and expected_vocab in message and f"{src} {dst} --tokenizer DIR" in message
+
+
+@pytest.mark.parametrize(
+    "arch,kind", [("BertForSequenceClassification", "wordpiece"), ("GPT2LMHeadModel", "bpe"),
+                  ("BartForConditionalGeneration", "wordpiece")]
+)
+def test_tokenizer_dir_supplies_the_tokenizer_and_verify_passes(tmp_path, vocab_dir, arch, kind, capsys):
+    src = _drop_tokenizer(make_hf_dir(tmp_path / "hf", arch, vocab_dir, kind=kind))
+    tok_dir = tmp_path / "tokenizer"
+    _save_hf_tokenizer(tok_dir, arch, kind, vocab_dir)
+    dst = str(tmp_path / "pd")
+    assert cli.main([src, dst, "--tokenizer", str(tok_dir), "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert f"(from {tok_dir})" in out and "tokenizer ids    : identical" in out and "PASSED" in out, out
+
+    marker = _marker(dst)
+    assert marker["tokenizer_source"] == str(tok_dir) and marker["tokenizer_class"]
+    assert marker["verify"]["tokenizer_identical"] and has_tokenizer(dst)
+    text = "hello world, the lazy dog!"
+    assert pnt.AutoTokenizer.from_pretrained(dst)(text)["input_ids"] == \
+        transformers.AutoTokenizer.from_pretrained(str(tok_dir))(text)["input_ids"]
+
+
+def test_tokenizer_dir_errors(tmp_path, vocab_dir, capsys):
+    src = _drop_tokenizer(make_hf_dir(tmp_path / "hf", "BertModel", vocab_dir))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main([src, str(tmp_path / "a"), "--tokenizer", str(empty)]) == 1
+    assert "no tokenizer files" in capsys.readouterr().err
+    # A tokenizer with more ids than the model has embeddings is not this model's tokenizer.
+    bart = _drop_tokenizer(make_hf_dir(tmp_path / "bart", "BartModel", vocab_dir, kind="wordpiece"))
+    bpe = tmp_path / "bpe"
+    _save_hf_tokenizer(bpe, "BartModel", "bpe", vocab_dir)
+    with pytest.raises(ConversionError, match=rf"ids up to \d+ but .*vocab_size={len(BERT_VOCAB)}"):
+        convert(bart, str(tmp_path / "b"), tokenizer_dir=str(bpe))
+    assert not (tmp_path / "b").exists()
+
+
+def _in_memory_paddle_model(src, arch):
+    """The converted model built in memory from the library's own mapping, never saved or reloaded."""
+    hf_cfg = conv._read_json(os.path.join(src, "config.json"))
+    spec = conv.ARCHITECTURES[arch]
+    model_cls = getattr(pnt, spec["paddle_class"])
+    model = model_cls(model_cls.config_class(**conv.build_paddle_config_kwargs(arch, hf_cfg)))
+    model.eval()
+    state, _, _ = conv.load_hf_state_dict(src)
+    state, _ = conv.rename_legacy_keys(state)
+    rules, ignored, placeholders = conv.build_rules(arch, hf_cfg)
+    mapped, _ = conv.map_state_dict(state, rules, ignored, placeholders,
+                                    {k: tuple(v.shape) for k, v in model.state_dict().items()})
+    model.set_state_dict(mapped)
+    return model, mapped
+
+
+@pytest.mark.parametrize("arch,kind", CASES, ids=[f"{a}-{k}" for a, k in CASES])
+def test_output_is_safetensors_and_from_pretrained_reproduces_it(tmp_path, vocab_dir, arch, kind):
+    import logging
+
+    from safetensors import safe_open
+
+    src = make_hf_dir(tmp_path / "hf", arch, vocab_dir, kind=kind)
+    dst = tmp_path / "pd"
+    report = convert(src, str(dst))
+    assert (dst / "model.safetensors").is_file()
+    assert not [f for f in os.listdir(dst) if f.endswith((".pdparams", ".pdopt", ".pkl", ".bin"))]
+    assert sorted(report["files"]) == sorted(f for f in os.listdir(dst) if f != conv.MARKER_FILE)
+    with safe_open(str(dst / "model.safetensors"), framework="np") as f:
+        assert f.metadata() == {"format": "np"}  # paddlenlp's; HF writes "pt"
+
+    reference, mapped = _in_memory_paddle_model(src, arch)
+    stored = load_file(str(dst / "model.safetensors"))
+    assert set(stored) == set(reference.state_dict()) == set(mapped)
+    for name, value in mapped.items():
+        np.testing.assert_array_equal(stored[name], value, err_msg=name)
+
+    warnings = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            if record.levelno >= logging.WARNING:
+                warnings.append(record.getMessage())
+
+    handler = Collect()
+    logging.getLogger("PaddleNLP").addHandler(handler)  # paddlenlp's logger does not propagate
+    try:
+        loaded = getattr(pnt, report["paddle_class"]).from_pretrained(str(dst))
+    finally:
+        logging.getLogger("PaddleNLP").removeHandler(handler)
+    assert warnings == []
+    loaded.eval()
+
+    rng = np.random.RandomState(2)
+    ids = rng.randint(6, reference.config.vocab_size, size=(2, 9)).astype("int64")
+    feed = {"input_ids": paddle.to_tensor(ids)}
+    if arch.startswith("Bart"):
+        feed["decoder_input_ids"] = paddle.to_tensor(ids[:, :5])
+    with paddle.no_grad():
+        outs = [m(**feed) for m in (reference, loaded)]
+    outs = [[o] if isinstance(o, paddle.Tensor) else list(o) for o in outs]
+    assert len(outs[0]) == len(outs[1])
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_is_hf_checkpoint_dir_tells_converted_dirs_apart(tmp_path, seqcls_dir):
+    """HF and converted dirs both hold config.json + model.safetensors."""
+    import shutil
+
+    assert is_hf_checkpoint_dir(seqcls_dir) and has_tokenizer(seqcls_dir)
+    dst = tmp_path / "pd"
+    convert(seqcls_dir, str(dst))
+    assert not is_hf_checkpoint_dir(str(dst))
+    bare = tmp_path / "bare"  # what a failed --verify leaves: no marker
+    shutil.copytree(dst, bare)
+    os.remove(bare / conv.MARKER_FILE)
+    assert not is_hf_checkpoint_dir(str(bare))  # config.json has paddlenlp_version
+    cfg = json.loads((bare / "config.json").read_text(encoding="utf-8"))
+    del cfg["paddlenlp_version"]
+    (bare / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
+    assert not is_hf_checkpoint_dir(str(bare))  # model.safetensors metadata says format "np"
+
+
+def test_reconverting_into_an_old_output_dir_removes_stale_files(tmp_path, vocab_dir):
+    full = make_hf_dir(tmp_path / "hf", "BertModel", vocab_dir)
+    dst = tmp_path / "pd"
+    convert(full, str(dst))
+    assert has_tokenizer(str(dst))
+    # Pretend it is a version-1 conversion: pickled weights, a marker without a file list.
+    (dst / "model_state.pdparams").write_bytes(b"old pickle")
+    marker = _marker(str(dst))
+    marker.pop("files")
+    marker["converter_version"] = 1
+    (dst / conv.MARKER_FILE).write_text(json.dumps(marker), encoding="utf-8")
+    (dst / "notes.txt").write_text("mine")
+
+    weights_only = tmp_path / "weights-only"
+    weights_only.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (weights_only / name).write_bytes(open(os.path.join(full, name), "rb").read())
+    report = convert(str(weights_only), str(dst))
+    assert report["tokenizer_class"] is None
+    assert not (dst / "model_state.pdparams").exists()
+    assert not has_tokenizer(str(dst)) and not (dst / "tokenizer_config.json").exists()  # no stale tokenizer
+    assert (dst / "notes.txt").read_text() == "mine"  # files it never wrote are left alone
+    assert not [p for p in os.listdir(dst) if p.startswith(".")]  # no staging dir left behind
+
+
+def test_ensure_paddle_checkpoint_on_a_weights_only_dir(tmp_path, vocab_dir, monkeypatch, caplog):
+    src = _drop_tokenizer(make_hf_dir(tmp_path / "my-bert", "BertForSequenceClassification", vocab_dir))
+    with caplog.at_level("WARNING", logger="hf_to_paddle"):
+        out = ensure_paddle_checkpoint(src)
+    assert out == str(tmp_path / "my-bert-paddle")
+    assert not has_tokenizer(out) and _marker(out)["tokenizer_class"] is None
+    assert any("no tokenizer files" in r.getMessage() and "--tokenizer DIR" in r.getMessage() for r in caplog.records)
+    pnt.BertForSequenceClassification.from_pretrained(out)  # the weights are usable
+
+    # Following the message's advice: convert into the same dir with --tokenizer; trainers then reuse it.
+    tok_dir = tmp_path / "tokenizer"
+    _save_hf_tokenizer(tok_dir, "BertForSequenceClassification", "wordpiece", vocab_dir)
+    assert cli.main([src, out, "--tokenizer", str(tok_dir)]) == 0
+    real_convert = conv.convert
+
+    def no_reconvert(*a, **k):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(conv, "convert", no_reconvert)
+    assert ensure_paddle_checkpoint(src) == out and has_tokenizer(out)
+
+    # Or: tokenizer files put into the source itself make the next call reconvert, with them.
+    monkeypatch.setattr(conv, "convert", real_convert)
+    _save_hf_tokenizer(src, "BertForSequenceClassification", "wordpiece", vocab_dir)
+    assert ensure_paddle_checkpoint(src) == out
+    assert has_tokenizer(out) and _marker(out)["tokenizer_source"] == src
