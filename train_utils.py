@@ -47,6 +47,12 @@ from rng import set_rng_state, set_seed
 _launch_env = {}
 
 
+def record_launch_env():
+    """Remember the user's OMP_NUM_THREADS while it is still theirs: importing paddle sets it to 1 when unset."""
+    if "paddle" not in sys.modules:
+        _launch_env.setdefault("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS"))
+
+
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. NaN loss in fp32); the last good checkpoint is kept."""
 
@@ -55,7 +61,7 @@ def run_main(main, defaults, prog, doc=""):
     """Entry-point wrapper: config errors and data errors exit non-zero with one clear line."""
     from data_utils import DataError
 
-    _launch_env.setdefault("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS"))
+    record_launch_env()
     try:
         config = parse_config(defaults, sys.argv[1:], prog=prog, doc=doc)
         return main(config)
@@ -79,6 +85,7 @@ def start_run(config):
 # ----------------------------------------------------------------------------
 def setup_device(device, fast_kernels=True):
     """'gpu', 'cpu' or 'auto'; a GPU request on a build without CUDA is an error, not a silent fallback."""
+    record_launch_env()
     import paddle
 
     if device not in ("auto", "gpu", "cpu"):
@@ -366,7 +373,7 @@ def run_training(task):
     metrics_log = os.path.join(out, "metrics.jsonl")
     stop = _StopRequest()
     bar = progress_bar(max_steps, "train", initial=state["global_step"])
-    window = {"loss": 0.0, "steps": 0, "tokens": 0, "start": time.time()}
+    window = {"loss": 0.0, "steps": 0, "tokens": 0, "start": time.perf_counter()}
     # The checkpoint we resumed from was evaluated and saved already: doing it again would log twice.
     last_eval_step = last_save_step = state["global_step"] if resume_path else -1
     last_metrics = None
@@ -458,19 +465,20 @@ def run_training(task):
             window["tokens"] += step_tokens * world_size
             bar.update(1)
             if state["global_step"] % cfg["logging_steps"] == 0 or state["global_step"] == max_steps:
-                elapsed = time.time() - window["start"]
+                elapsed = time.perf_counter() - window["start"]
                 record = {
                     "step": state["global_step"],
                     "epoch": round(state["global_step"] / steps_per_epoch, 4),
                     "loss": window["loss"] / window["steps"],
                     "lr": lr,
+                    "tokens": window["tokens"],  # real (non-pad) source + target tokens in this window, all ranks
                     "tokens_per_s": round(window["tokens"] / max(elapsed, 1e-9), 1),
                 }
                 append_jsonl(train_log, record)
                 report(run, {"train/loss": record["loss"], "train/lr": lr, "train/tokens_per_s": record["tokens_per_s"]}, record["step"])
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
                 log(f"step {record['step']}/{max_steps} loss {record['loss']:.4f} lr {lr:.3e} {record['tokens_per_s']:.0f} tok/s")
-                window = {"loss": 0.0, "steps": 0, "tokens": 0, "start": time.time()}
+                window = {"loss": 0.0, "steps": 0, "tokens": 0, "start": time.perf_counter()}
 
             # stop check: a signal saves where we are and exits cleanly
             if broadcast_flag(stop.signum is not None):

@@ -221,15 +221,15 @@ def test_pretrained_model_may_be_a_local_hf_directory(tmp_path):
                         "--train_batch_size=8", "--learning_rate=1e-3"])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     converted = tmp_path / "hf-bart-paddle"
-    assert (converted / "model_state.pdparams").exists()
+    assert (converted / "model.safetensors").exists()
     # the model's own decoder_start (3 here, as in fnlp's config) is used, not a guess
     assert "decoder_start=3" in result.stdout
     assert (out / "checkpoint-4" / "CHECKPOINT_COMPLETE").exists()
-    mtime = (converted / "model_state.pdparams").stat().st_mtime
+    mtime = (converted / "model.safetensors").stat().st_mtime
     result = run_entry(["train.py", f"--pretrained_model={hf_dir}", f"--output_dir={tmp_path / 'out2'}",
                         "--report_to=none", "--max_steps=1", "--save_steps=1", "--max_eval_samples=2"])
     assert result.returncode == 0, result.stderr[-2000:]
-    assert (converted / "model_state.pdparams").stat().st_mtime == mtime, "converted once, then reused"
+    assert (converted / "model.safetensors").stat().st_mtime == mtime, "converted once, then reused"
 
 
 def test_resumed_run_continues_the_same_wandb_run(tmp_path):

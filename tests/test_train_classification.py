@@ -140,7 +140,7 @@ def test_fine_tunes_a_real_hf_checkpoint_through_the_converter(tmp_path):
                         f"--output_dir={out}", "--report_to=none", "--max_steps=6", "--save_steps=6", "--logging_steps=3",
                         "--train_batch_size=8", "--max_seq_length=32", "--max_eval_samples=32", "--learning_rate=1e-4"])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert (converted / "model_state.pdparams").exists()
+    assert (converted / "model.safetensors").exists()
     assert len(read_jsonl(out / "train_log.jsonl")) == 2 and read_jsonl(out / "metrics.jsonl")[-1]["step"] == 6
     texts = tmp_path / "t.txt"
     texts.write_text("成都最新消息，5G网络成为今年热点\n", encoding="utf-8")

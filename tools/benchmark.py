@@ -31,8 +31,8 @@ import sys
 import tempfile
 import time
 
-# Before anything imports paddle (which sets OMP_NUM_THREADS=1) or train_utils (which sets MKL_DEBUG_CPU_TYPE):
-# the workers get the user's own environment, not what the parent's imports left behind.
+# Before anything imports paddle (which sets OMP_NUM_THREADS=1) or runs setup_device (which sets MKL_DEBUG_CPU_TYPE):
+# the workers get the user's own environment, not what the parent's imports and setup left behind.
 USER_ENV = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_DEBUG_CPU_TYPE")}
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -177,7 +177,8 @@ def count_generated(rows, eos, pad):
 
 def timed_rounds(args, run_steps, steps):
     """Warm up, then `repeats` rounds of `steps` steps: (tokens/s per round, seconds per step per round,
-    tokens/s of the first pass).
+    tokens/s of the first pass, real tokens of the first pass). Used by the HF setups; ours runs the real
+    loop instead (worker_paddle).
 
     The rounds' batches are first run once, timed as the first pass, then the rounds replay them. A batch
     shape seen for the first time pays first-touch memory costs (page faults while the heap grows, which
@@ -188,7 +189,7 @@ def timed_rounds(args, run_steps, steps):
     cursor = run_steps(0, args.warmup)
     start = time.perf_counter()
     tokens, _ = run_steps(cursor, args.repeats * steps, count=True)
-    first_pass = tokens / (time.perf_counter() - start)
+    first_pass, first_tokens = tokens / (time.perf_counter() - start), tokens
     tps, sps = [], []
     for _ in range(args.repeats):
         start = time.perf_counter()
@@ -196,7 +197,7 @@ def timed_rounds(args, run_steps, steps):
         elapsed = time.perf_counter() - start
         tps.append(tokens / elapsed)
         sps.append(elapsed / steps)
-    return tps, sps, first_pass
+    return tps, sps, first_pass, first_tokens
 
 
 def generation_rounds(args, generate_batch, features, n_rows, num_beams, eos, pad):
@@ -216,54 +217,73 @@ def generation_rounds(args, generate_batch, features, n_rows, num_beams, eos, pa
 # ----------------------------------------------------------------------------
 # workers (one process each)
 # ----------------------------------------------------------------------------
+def loop_rounds(args, records, steps):
+    """From the real loop's train_log.jsonl records (logging_steps=1): (tokens/s per round of `steps` steps
+    after the warm-up, seconds per step per round, total real tokens after the warm-up)."""
+    timed = [r for r in records if r["step"] > args.warmup]
+    seconds = [r["tokens"] / r["tokens_per_s"] for r in timed]
+    tps, sps = [], []
+    for start in range(0, len(timed) - steps + 1, steps):
+        round_tokens, round_seconds = sum(r["tokens"] for r in timed[start:start + steps]), sum(seconds[start:start + steps])
+        tps.append(round_tokens / round_seconds)
+        sps.append(round_seconds / steps)
+    return tps, sps, sum(r["tokens"] for r in timed), sum(r["tokens"] for r in timed) / sum(seconds)
+
+
 def worker_paddle(spec, shared, pad_to_max):
+    """ours / pad_to_max: train.py's engine as users run it, through train_utils.run_training.
+
+    The loop runs twice on the same model with the same seed, so it sees the same batches twice: the first
+    run's steps after the warm-up are the cold first pass, the second run's are the steady-state rounds (the
+    batches are the ones HF's setups time). Throughput comes from the loop's own train_log.jsonl (real
+    tokens and tokens/s per step): per-step syncs, logging and the loop's bookkeeping are in the figures;
+    the final checkpoint save happens after the last logged step and is not.
+    """
+    import functools
+
     import train
     import train_utils as tu
-    import paddle
-    import speedups
-    from batching import to_tensors
+    from checkpoints import open_output_dir
     from paddlenlp.transformers import BartConfig, BartForConditionalGeneration
+    from reporting import log
+    from rng import set_seed
 
     args = argparse.Namespace(**spec["args"])
     device = tu.setup_device(args.device)
-    tu.set_seed(args.seed)
-    model = BartForConditionalGeneration(BartConfig(**model_config(spec["size"], shared)))
-    n_params = tu.count_parameters(model)
-    steps = spec["steps"]
-    cfg = dict(train.CONFIG, learning_rate=args.learning_rate, max_source_length=args.max_source_length,
-               max_target_length=args.max_target_length, num_beams=1, eval_batch_size=args.eval_batch_size)
-    use_amp = args.device == "gpu" and args.amp != "none"
-    amp_dtype = "bfloat16" if args.amp == "bf16" else "float16"
-    optimizer, scheduler = tu.build_optimizer(model, cfg, args.warmup + 2 * args.repeats * steps)
-    scaler = paddle.amp.GradScaler(enable=use_amp and amp_dtype == "float16", init_loss_scaling=cfg["scale_loss"])
-    speedups.use_fast_cpu_kernels(model)  # as run_training does
     ids = shared["ids"]
     feats = shared["train_features"]
-    batches = shared["shuffled_batches" if pad_to_max else "grouped_batches"]
+    steps = spec["steps"]
+    cfg = dict(train.CONFIG, learning_rate=args.learning_rate, max_source_length=args.max_source_length,
+               max_target_length=args.max_target_length, num_beams=1, eval_batch_size=args.eval_batch_size,
+               train_batch_size=args.batch_size, seed=args.seed, max_steps=args.warmup + args.repeats * steps,
+               logging_steps=1, save_steps=10**9, save_total_limit=0, report_to="none", device=args.device,
+               use_amp=args.device == "gpu" and args.amp != "none", amp_dtype="bfloat16" if args.amp == "bf16" else "float16",
+               pad_to_max_length=pad_to_max, group_by_length=not pad_to_max)
+    set_seed(args.seed)
+    model = BartForConditionalGeneration(BartConfig(**model_config(spec["size"], shared)))
+    n_params = tu.count_parameters(model)
     pad_to = (args.max_source_length, args.max_target_length) if pad_to_max else None
-    model.train()
-    losses = []
-
-    def run_steps(cursor, n, count=False):
-        tokens = 0
-        for _ in range(n):
-            features = [feats[i] for i in batches[cursor % len(batches)]]
-            cursor += 1
-            batch = train.collate(features, pad_id=ids["pad"], decoder_start_id=ids["decoder_start"], pad_to=pad_to)
-            tokens += batch.pop("num_tokens")
-            with paddle.amp.auto_cast(enable=use_amp, dtype=amp_dtype, level="O1"):
-                loss = train.seq2seq_loss(model, to_tensors(batch))
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.clear_grad()
-            scheduler.step()
-            losses.append(float(loss))  # the loop's own sync point (float(loss) in run_training)
-        return (tokens, cursor) if count else cursor
-
-    tps, sps, first_pass = timed_rounds(args, run_steps, steps)
+    runs = []
+    for name in ("first_pass", "steady"):
+        out = os.path.join(os.path.dirname(spec["out"]), f"{spec['size']}-{spec['setup']}-{name}")
+        run_cfg = dict(cfg, output_dir=out)
+        open_output_dir(run_cfg)
+        set_seed(args.seed)
+        task = tu.TrainingTask(
+            config=run_cfg, model=model, tokenizer=None, train_features=feats,
+            train_lengths=[len(f["input_ids"]) + len(f["labels"]) for f in feats],
+            collate_fn=functools.partial(train.collate, pad_id=ids["pad"], decoder_start_id=ids["decoder_start"], pad_to=pad_to),
+            loss_fn=train.seq2seq_loss, group_by_length=run_cfg["group_by_length"],
+        )
+        log(f"benchmark: {name} run of run_training ({run_cfg['max_steps']} steps)")
+        tu.run_training(task)
+        with open(os.path.join(out, "train_log.jsonl"), encoding="utf-8") as f:
+            runs.append([json.loads(line) for line in f])
+    _, _, first_tokens, first_pass = loop_rounds(args, runs[0], steps)
+    tps, sps, _, _ = loop_rounds(args, runs[1], steps)
     result = {"train_tokens_per_s": summarize(tps), "train_s_per_step": summarize(sps), "params": n_params,
-              "train_tokens_per_s_first_pass": first_pass, "first_losses": losses[:3], "device": device}
+              "train_tokens_per_s_first_pass": first_pass, "train_tokens_first_pass": first_tokens,
+              "first_losses": [r["loss"] for r in runs[0][:3]], "device": device, "engine": "train_utils.run_training"}
     if not args.no_generation and not pad_to_max:
         model.eval()
 
@@ -329,10 +349,10 @@ def worker_hf(spec, shared):
             losses.append(float(loss))
         return (tokens, cursor) if count else cursor
 
-    tps, sps, first_pass = timed_rounds(args, run_steps, steps)
+    tps, sps, first_pass, first_tokens = timed_rounds(args, run_steps, steps)
     result = {"train_tokens_per_s": summarize(tps), "train_s_per_step": summarize(sps), "params": n_params,
-              "train_tokens_per_s_first_pass": first_pass, "first_losses": losses[:3], "device": device,
-              "torch_threads": torch.get_num_threads()}
+              "train_tokens_per_s_first_pass": first_pass, "train_tokens_first_pass": first_tokens,
+              "first_losses": losses[:3], "device": device, "torch_threads": torch.get_num_threads()}
     if not args.no_generation:
         model.eval()
         ids = shared["ids"]
