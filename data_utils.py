@@ -11,7 +11,7 @@ training starts. File rules:
 * CSV: the whole file goes through the ``csv`` module (strict, no field-size limit), so a
   quoted field may hold commas and line breaks; a row is named by its first line.
 * TSV: tab-separated, one record a line, quotes are plain text, as real TSV files hold
-  them (``"外部性"问题与...``). Only a field that is *properly quoted* -- it starts with
+  them (``"引号"开头的标题``). Only a field that is *properly quoted* -- it starts with
   ``"``, every ``"`` inside is doubled, and the closing ``"`` is followed by a tab, a line
   break or the end of the file -- is unquoted and may hold tabs and line breaks.
 * CSV/TSV: every row must have the header's number of fields (headerless: the first

@@ -78,7 +78,7 @@ def test_tsv_extra_tab_is_a_bad_row_not_a_new_class(tmp_path):
 
 
 def test_tsv_quotes_inside_text_stay_text(tmp_path):
-    rows = ['"外部性"问题与"科斯定理"的伦理追问', '在教学中要"破""立"结合', 'ends with a quote"', '"unclosed', '""x']
+    rows = ['"引号"开头的标题与"另一对"引号', '标题里有"甲""乙"相连', 'ends with a quote"', '"unclosed', '""x']
     path = write(tmp_path, "a.tsv", "".join(f"to title\t{r}\tT{i}\n" for i, r in enumerate(rows)))
     assert [row[1] for _, row in iter_rows(path, has_header=False)] == rows
 
