@@ -8,6 +8,7 @@ spend evaluating or saving).
 Imports: the standard library, and paddle inside the functions that need it. Nothing else of
 the project, so every other module may import this one.
 """
+import json
 import os
 import time
 
@@ -86,3 +87,46 @@ def broadcast_flag(value):
     t = paddle.to_tensor([1 if value else 0], dtype="int64")
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+_exchange_count = 0
+
+
+def _exchange_key(kind):
+    global _exchange_count
+    _exchange_count += 1
+    return f"paddle_finetune/{kind}/{_exchange_count}"
+
+
+def gather_to_main(obj):
+    """Rank 0 gets [rank 0's obj, rank 1's obj, ...] (JSON-serialisable objects); the others get None.
+
+    Through the launcher's TCP store, like barrier(): a rank may reach this long after another
+    (a long evaluation share), which a gloo collective would time out on.
+    """
+    if get_world_size() == 1:
+        return [obj]
+    store = _store()
+    key = _exchange_key("gather")
+    store.set(f"{key}/{get_rank()}", json.dumps(obj).encode("utf-8"))
+    store.add(f"{key}/count", 1)
+    if not is_main_process():
+        return None
+    while store.add(f"{key}/count", 0) < get_world_size():
+        time.sleep(0.05)
+    return [json.loads(bytes(store.get(f"{key}/{r}")).decode("utf-8")) for r in range(get_world_size())]
+
+
+def broadcast_from_main(obj):
+    """Rank 0's obj (JSON-serialisable) on every rank, e.g. the metrics only rank 0 computed."""
+    if get_world_size() == 1:
+        return obj
+    store = _store()
+    key = _exchange_key("broadcast")
+    if is_main_process():
+        store.set(key, json.dumps(obj).encode("utf-8"))
+        store.add(f"{key}/ready", 1)
+        return obj
+    while store.add(f"{key}/ready", 0) < 1:
+        time.sleep(0.05)
+    return json.loads(bytes(store.get(key)).decode("utf-8"))

@@ -15,18 +15,10 @@ import numpy as np
 
 import speedups
 import train_utils as tu
-from checkpoints import open_output_dir, unwrap_model
+from checkpoints import unwrap_model
 from configuration import ConfigError
-from distributed import is_main_process
-from reporting import append_jsonl, log, progress_bar
-from data_utils import (
-    SUMMARIZATION_NAME_MAPPING,
-    DataError,
-    load_paddlenlp_dataset,
-    read_examples,
-    decode_tokens,
-    truncate,
-)
+from reporting import log, progress_bar
+from data_utils import SUMMARIZATION_NAME_MAPPING, DataError, dataset_columns, decode_tokens, load_splits, read_examples
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -56,8 +48,8 @@ CONFIG = dict(
     converted_model_dir="",  # where a local HF checkpoint is converted to; "" = next to it, suffixed -paddle
     # --- data ---
     dataset_name="",  # "lcsts_new" (paddlenlp; downloads when online) or "" for the files below
-    train_file=os.path.join("datasets", "sample_summarization", "train.jsonl"),
-    dev_file=os.path.join("datasets", "sample_summarization", "dev.jsonl"),
+    train_file="",  # "" with no dataset_name (and no dev/test file): the built-in sample in datasets/
+    dev_file="",
     test_file="",
     dev_size=0,  # with no dev_file: hold out this many shuffled train rows as dev
     text_column=None,  # name or 0-based index; None: from dataset_name, or detected (source/content/text/...)
@@ -111,8 +103,6 @@ def validate_config(cfg):
     for key in ("train_batch_size", "eval_batch_size", "max_source_length", "max_target_length", "save_steps", "logging_steps"):
         if cfg[key] <= 0:
             raise ConfigError(f"{key} must be positive, got {cfg[key]}")
-    if not cfg["dataset_name"] and not cfg["train_file"]:
-        raise ConfigError("set dataset_name (e.g. 'lcsts_new') or train_file")
     model = cfg["pretrained_model"]
     if model and tu.looks_like_path(model) and not os.path.isdir(os.path.expanduser(model)):
         raise ConfigError(f"pretrained_model directory not found: {model}")
@@ -158,45 +148,23 @@ def load_split(cfg, path, split, allow_empty_target=False):
     )
 
 
-def split_off(rows, size, seed):
-    """Hold out `size` rows, chosen by seed, so a single file can serve as train and dev."""
-    if size >= len(rows):
-        raise ConfigError(f"dev_size={size} leaves no training rows (the file has {len(rows)})")
-    order = np.random.RandomState(seed).permutation(len(rows))
-    held = set(order[:size].tolist())
-    return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]
+SAMPLE_FILES = {"train": os.path.join("sample_summarization", "train.jsonl"), "dev": os.path.join("sample_summarization", "dev.jsonl")}
+
+
+def named_columns(cfg):
+    """{role: column} of a named dataset: text_column/summary_column when set, else its known columns."""
+    known = dataset_columns(cfg["dataset_name"]) or {}
+    text = cfg["text_column"] if cfg["text_column"] is not None else known.get("text")
+    summary = cfg["summary_column"] if cfg["summary_column"] is not None else known.get("summary")
+    if text is None or summary is None:
+        raise ConfigError(f"dataset_name {cfg['dataset_name']!r}: its columns are not known; set text_column and summary_column")
+    return {"source": text, "target": summary}
 
 
 def load_data(cfg):
-    """{split: [{"source", "target"}]}, every row checked before training starts."""
-    files = {"train": cfg["train_file"], "dev": cfg["dev_file"], "test": cfg["test_file"]}
-    if cfg["dataset_name"] and cfg["dataset_name"] not in ("", "local"):
-        if cfg["dataset_name"] != "lcsts_new":
-            raise ConfigError(f"unknown dataset_name {cfg['dataset_name']!r}: use 'lcsts_new', or '' with train_file/dev_file")
-        local = {s: p for s, p in files.items() if p}
-        if local:  # paddlenlp reads local copies in the dataset's own format
-            loaded = dict(zip(local, load_paddlenlp_dataset("lcsts_new", None, data_files=list(local.values()))))
-        else:
-            loaded = dict(zip(("train", "dev"), load_paddlenlp_dataset("lcsts_new", ("train", "dev"))))
-        data = {}
-        for split, rows in loaded.items():
-            where = files.get(split) or f"lcsts_new/{split}"
-            for i, row in enumerate(rows, start=1):
-                if not str(row.get("source", "")).strip() or (split != "test" and not str(row.get("target", "")).strip()):
-                    raise DataError(f"{where}: row {i}: empty {'source' if not str(row.get('source', '')).strip() else 'target'}")
-            data[split] = [{"source": r["source"], "target": r.get("target", "")} for r in rows]
-    else:
-        data = {split: load_split(cfg, path, split, allow_empty_target=(split == "test")) for split, path in files.items() if path}
-    if "train" not in data:
-        raise ConfigError("no training data: set train_file")
-    if "dev" not in data and cfg["dev_size"] > 0:
-        data["train"], data["dev"] = split_off(data["train"], cfg["dev_size"], cfg["seed"])
-    data["train"] = truncate(data["train"], cfg["max_train_samples"])
-    for split in ("dev", "test"):
-        if split in data:
-            data[split] = truncate(data[split], cfg["max_eval_samples"])
-    log("data: " + ", ".join(f"{split} {len(rows)}" for split, rows in data.items()))
-    return data
+    """{split: [{"source", "target"}]}, every row checked before training starts (see data_utils.load_splits)."""
+    return load_splits(cfg, lambda split, path: load_split(cfg, path, split, allow_empty_target=(split == "test")),
+                       SAMPLE_FILES, named_columns(cfg) if cfg["dataset_name"] else None, log)
 
 
 def special_ids(tokenizer, model):
@@ -274,33 +242,51 @@ def decode_ids(tokenizer, ids, eos_id, pad_id):
     return decode_tokens(tokenizer, ids, skip_ids=(pad_id,))
 
 
-def generate_ids(model, features, cfg, ids, desc="generate"):
-    """Generated token ids (a numpy row per feature, in input order), batched by length for speed."""
+def generation_settings(cfg, ids):
+    """The generate() arguments evaluation and prediction use; saved models carry them in generation_config.json."""
+    return dict(
+        max_new_tokens=cfg["max_target_length"],
+        min_length=cfg["min_target_length"],
+        decode_strategy="greedy_search" if cfg["num_beams"] <= 1 else "beam_search",
+        num_beams=cfg["num_beams"],
+        decoder_start_token_id=ids["decoder_start"],
+        eos_token_id=ids["eos"],
+        pad_token_id=ids["pad"],
+        use_cache=True,
+    )
+
+
+def record_generation_settings(model, cfg, ids):
+    """So that generation_config.json in every saved model says how this run generates (not paddlenlp's max 20)."""
+    for key, value in generation_settings(cfg, ids).items():
+        setattr(model.generation_config, key, value)
+
+
+def generate_batch(model, features, cfg, ids):
+    """Generated token ids of one batch (a numpy row per feature), padded to the batch's longest source."""
     import paddle
 
-    order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
+    batch = collate(features, pad_id=ids["pad"], decoder_start_id=ids["decoder_start"])
+    with paddle.no_grad(), speedups.fast_beam_search(model, enabled=cfg.get("fast_kernels", True)):
+        generated, _ = model.generate(
+            input_ids=paddle.to_tensor(batch["input_ids"]),
+            attention_mask=paddle.to_tensor(batch["attention_mask"]),
+            **generation_settings(cfg, ids),
+        )
+    return generated.numpy()
+
+
+def generate_ids(model, features, cfg, ids, desc="generate"):
+    """Generated token ids (a numpy row per feature, in input order), batched by length for speed: the same
+    batches evaluation cuts (evaluation.length_sorted_units)."""
+    from evaluation import length_sorted_units
+
     outputs = [None] * len(features)
     bar = progress_bar(len(features), desc)
-    strategy = "greedy_search" if cfg["num_beams"] <= 1 else "beam_search"
-    with paddle.no_grad(), speedups.fast_beam_search(model, enabled=cfg.get("fast_kernels", True)):
-        for start in range(0, len(order), cfg["eval_batch_size"]):
-            chunk = order[start:start + cfg["eval_batch_size"]]
-            batch = collate([features[i] for i in chunk], pad_id=ids["pad"], decoder_start_id=ids["decoder_start"])
-            generated, _ = model.generate(
-                input_ids=paddle.to_tensor(batch["input_ids"]),
-                attention_mask=paddle.to_tensor(batch["attention_mask"]),
-                max_new_tokens=cfg["max_target_length"],
-                min_length=cfg["min_target_length"],
-                decode_strategy=strategy,
-                num_beams=cfg["num_beams"],
-                decoder_start_token_id=ids["decoder_start"],
-                eos_token_id=ids["eos"],
-                pad_token_id=ids["pad"],
-                use_cache=True,
-            )
-            for i, row in zip(chunk, generated.numpy()):
-                outputs[i] = row
-            bar.update(len(chunk))
+    for unit in length_sorted_units([len(f["input_ids"]) for f in features], cfg["eval_batch_size"]):
+        for i, row in zip(unit, generate_batch(model, [features[i] for i in unit], cfg, ids)):
+            outputs[i] = row
+        bar.update(len(unit))
     bar.close()
     return outputs
 
@@ -310,14 +296,46 @@ def generate(model, tokenizer, features, cfg, ids, desc="generate"):
     return [decode_ids(tokenizer, row, ids["eos"], ids["pad"]) for row in generate_ids(model, features, cfg, ids, desc)]
 
 
-def evaluate_split(model, tokenizer, examples, features, cfg, ids, out_path, desc):
-    """Generate, score ROUGE, and write the predictions (atomically) next to the metrics."""
+def generated_length(ids, eos_id, pad_id):
+    """Generated tokens up to and including the first eos, never padding (HF's gen_len counts tokens too)."""
+    ids = [int(i) for i in ids]
+    return ids.index(eos_id) + 1 if eos_id in ids else sum(1 for i in ids if i != pad_id)
+
+
+def predict_unit(model, tokenizer, features, cfg, ids, with_loss):
+    """One evaluation batch: the generated summaries and their token counts, and (with references) the
+    teacher-forced loss summed over the batch's real target tokens."""
+    from batching import to_tensors
+
+    rows = generate_batch(model, features, cfg, ids)
+    out = {"predictions": [decode_ids(tokenizer, row, ids["eos"], ids["pad"]) for row in rows],
+           "gen_tokens": [generated_length(row, ids["eos"], ids["pad"]) for row in rows]}
+    if with_loss:
+        batch = collate(features, pad_id=ids["pad"], decoder_start_id=ids["decoder_start"])
+        tokens = int((batch["labels"] != -100).sum())
+        batch.pop("num_tokens")
+        out["loss"] = [float(seq2seq_loss(model, to_tensors(batch))) * tokens, tokens]
+    return out
+
+
+def score_split(examples, units, outputs, out_path):
+    """ROUGE (when every row has a reference), loss, gen_len (tokens) and gen_chars; writes the predictions
+    file (atomically). Returns (metrics, predictions in row order)."""
     from metrics import rouge_scores
 
-    predictions = generate(model, tokenizer, features, cfg, ids, desc=desc)
+    predictions, gen_tokens = [None] * len(examples), [0] * len(examples)
+    loss_sum = loss_tokens = 0
+    for unit, out in zip(units, outputs):
+        for i, text, n in zip(unit, out["predictions"], out["gen_tokens"]):
+            predictions[i], gen_tokens[i] = text, n
+        if "loss" in out:
+            loss_sum, loss_tokens = loss_sum + out["loss"][0], loss_tokens + out["loss"][1]
     references = [ex["target"] for ex in examples]
     metrics = rouge_scores(predictions, references) if all(references) else {}
-    metrics["gen_len"] = float(np.mean([len(p) for p in predictions])) if predictions else 0.0
+    if loss_tokens:
+        metrics["loss"] = loss_sum / loss_tokens
+    metrics["gen_len"] = float(np.mean(gen_tokens)) if predictions else 0.0
+    metrics["gen_chars"] = float(np.mean([len(p) for p in predictions])) if predictions else 0.0
     tmp = out_path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         for ex, pred in zip(examples, predictions):
@@ -332,11 +350,12 @@ def evaluate_split(model, tokenizer, examples, features, cfg, ids, out_path, des
 def main(cfg):
     from paddlenlp.transformers import BartForConditionalGeneration
 
+    from evaluation import length_sorted_units
+
     validate_config(cfg)
     device = tu.start_run(cfg)
     data = load_data(cfg)
-    open_output_dir(cfg)
-    tokenizer = tu.load_tokenizer(cfg, (t for ex in data["train"] for t in (ex["source"], ex["target"])))
+    tokenizer, staged = tu.load_tokenizer(cfg, (t for ex in data["train"] for t in (ex["source"], ex["target"])))
     model_kwargs = {}
     if not cfg["pretrained_model"]:
         model_kwargs = dict(
@@ -349,6 +368,7 @@ def main(cfg):
         )
     model = tu.load_model(BartForConditionalGeneration, cfg, **model_kwargs)
     ids = special_ids(tokenizer, model)
+    record_generation_settings(model, cfg, ids)
     log(f"tokens: pad={ids['pad']} eos={ids['eos']} decoder_start={ids['decoder_start']} (device {device})")
 
     features = {split: tokenize_examples(rows, tokenizer, cfg, ids["eos"]) for split, rows in data.items()}
@@ -356,44 +376,42 @@ def main(cfg):
     collate_fn = functools.partial(
         collate, pad_id=ids["pad"], decoder_start_id=ids["decoder_start"], ignore_pad=cfg["ignore_pad_token_for_loss"], pad_to=pad_to
     )
+    eval_units = {split: length_sorted_units([len(f["input_ids"]) for f in features[split]], cfg["eval_batch_size"])
+                  for split in ("dev", "test") if split in data}
     samples = {}
 
-    def evaluate_fn(model_, step):
-        if "dev" not in data:
-            return {}
-        metrics, predictions = evaluate_split(
-            model_, tokenizer, data["dev"], features["dev"], cfg, ids, os.path.join(cfg["output_dir"], "predictions_dev.jsonl"), "eval"
-        )
-        samples["rows"] = [
-            {"source": ex["source"][:200], "reference": ex["target"], "prediction": p}
-            for ex, p in list(zip(data["dev"], predictions))[: cfg["num_eval_samples_logged"]]
-        ]
+    def predict_fn(model_, split, unit):
+        with_loss = all(data[split][i]["target"] for i in unit)
+        return predict_unit(model_, tokenizer, [features[split][i] for i in unit], cfg, ids, with_loss)
+
+    def score_fn(split, outputs, step):
+        metrics, predictions = score_split(data[split], eval_units[split], outputs,
+                                           os.path.join(cfg["output_dir"], f"predictions_{split}.jsonl"))
+        if split == "dev":
+            samples["rows"] = [
+                {"source": ex["source"][:200], "reference": ex["target"], "prediction": p}
+                for ex, p in list(zip(data["dev"], predictions))[: cfg["num_eval_samples_logged"]]
+            ]
         return metrics
 
     task = tu.TrainingTask(
         config=cfg,
         model=model,
         tokenizer=tokenizer,
-        train_features=features["train"],
-        train_lengths=[len(f["input_ids"]) + len(f["labels"]) for f in features["train"]],
+        train_features=features.get("train", []),
+        train_lengths=[len(f["input_ids"]) + len(f["labels"]) for f in features.get("train", [])],
         collate_fn=collate_fn,
         loss_fn=seq2seq_loss,
-        evaluate_fn=evaluate_fn,
+        eval_units=eval_units,
+        predict_fn=predict_fn,
+        score_fn=score_fn,
         metric_for_best="rougeL",
-        greater_is_better=True,
+        staged_files=staged,
         sample_rows_fn=lambda: samples.get("rows"),
         group_by_length=cfg["group_by_length"] and not cfg["pad_to_max_length"],
     )
     state = tu.run_training(task)
-
-    if "test" in data and is_main_process():
-        model.eval()
-        metrics, _ = evaluate_split(
-            model, tokenizer, data["test"], features["test"], cfg, ids, os.path.join(cfg["output_dir"], "predictions_test.jsonl"), "test"
-        )
-        append_jsonl(os.path.join(cfg["output_dir"], "metrics.jsonl"), {"step": state["global_step"], "split": "test", **metrics})
-        log("test: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
-    log(f"done. best checkpoint: {state['best_checkpoint']} (rougeL={state['best_metric']})")
+    log(f"done. best checkpoint: {state.get('best_checkpoint')} (rougeL={state.get('best_metric')})")
     return state
 
 

@@ -9,16 +9,17 @@ checkpoint (label_map.json and the model config) and used by tools/predict_class
 Every key below can be overridden; `python train_classification.py --help` lists them.
 """
 import functools
+import json
 import os
 
 import numpy as np
 
 import train_utils as tu
 from batching import to_tensors
-from checkpoints import open_output_dir
+from checkpoints import unwrap_model
 from configuration import ConfigError
 from reporting import log, progress_bar, write_json_atomic
-from data_utils import DataError, read_examples, truncate
+from data_utils import DataError, dataset_columns, load_splits, read_examples
 from metrics import classification_report
 
 LABEL_MAP_FILE = "label_map.json"
@@ -44,8 +45,10 @@ CONFIG = dict(
     ),
     converted_model_dir="",  # where a local HF checkpoint is converted to; "" = next to it, suffixed -paddle
     # --- data ---
-    train_file=os.path.join("datasets", "sample_classification", "train.tsv"),
-    dev_file=os.path.join("datasets", "sample_classification", "dev.tsv"),
+    train_file="",  # "" with no dataset_name (and no dev/test file): the built-in sample in datasets/
+    dev_file="",
+    test_file="",
+    dev_size=0,  # with no dev_file: hold out this many shuffled train rows as dev
     text_column=None,  # name or 0-based index (headerless TSV/CSV); None = "text"
     text_pair_column=None,  # second text of a pair (name or index); None = single texts
     label_column=None,  # name or index; None = "label". Label names are read from the data
@@ -88,8 +91,6 @@ def validate_config(cfg):
             raise ConfigError(f"{key} must be positive, got {cfg[key]}")
     if cfg["metric_for_best"] not in ("accuracy", "macro_f1"):
         raise ConfigError(f"metric_for_best must be 'accuracy' or 'macro_f1', got {cfg['metric_for_best']!r}")
-    if not cfg["train_file"]:
-        raise ConfigError("set train_file")
 
 
 # ----------------------------------------------------------------------------
@@ -97,14 +98,6 @@ def validate_config(cfg):
 # ----------------------------------------------------------------------------
 def default_if_none(value, default):
     return default if value is None else value
-
-
-def read_split(cfg, path):
-    # None defaults (not "text"/"label") let a column be given by name or by index alike.
-    columns = {"text": default_if_none(cfg["text_column"], "text"), "label": default_if_none(cfg["label_column"], "label")}
-    if cfg["text_pair_column"] is not None:
-        columns["text_pair"] = cfg["text_pair_column"]
-    return read_examples(path, columns, skip_bad_rows=cfg["skip_bad_rows"], log=log)
 
 
 def label_names_from(rows):
@@ -120,12 +113,23 @@ def check_labels(rows, label2id, path):
         raise DataError(f"{path}: label(s) {unknown[:5]} not in the training data's labels {sorted(label2id)[:20]}")
 
 
+SAMPLE_FILES = {"train": os.path.join("sample_classification", "train.tsv"), "dev": os.path.join("sample_classification", "dev.tsv")}
+
+
+def split_columns(cfg):
+    """{role: column}: the configured columns, else the named dataset's known ones, else "text"/"label"."""
+    known = (dataset_columns(cfg["dataset_name"]) if cfg.get("dataset_name") else None) or {}
+    columns = {"text": default_if_none(cfg["text_column"], known.get("text", "text")),
+               "label": default_if_none(cfg["label_column"], known.get("label", "label"))}
+    if cfg["text_pair_column"] is not None:
+        columns["text_pair"] = cfg["text_pair_column"]
+    return columns
+
+
 def load_data(cfg):
-    data = {"train": truncate(read_split(cfg, cfg["train_file"]), cfg["max_train_samples"])}
-    if cfg["dev_file"]:
-        data["dev"] = truncate(read_split(cfg, cfg["dev_file"]), cfg["max_eval_samples"])
-    log("data: " + ", ".join(f"{split} {len(rows)}" for split, rows in data.items()))
-    return data
+    """{split: rows}, every row checked before training starts (see data_utils.load_splits)."""
+    return load_splits(cfg, lambda split, path: read_examples(path, split_columns(cfg), skip_bad_rows=cfg["skip_bad_rows"], log=log),
+                       SAMPLE_FILES, split_columns(cfg) if cfg.get("dataset_name") else None, log)
 
 
 def tokenize_rows(rows, tokenizer, max_seq_length, label2id=None):
@@ -174,39 +178,73 @@ def classification_loss(model, batch):
     return F.cross_entropy(forward_logits(model, batch).astype("float32"), batch["labels"].unsqueeze(-1)).mean()
 
 
-def predict_probabilities(model, features, batch_size, pad_id, desc="predict"):
-    """Softmax probabilities [n, num_labels], in input order (batched by length for speed)."""
+def predict_batch(model, features, pad_id):
+    """Softmax probabilities of one batch, [len(features), num_labels]."""
     import paddle
     import paddle.nn.functional as F
 
-    order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
+    batch = collate([{k: v for k, v in f.items() if k != "label"} for f in features], pad_id=pad_id)
+    batch.pop("num_tokens")
+    with paddle.no_grad():
+        logits = forward_logits(model, to_tensors(batch))
+    return F.softmax(logits.astype("float32"), axis=-1).numpy()
+
+
+def predict_probabilities(model, features, batch_size, pad_id, desc="predict"):
+    """Softmax probabilities [n, num_labels], in input order, in the batches evaluation cuts (by length)."""
+    from evaluation import length_sorted_units
+
     probs = [None] * len(features)
     bar = progress_bar(len(features), desc)
-    with paddle.no_grad():
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            batch = collate([{k: v for k, v in features[i].items() if k != "label"} for i in chunk], pad_id=pad_id)
-            batch.pop("num_tokens")
-            logits = forward_logits(model, to_tensors(batch))
-            for i, row in zip(chunk, F.softmax(logits.astype("float32"), axis=-1).numpy()):
-                probs[i] = row
-            bar.update(len(chunk))
+    for unit in length_sorted_units([len(f["input_ids"]) for f in features], batch_size):
+        for i, row in zip(unit, predict_batch(model, [features[i] for i in unit], pad_id)):
+            probs[i] = row
+        bar.update(len(unit))
     bar.close()
     return np.stack(probs) if probs else np.zeros((0, 0))
+
+
+def eval_loss(model, features, pad_id):
+    """[summed cross-entropy, rows] of one labelled batch."""
+    batch = collate(features, pad_id=pad_id)
+    batch.pop("num_tokens")
+    return [float(classification_loss(model, to_tensors(batch))) * len(features), len(features)]
 
 
 # ----------------------------------------------------------------------------
 # evaluation reports
 # ----------------------------------------------------------------------------
-def write_reports(report, label_names, output_dir, step):
-    """classification_report.json and confusion_matrix.tsv (rows: gold, columns: predicted)."""
-    write_json_atomic(os.path.join(output_dir, "classification_report.json"), {"step": step, "labels": label_names, **report})
+def write_reports(report, label_names, output_dir, step, split="dev"):
+    """classification_report.json and confusion_matrix.tsv (rows: gold, columns: predicted); _test for the test split."""
+    suffix = "" if split == "dev" else f"_{split}"
+    write_json_atomic(os.path.join(output_dir, f"classification_report{suffix}.json"), {"step": step, "labels": label_names, **report})
     lines = ["gold\\predicted\t" + "\t".join(label_names)]
     lines += [name + "\t" + "\t".join(str(c) for c in row) for name, row in zip(label_names, report["confusion_matrix"])]
-    tmp = os.path.join(output_dir, "confusion_matrix.tsv.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    path = os.path.join(output_dir, f"confusion_matrix{suffix}.tsv")
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
-    os.replace(tmp, os.path.join(output_dir, "confusion_matrix.tsv"))
+    os.replace(path + ".tmp", path)
+
+
+def write_predictions(path, rows, probs, label_names):
+    """One JSON line per row: its text(s), gold label when known, predicted label and probability."""
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        for row, p in zip(rows, probs):
+            best = int(np.argmax(p))
+            record = {**row, "prediction": label_names[best] if best < len(label_names) else str(best), "probability": round(float(p[best]), 4)}
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(path + ".tmp", path)
+
+
+def label_names_of(model, model_dir=None):
+    """The label map saved with a model (label_map.json), else its config's id2label."""
+    path = os.path.join(model_dir, LABEL_MAP_FILE) if model_dir else None
+    if path and os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            id2label = json.load(f)["id2label"]
+    else:
+        id2label = getattr(unwrap_model(model).config, "id2label", None) or {}
+    return [id2label.get(str(i), id2label.get(i, str(i))) for i in range(len(id2label))]
 
 
 def majority_accuracy(train_labels, dev_labels):
@@ -230,59 +268,79 @@ def build_model(cfg, tokenizer, label_names):
 
 
 def main(cfg):
+    from evaluation import length_sorted_units
+
     validate_config(cfg)
     device = tu.start_run(cfg)
     data = load_data(cfg)
-    label_names = label_names_from(data["train"])
+    if "train" in data:
+        label_names = label_names_from(data["train"])
+        tokenizer, staged = tu.load_tokenizer(cfg, [t for r in data["train"] for t in (r["text"], r.get("text_pair", ""))])
+        model = build_model(cfg, tokenizer, label_names)
+    else:  # do_train=False: the labels are the model's own
+        from paddlenlp.transformers import AutoModelForSequenceClassification
+
+        tokenizer, staged = tu.load_tokenizer(cfg, [])
+        model = tu.load_model(AutoModelForSequenceClassification, cfg)
+        label_names = label_names_of(model, tu.resolve_pretrained(cfg["pretrained_model"]))
     label2id = {name: i for i, name in enumerate(label_names)}
-    if "dev" in data:
-        check_labels(data["dev"], label2id, cfg["dev_file"])
-    open_output_dir(cfg)
+    for split in ("dev", "test"):
+        if split in data:
+            check_labels(data[split], label2id, cfg.get(f"{split}_file") or f"the {split} split")
     log(f"labels ({len(label_names)}): {label_names[:20]}{' ...' if len(label_names) > 20 else ''}")
-    tokenizer = tu.load_tokenizer(cfg, [t for r in data["train"] for t in (r["text"], r.get("text_pair", ""))])
-    model = build_model(cfg, tokenizer, label_names)
     pad_id = tokenizer.pad_token_id
     log(f"device {device}, pad={pad_id}")
     features = {split: tokenize_rows(rows, tokenizer, cfg["max_seq_length"], label2id) for split, rows in data.items()}
+    eval_units = {split: length_sorted_units([len(f["input_ids"]) for f in features[split]], cfg["eval_batch_size"])
+                  for split in ("dev", "test") if split in data}
 
     baseline = None
-    if "dev" in data:
+    if "dev" in data and "train" in data:
         baseline = majority_accuracy([r["label"] for r in data["train"]], [r["label"] for r in data["dev"]])
         log(f"majority-class baseline on dev: accuracy {baseline}")
     samples = {}
 
-    def evaluate_fn(model_, step):
-        if "dev" not in data:
-            return {}
-        probs = predict_probabilities(model_, features["dev"], cfg["eval_batch_size"], pad_id, desc="eval")
-        preds = probs.argmax(-1).tolist()
-        golds = [f["label"] for f in features["dev"]]
-        report = classification_report(golds, preds, label_names)
-        write_reports(report, label_names, cfg["output_dir"], step)
-        samples["rows"] = [
-            {"text": r["text"][:200], "label": r["label"], "prediction": label_names[p], "probability": round(float(probs[i][p]), 4)}
-            for i, (r, p) in enumerate(list(zip(data["dev"], preds))[: cfg["num_eval_samples_logged"]])
-        ]
-        return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
+    def predict_fn(model_, split, unit):
+        feats = [features[split][i] for i in unit]
+        return {"probs": predict_batch(model_, feats, pad_id).tolist(), "loss": eval_loss(model_, feats, pad_id)}
+
+    def score_fn(split, outputs, step):
+        probs = [None] * len(features[split])
+        for unit, out in zip(eval_units[split], outputs):
+            for i, p in zip(unit, out["probs"]):
+                probs[i] = p
+        preds = [int(np.argmax(p)) for p in probs]
+        report = classification_report([f["label"] for f in features[split]], preds, label_names)
+        write_reports(report, label_names, cfg["output_dir"], step, split)
+        write_predictions(os.path.join(cfg["output_dir"], f"predictions_{split}.jsonl"), data[split], probs, label_names)
+        if split == "dev":
+            samples["rows"] = [
+                {"text": r["text"][:200], "label": r["label"], "prediction": label_names[p], "probability": round(float(probs[i][p]), 4)}
+                for i, (r, p) in enumerate(list(zip(data["dev"], preds))[: cfg["num_eval_samples_logged"]])
+            ]
+        loss = sum(out["loss"][0] for out in outputs) / max(sum(out["loss"][1] for out in outputs), 1)
+        return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "loss": loss}
 
     task = tu.TrainingTask(
         config=cfg,
         model=model,
         tokenizer=tokenizer,
-        train_features=features["train"],
-        train_lengths=[len(f["input_ids"]) for f in features["train"]],
+        train_features=features.get("train", []),
+        train_lengths=[len(f["input_ids"]) for f in features.get("train", [])],
         collate_fn=functools.partial(collate, pad_id=pad_id),
         loss_fn=classification_loss,
-        evaluate_fn=evaluate_fn,
-        metric_for_best=cfg["metric_for_best"],
-        greater_is_better=True,
+        eval_units=eval_units,
+        predict_fn=predict_fn,
+        score_fn=score_fn,
+        metric_for_best="accuracy",
         extra_files={LABEL_MAP_FILE: {"id2label": {str(i): n for i, n in enumerate(label_names)}, "label2id": label2id}},
+        staged_files=staged,
         sample_rows_fn=lambda: samples.get("rows"),
         group_by_length=cfg["group_by_length"],
     )
     state = tu.run_training(task)
-    log(f"done. best checkpoint: {state['best_checkpoint']} ({cfg['metric_for_best']}={state['best_metric']}; "
-           f"majority-class accuracy {baseline})")
+    log(f"done. best checkpoint: {state.get('best_checkpoint')} ({cfg['metric_for_best']}={state.get('best_metric')}; "
+        f"majority-class accuracy {baseline})")
     return state
 
 

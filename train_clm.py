@@ -16,12 +16,11 @@ import numpy as np
 
 import train_utils as tu
 from batching import to_tensors
-from checkpoints import open_output_dir
 from configuration import ConfigError
 from distributed import is_main_process
 from reporting import log, write_json_atomic
-from data_utils import decode_tokens, load_texts
-from metrics import perplexity, token_weighted_mean
+from data_utils import decode_tokens, load_text_splits
+from metrics import loss_and_perplexity
 
 CONFIG = dict(
     # --- run ---
@@ -44,8 +43,10 @@ CONFIG = dict(
     ),
     converted_model_dir="",  # where a local HF checkpoint is converted to; "" = next to it, suffixed -paddle
     # --- data ---
-    train_file=os.path.join("datasets", "sample_lm", "train.txt"),
-    dev_file=os.path.join("datasets", "sample_lm", "dev.txt"),
+    train_file="",  # "" with no dataset_name (and no dev/test file): the built-in sample in datasets/
+    dev_file="",
+    test_file="",
+    dev_size=0,  # with no dev_file: hold out this many shuffled train texts as dev
     text_column=None,  # name or 0-based index for JSON/TSV/CSV (None = "text"); .txt files are one text per line
     block_size=64,  # tokens per training example
     max_train_samples=0,  # texts; 0 = all
@@ -79,14 +80,15 @@ CONFIG = dict(
 )
 
 
+SAMPLE_FILES = {"train": os.path.join("sample_lm", "train.txt"), "dev": os.path.join("sample_lm", "dev.txt")}
+
+
 def validate_config(cfg):
     for key in ("train_batch_size", "eval_batch_size", "save_steps", "logging_steps", "sample_max_new_tokens"):
         if cfg[key] <= 0:
             raise ConfigError(f"{key} must be positive, got {cfg[key]}")
     if cfg["block_size"] < 2:
         raise ConfigError(f"block_size must be at least 2 (one token predicts the next), got {cfg['block_size']}")
-    if not cfg["train_file"]:
-        raise ConfigError("set train_file")
 
 
 # ----------------------------------------------------------------------------
@@ -141,19 +143,14 @@ def clm_loss(model, batch):
     return F.cross_entropy(chosen.astype("float32"), paddle.gather(labels, positions).unsqueeze(-1)).mean()
 
 
-def eval_perplexity(model, features, batch_size, pad_id):
-    import paddle
-
-    results = []
-    with paddle.no_grad():
-        for start in range(0, len(features), batch_size):
-            batch = collate(features[start:start + batch_size], pad_id=pad_id)
-            predicted = int((batch["labels"][:, 1:] != -100).sum())
-            batch.pop("num_tokens")
-            if predicted:
-                results.append((float(clm_loss(model, to_tensors(batch))), predicted))
-    loss = token_weighted_mean(results)
-    return {"loss": loss, "perplexity": perplexity(loss)}
+def batch_loss(model, features, pad_id):
+    """[summed next-token loss, predicted tokens] of one batch of blocks (zeros when it predicts nothing)."""
+    batch = collate(features, pad_id=pad_id)
+    predicted = int((batch["labels"][:, 1:] != -100).sum())
+    batch.pop("num_tokens")
+    if not predicted:
+        return [0.0, 0]
+    return [float(clm_loss(model, to_tensors(batch))) * predicted, predicted]
 
 
 # ----------------------------------------------------------------------------
@@ -205,36 +202,42 @@ def build_model(cfg, tokenizer):
 
 
 def main(cfg):
+    from evaluation import in_order_units
+
     validate_config(cfg)
     device = tu.start_run(cfg)
     out = cfg["output_dir"]
-    texts = {"train": load_texts(cfg["train_file"], cfg["text_column"], cfg["skip_bad_rows"], cfg["max_train_samples"], log)}
-    if cfg["dev_file"]:
-        texts["dev"] = load_texts(cfg["dev_file"], cfg["text_column"], cfg["skip_bad_rows"], cfg["max_eval_samples"], log)
-    open_output_dir(cfg)
-    tokenizer = tu.load_tokenizer(cfg, texts["train"])
+    texts = load_text_splits(cfg, SAMPLE_FILES, log)
+    tokenizer, staged = tu.load_tokenizer(cfg, texts.get("train", []))
     model = build_model(cfg, tokenizer)
     features = {split: build_blocks(rows, tokenizer, cfg["block_size"]) for split, rows in texts.items()}
     sizes = ", ".join(f"{split} {len(texts[split])} texts -> {len(f)} blocks of {cfg['block_size']}" for split, f in features.items())
     log(f"data: {sizes}; device {device}")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    eval_units = {split: in_order_units(len(features[split]), cfg["eval_batch_size"])
+                  for split in ("dev", "test") if features.get(split)}
 
-    def evaluate_fn(model_, step):
-        return eval_perplexity(model_, features["dev"], cfg["eval_batch_size"], pad_id) if features.get("dev") else {}
+    def predict_fn(model_, split, unit):
+        return batch_loss(model_, [features[split][i] for i in unit], pad_id)
+
+    def score_fn(split, outputs, step):
+        return loss_and_perplexity(outputs)
 
     task = tu.TrainingTask(
         config=cfg,
         model=model,
         tokenizer=tokenizer,
-        train_features=features["train"],
-        train_lengths=[len(f["input_ids"]) for f in features["train"]],
+        train_features=features.get("train", []),
+        train_lengths=[len(f["input_ids"]) for f in features.get("train", [])],
         collate_fn=functools.partial(collate, pad_id=pad_id),
         loss_fn=clm_loss,
-        evaluate_fn=evaluate_fn,
+        eval_units=eval_units,
+        predict_fn=predict_fn,
+        score_fn=score_fn,
         metric_for_best="perplexity",
-        greater_is_better=False,
+        staged_files=staged,
         group_by_length=False,  # blocks are all block_size long
-        evaluate_at_start=bool(features.get("dev")),
+        evaluate_at_start="dev" in eval_units,
     )
     state = tu.run_training(task)
 
@@ -242,7 +245,7 @@ def main(cfg):
         sample = generate_text(model, tokenizer, cfg["sample_prompt"], "greedy", cfg["sample_max_new_tokens"])
         write_json_atomic(os.path.join(out, "sample_generation.json"), {"prompt": cfg["sample_prompt"], "greedy": sample})
         log(f"sample (greedy): {cfg['sample_prompt']} -> {sample}")
-    log(f"done. best checkpoint: {state['best_checkpoint']} (perplexity={state['best_metric']})")
+    log(f"done. best checkpoint: {state.get('best_checkpoint')} (perplexity={state.get('best_metric')})")
     return state
 
 

@@ -19,12 +19,12 @@ import numpy as np
 
 import train_utils as tu
 from batching import to_tensors
-from checkpoints import open_output_dir, resolve_resume, save_model_files
+from checkpoints import save_model_files
 from configuration import ConfigError
 from distributed import is_main_process
 from reporting import log, write_json_atomic
-from data_utils import load_texts
-from metrics import perplexity, token_weighted_mean
+from data_utils import load_text_splits
+from metrics import loss_and_perplexity
 
 INITIAL_MODEL_DIR = "initial_model"
 CLOZE_FILE = "cloze_check.json"
@@ -50,8 +50,10 @@ CONFIG = dict(
     ),
     converted_model_dir="",  # where a local HF checkpoint is converted to; "" = next to it, suffixed -paddle
     # --- data ---
-    train_file=os.path.join("datasets", "sample_lm", "train.txt"),
-    dev_file=os.path.join("datasets", "sample_lm", "dev.txt"),
+    train_file="",  # "" with no dataset_name (and no dev/test file): the built-in sample in datasets/
+    dev_file="",
+    test_file="",
+    dev_size=0,  # with no dev_file: hold out this many shuffled train texts as dev
     text_column=None,  # name or 0-based index for JSON/TSV/CSV (None = "text"); .txt files are one text per line
     # True: one example per line, False: texts concatenated and cut into block_size blocks.
     # Line by line, the sample's made-up name sits at fixed positions, which a small model from
@@ -93,6 +95,9 @@ CONFIG = dict(
 )
 
 
+SAMPLE_FILES = {"train": os.path.join("sample_lm", "train.txt"), "dev": os.path.join("sample_lm", "dev.txt")}
+
+
 def validate_config(cfg):
     for key in ("train_batch_size", "eval_batch_size", "save_steps", "logging_steps", "probe_top_k"):
         if cfg[key] <= 0:
@@ -101,8 +106,6 @@ def validate_config(cfg):
         raise ConfigError(f"block_size must be at least 4, got {cfg['block_size']}")
     if not 0 < cfg["mlm_probability"] < 1:
         raise ConfigError(f"mlm_probability must be in (0, 1), got {cfg['mlm_probability']}")
-    if not cfg["train_file"]:
-        raise ConfigError("set train_file")
 
 
 # ----------------------------------------------------------------------------
@@ -221,21 +224,16 @@ def mlm_loss(model, batch):
 
 
 def fixed_eval_batches(features, batch_size, seed, collate_fn):
-    """Dev batches masked once with a fixed seed: every evaluation scores the same masked tokens."""
+    """Batches masked once with a fixed seed: every evaluation scores the same masked tokens."""
     rng = np.random.RandomState(seed)
     return [collate_fn(features[i:i + batch_size], rng) for i in range(0, len(features), batch_size)]
 
 
-def eval_perplexity(model, batches):
-    import paddle
-
-    results = []
-    with paddle.no_grad():
-        for batch in batches:
-            tensors = to_tensors({k: v for k, v in batch.items() if k != "num_tokens"})
-            results.append((float(mlm_loss(model, tensors)), int((batch["labels"] != -100).sum())))
-    loss = token_weighted_mean(results)
-    return {"loss": loss, "perplexity": perplexity(loss)}
+def batch_loss(model, batch):
+    """[summed loss over the masked tokens, masked tokens] of one pre-masked batch."""
+    tensors = to_tensors({k: v for k, v in batch.items() if k != "num_tokens"})
+    masked = int((batch["labels"] != -100).sum())
+    return [float(mlm_loss(model, tensors)) * masked, masked]
 
 
 # ----------------------------------------------------------------------------
@@ -295,14 +293,13 @@ def build_model(cfg, tokenizer):
 
 
 def main(cfg):
+    from evaluation import in_order_units
+
     validate_config(cfg)
     device = tu.start_run(cfg)
     out = cfg["output_dir"]
-    texts = {"train": load_texts(cfg["train_file"], cfg["text_column"], cfg["skip_bad_rows"], cfg["max_train_samples"], log)}
-    if cfg["dev_file"]:
-        texts["dev"] = load_texts(cfg["dev_file"], cfg["text_column"], cfg["skip_bad_rows"], cfg["max_eval_samples"], log)
-    open_output_dir(cfg)
-    tokenizer = tu.load_tokenizer(cfg, texts["train"])
+    texts = load_text_splits(cfg, SAMPLE_FILES, log)
+    tokenizer, staged = tu.load_tokenizer(cfg, texts.get("train", []))
     model = build_model(cfg, tokenizer)
     features = {
         split: build_examples(rows, tokenizer, cfg["block_size"], cfg["line_by_line"], cfg["whole_word_mask"])
@@ -313,18 +310,24 @@ def main(cfg):
     log(f"data: {sizes} ({layout}{', whole-word masking' if cfg['whole_word_mask'] else ''}); device {device}")
     collate_fn = functools.partial(collate, pad_id=tokenizer.pad_token_id, mask_id=tokenizer.mask_token_id,
                                    random_ids=random_token_ids(tokenizer), mlm_probability=cfg["mlm_probability"])
-    dev_batches = fixed_eval_batches(features["dev"], cfg["eval_batch_size"], cfg["seed"], collate_fn) if "dev" in features else []
+    bs = cfg["eval_batch_size"]
+    splits = [split for split in ("dev", "test") if features.get(split)]
+    masked = {split: fixed_eval_batches(features[split], bs, cfg["seed"], collate_fn) for split in splits}
+    eval_units = {split: in_order_units(len(features[split]), bs) for split in splits}
 
-    def evaluate_fn(model_, step):
-        return eval_perplexity(model_, dev_batches) if dev_batches else {}
+    def predict_fn(model_, split, unit):
+        return batch_loss(model_, masked[split][unit[0] // bs])
 
-    resuming = bool(resolve_resume(cfg))
+    def score_fn(split, outputs, step):
+        return loss_and_perplexity(outputs)
+
     cloze_path = os.path.join(out, CLOZE_FILE)
-    if not resuming and is_main_process():
+
+    def before_training(model_):
         # The starting point, kept for before/after comparisons with tools/fill_mask.py.
-        save_model_files(model, tokenizer, os.path.join(out, INITIAL_MODEL_DIR))
+        save_model_files(model_, tokenizer, os.path.join(out, INITIAL_MODEL_DIR))
         if cfg["probe_text"]:
-            before = cloze_record(model, tokenizer, cfg)
+            before = cloze_record(model_, tokenizer, cfg)
             write_json_atomic(cloze_path, {"probe_text": cfg["probe_text"], "expected": cfg["probe_answer"], "before": before})
             log(f"cloze before training: {cfg['probe_text']} -> {before['filled']} (top: {before['top_k']})")
 
@@ -332,21 +335,24 @@ def main(cfg):
         config=cfg,
         model=model,
         tokenizer=tokenizer,
-        train_features=features["train"],
-        train_lengths=[len(f["input_ids"]) for f in features["train"]],
+        train_features=features.get("train", []),
+        train_lengths=[len(f["input_ids"]) for f in features.get("train", [])],
         collate_fn=collate_fn,
         loss_fn=mlm_loss,
-        evaluate_fn=evaluate_fn,
+        eval_units=eval_units,
+        predict_fn=predict_fn,
+        score_fn=score_fn,
         metric_for_best="perplexity",
-        greater_is_better=False,
+        staged_files=staged,
         group_by_length=cfg["group_by_length"],
-        evaluate_at_start=bool(dev_batches),
+        evaluate_at_start="dev" in eval_units,
+        before_training=before_training,
     )
     state = tu.run_training(task)
 
-    if cfg["probe_text"] and is_main_process():
+    if cfg["probe_text"] and is_main_process() and cfg.get("do_train", True):
         report_cloze(model, tokenizer, cfg, cloze_path)
-    log(f"done. best checkpoint: {state['best_checkpoint']} (perplexity={state['best_metric']})")
+    log(f"done. best checkpoint: {state.get('best_checkpoint')} (perplexity={state.get('best_metric')})")
     return state
 
 

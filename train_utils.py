@@ -15,6 +15,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -31,11 +32,14 @@ from checkpoints import (
     latest_checkpoint,
     load_checkpoint,
     load_rank_rng,
+    open_output_dir,
     resolve_model_dir,
     resolve_resume,
     rotate_checkpoints,
     save_checkpoint,
+    save_model_files,
     save_rank_rng,
+    unwrap_model,
 )
 from configuration import ConfigError, parse_config
 from distributed import barrier, broadcast_flag, get_local_world_size, get_rank, get_world_size, init_distributed, is_main_process, mean_across_ranks
@@ -72,6 +76,8 @@ def run_main(main, defaults, prog, doc=""):
 
 def start_run(config):
     """Every trainer's first steps, before any data is read: refuse a used output_dir, pick the device, seed."""
+    if not config.get("do_train", True) and not config.get("pretrained_model"):
+        raise ConfigError("do_train=False evaluates pretrained_model: set it to a model directory, a checkpoint or an output_dir")
     check_output_dir(config)
     device = setup_device(config["device"], fast_kernels=config.get("fast_kernels", True))
     init_distributed()
@@ -131,6 +137,36 @@ def resolve_amp(config, device):
     return bool(config.get("use_amp")), dtype
 
 
+# float16 AMP: GradScaler skips a step whose gradients hold inf/NaN and lowers the loss scale. BART is known to
+# overflow in fp16; a run whose every step is skipped would "train" for hours and save the initial weights.
+AMP_MAX_SKIPPED_STEPS = 50
+
+
+def amp_step_skipped(scaler):
+    """Whether GradScaler skipped the step it just took (inf/NaN gradients). Always False when it is off (CPU, bf16)."""
+    if not scaler.is_enable():
+        return False
+    found = getattr(scaler, "_cache_found_inf", None)  # set by GradScaler.step in paddle 2.6 and 3.x
+    return bool(found) if found is not None else False
+
+
+def loss_scale(scaler):
+    return float(scaler.state_dict()["scale"]) if scaler.is_enable() else None
+
+
+def skipped_in_a_row(count, skipped):
+    return count + 1 if skipped else 0
+
+
+def amp_stop_reason(in_a_row, scale, max_skipped=AMP_MAX_SKIPPED_STEPS):
+    """None while float16 training can go on, else why it cannot."""
+    if in_a_row >= max_skipped:
+        return f"GradScaler skipped the last {in_a_row} steps (inf/NaN gradients in float16)"
+    if scale is not None and scale < 1.0:
+        return f"the float16 loss scale fell to {scale:g}, below 1"
+    return None
+
+
 # ----------------------------------------------------------------------------
 # models
 # ----------------------------------------------------------------------------
@@ -147,6 +183,8 @@ def resolve_pretrained(name_or_path, cache_dir=None):
         raise ConfigError(f"pretrained_model directory not found: {name_or_path}")
     from hf_to_paddle import ensure_paddle_checkpoint, is_hf_checkpoint_dir
 
+    if not os.path.isfile(os.path.join(path, "config.json")) and (latest_checkpoint(path) or os.path.isfile(os.path.join(path, "trainer_state.json"))):
+        path = resolve_model_dir(path)  # an output_dir: its final model, else its best checkpoint
     if is_hf_checkpoint_dir(path):
         # Rank 0 converts; the others wait and then find the finished conversion in the cache.
         if is_main_process():
@@ -172,19 +210,44 @@ def load_model(model_class, config, **model_kwargs):
     return model_class(model_config)
 
 
+def staging_dir():
+    """A temp dir for files a run makes before output_dir may change (e.g. a vocab built from the data); removed at exit."""
+    if "staging" not in _launch_env:
+        import atexit
+        import tempfile
+
+        _launch_env["staging"] = tempfile.mkdtemp(prefix="paddle-finetune-")
+        atexit.register(shutil.rmtree, _launch_env["staging"], True)
+    return _launch_env["staging"]
+
+
+def copy_staged_files(staged, output_dir):
+    """Staged files into output_dir (copies: a tokenizer keeps reading its vocab from where it was made)."""
+    if is_main_process():
+        for name, path in (staged or {}).items():
+            shutil.copyfile(path, os.path.join(output_dir, name))
+
+
 def load_tokenizer(config, texts):
-    """The pretrained model's tokenizer, or a character vocab written from the training texts (rank 0 writes it)."""
+    """(tokenizer, staged files): the pretrained model's tokenizer, or a character vocab built from the training texts.
+
+    The vocab goes to a staging dir, and into output_dir only once every check has passed (copy_staged_files).
+    Every rank builds it from the same texts, so no rank waits for another or needs a shared disk.
+    """
     from paddlenlp.transformers import AutoTokenizer, BertTokenizer
 
     from data_utils import write_char_vocab
 
     if config["pretrained_model"]:
-        return AutoTokenizer.from_pretrained(resolve_pretrained(config["pretrained_model"], config.get("converted_model_dir") or None))
-    vocab = os.path.join(config["output_dir"], "vocab.txt")
-    if is_main_process():
-        write_char_vocab(texts, vocab)
-    barrier()
-    return BertTokenizer(vocab_file=vocab)
+        path = resolve_pretrained(config["pretrained_model"], config.get("converted_model_dir") or None)
+        if os.path.isdir(path):
+            from hf_to_paddle import has_tokenizer, no_tokenizer_message
+
+            if not has_tokenizer(path):
+                raise ConfigError(f"pretrained_model {config['pretrained_model']}: " + no_tokenizer_message(path))
+        return AutoTokenizer.from_pretrained(path), {}
+    vocab = write_char_vocab(texts, os.path.join(staging_dir(), "vocab.txt"))
+    return BertTokenizer(vocab_file=vocab), {"vocab.txt": vocab}
 
 
 def vocab_size(tokenizer):
@@ -249,6 +312,9 @@ def build_optimizer(model, config, num_training_steps):
 # ----------------------------------------------------------------------------
 @dataclasses.dataclass
 class TrainingTask:
+    """What a trainer hands the engine. Evaluation is described per split (see evaluation.py): the engine
+    deals eval_units[split] across ranks, calls predict_fn on each unit and score_fn on rank 0."""
+
     config: Dict[str, Any]
     model: Any
     tokenizer: Any
@@ -256,13 +322,17 @@ class TrainingTask:
     train_lengths: List[int]
     collate_fn: Callable  # (features, rng) -> dict of numpy arrays, plus "num_tokens": real tokens in it
     loss_fn: Callable  # (model, batch of tensors) -> scalar loss
-    evaluate_fn: Optional[Callable] = None  # (model, step) -> metrics dict; rank 0 only
-    metric_for_best: Optional[str] = None
-    greater_is_better: bool = True
-    extra_files: Optional[Dict[str, Any]] = None  # written into each checkpoint (label maps, ...)
-    sample_rows_fn: Optional[Callable] = None  # () -> wandb table rows after eval
+    eval_units: Dict[str, list] = dataclasses.field(default_factory=dict)  # "dev"/"test" -> work units (batches)
+    predict_fn: Optional[Callable] = None  # (model, split, unit) -> JSON-serialisable output; runs on every rank
+    score_fn: Optional[Callable] = None  # (split, outputs in unit order, step) -> metrics; rank 0; writes predictions
+    unit_rows: Callable = len  # rows in a unit, for progress and the per-rank log
+    metric_for_best: Optional[str] = None  # the trainer's default; config["metric_for_best"] wins
+    extra_files: Optional[Dict[str, Any]] = None  # written into each checkpoint and the final model (label maps, ...)
+    staged_files: Optional[Dict[str, str]] = None  # {name: temp path}: moved into output_dir once every check passed
+    sample_rows_fn: Optional[Callable] = None  # () -> wandb table rows after a dev evaluation
     group_by_length: bool = True
     evaluate_at_start: bool = False  # score the starting model as step 0 (not on resume), e.g. perplexity before training
+    before_training: Optional[Callable] = None  # (model) -> None on a fresh start, rank 0, once output_dir is open
 
 
 def _loss_layer(model, loss_fn):
@@ -322,11 +392,40 @@ def micro_batch_stream(task, rank, world_size, epoch, position):
         epoch, position = epoch + 1, 0
 
 
+def selection(task):
+    """(metric, greater_is_better) that pick the best model: the config's metric_for_best, else the trainer's."""
+    from evaluation import greater_is_better_for
+
+    metric = task.config.get("metric_for_best") or task.metric_for_best
+    return metric, greater_is_better_for(metric, task.config.get("greater_is_better"))
+
+
+def evaluate(task, model, split, step, use_amp=False, amp_dtype="float16"):
+    """Metrics of one split on every rank (None when the task has no such split); see evaluation.evaluate_split."""
+    from evaluation import evaluate_split
+
+    if split not in task.eval_units or task.predict_fn is None:
+        return None
+    return evaluate_split(model, split, task.eval_units[split], task.predict_fn, task.score_fn, step,
+                          use_amp=use_amp, amp_dtype=amp_dtype, unit_rows=task.unit_rows)
+
+
+def new_train_state(metric):
+    return {"global_step": 0, "epoch": 0, "position": 0, "best_metric": None, "best_step": None, "best_checkpoint": None,
+            "metric_for_best": metric, "evals_without_improvement": 0, "world_size": get_world_size()}
+
+
 def run_training(task):
-    """Train, evaluate, checkpoint and report. Returns the final train state dict."""
+    """Train, evaluate, checkpoint and report; then keep the best model (load_best_model_at_end), score the test
+    split with it and export it to the root of output_dir. With do_train=False, only evaluate (run_evaluation).
+    Returns the final train state dict."""
     import paddle
 
+    from evaluation import should_stop_early, update_best
+
     cfg = task.config
+    if not cfg.get("do_train", True):
+        return run_evaluation(task)
     out = cfg["output_dir"]
     rank, world_size = get_rank(), get_world_size()
     device = paddle.get_device()
@@ -337,7 +436,10 @@ def run_training(task):
 
     micro_per_epoch = len(epoch_batches(task.train_lengths, cfg["train_batch_size"], world_size, rank, cfg["seed"], 0, task.group_by_length))
     max_steps, steps_per_epoch = compute_max_steps(cfg, micro_per_epoch)
-    eval_steps = cfg.get("eval_steps") or cfg["save_steps"]
+    save_steps = cfg["save_steps"]
+    eval_steps = cfg.get("eval_steps") or save_steps
+    metric, greater = selection(task)
+    patience, threshold = cfg.get("early_stopping_patience", 0), cfg.get("early_stopping_threshold", 0.0)
     model = task.model
     optimizer, lr_scheduler = build_optimizer(model, cfg, max_steps)
     scaler = paddle.amp.GradScaler(enable=use_amp and amp_dtype == "float16", init_loss_scaling=cfg["scale_loss"])
@@ -347,17 +449,27 @@ def run_training(task):
     if world_size > 1:
         train_model = paddle.DataParallel(train_model)
 
-    state = {"global_step": 0, "epoch": 0, "position": 0, "best_metric": None, "best_checkpoint": None, "metric_for_best": task.metric_for_best}
+    state = new_train_state(metric)
     resume_path = resolve_resume(cfg)
     if resume_path:
         saved = load_checkpoint(resume_path, model, optimizer, lr_scheduler, scaler)
         state.update(saved["train_state"])
+        if state["global_step"] > max_steps:
+            raise ConfigError(
+                f"resume_from_checkpoint: {resume_path} is at step {state['global_step']}, past max_steps={max_steps}; "
+                "raise max_steps (or num_train_epochs) to train on, or start a new run in another output_dir")
         set_rng_state(load_rank_rng(resume_path, rank, saved["rng"]))
+    # Every check has passed: from here on output_dir may change.
+    open_output_dir(cfg)
+    copy_staged_files(task.staged_files, out)
+    if resume_path:
         log(f"resumed from {resume_path}: step {state['global_step']}, epoch {state['epoch']}, batch {state['position']} of {micro_per_epoch}")
     if cfg.get("resume_from_checkpoint"):
         # Lines a killed run logged past its checkpoint (all of them, when there was none) are replayed.
         truncate_jsonl(os.path.join(out, "train_log.jsonl"), state["global_step"])
         truncate_jsonl(os.path.join(out, "metrics.jsonl"), state["global_step"])
+    elif task.before_training is not None and is_main_process():
+        task.before_training(model)
 
     global_batch = cfg["train_batch_size"] * world_size * accum
     log(
@@ -365,6 +477,9 @@ def run_training(task):
         f"global batch {global_batch} = {cfg['train_batch_size']} per device x {world_size} device(s) x {accum} accumulation, "
         f"device {device}, {'AMP ' + amp_dtype if use_amp else 'fp32'}, {count_parameters(model) / 1e6:.2f}M parameters"
     )
+    if "dev" in task.eval_units and eval_steps % save_steps != 0 and max_steps > eval_steps:
+        warn_once(f"eval_steps={eval_steps} is not a multiple of save_steps={save_steps}: an evaluation that beats the best "
+                  "between saves saves a checkpoint of its own, so the best can be kept; use a multiple to avoid the extra saves")
     run = init_reporting(cfg, state.get("wandb_run_id"))
     if run is not None:
         state["wandb_run_id"] = run.id
@@ -373,61 +488,71 @@ def run_training(task):
     metrics_log = os.path.join(out, "metrics.jsonl")
     stop = _StopRequest()
     bar = progress_bar(max_steps, "train", initial=state["global_step"])
-    window = {"loss": 0.0, "steps": 0, "tokens": 0, "start": time.perf_counter()}
+    window = {"loss": 0.0, "steps": 0, "tokens": 0, "skipped": 0, "start": time.perf_counter()}
+    totals = {"steps": 0, "loss": 0.0, "tokens": 0, "start": time.perf_counter()}
     # The checkpoint we resumed from was evaluated and saved already: doing it again would log twice.
     last_eval_step = last_save_step = state["global_step"] if resume_path else -1
-    last_metrics = None
+    dev_metrics_by_step = {}
 
-    def evaluate(step):
-        nonlocal last_metrics
-        model.eval()
-        if is_main_process() and task.evaluate_fn is not None:
-            metrics = task.evaluate_fn(model, step)
-            metrics = {k: round(float(v), 4) for k, v in metrics.items()}
+    def evaluate_dev(step):
+        """Score dev, log it, and record it in the selection state. Returns True for a new best."""
+        metrics = evaluate(task, model, "dev", step, use_amp, amp_dtype)
+        if metrics is None:
+            return False
+        dev_metrics_by_step[step] = metrics
+        if is_main_process():
             append_jsonl(metrics_log, {"step": step, **metrics})
             report(run, {f"eval/{k}": v for k, v in metrics.items()}, step)
-            if task.sample_rows_fn is not None:
-                rows = task.sample_rows_fn()
-                if rows:
-                    report_table(run, "eval/samples", list(rows[0].keys()), [list(r.values()) for r in rows], step)
-            when = " (before training)" if step == 0 else ""
-            log(f"eval at step {step}{when}: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
-            last_metrics = metrics
-        barrier()
-        model.train()
+            rows = task.sample_rows_fn() if task.sample_rows_fn is not None else None
+            if rows:
+                report_table(run, "eval/samples", list(rows[0].keys()), [list(r.values()) for r in rows], step)
+        if step == 0:  # the starting model is a reference, not a candidate
+            log("eval at step 0 (before training): " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
+            return False
+        improved = update_best(state, metrics, step, metric, greater, threshold)
+        log(f"eval at step {step}: " + ", ".join(f"{k}={v}" for k, v in metrics.items())
+            + (f" (new best {metric})" if improved else f" (best {metric}={state['best_metric']} at step {state['best_step']})"))
+        return improved
 
     def save(step):
         if rank > 0:  # each rank's dropout stream is its own; rank 0 files them into the checkpoint
             save_rank_rng(out, step, rank)
         barrier()
+        if state["best_step"] == step:
+            state["best_checkpoint"] = f"{CHECKPOINT_PREFIX}{step}"  # relative to output_dir, wherever it moves
         if is_main_process():
-            metric = (last_metrics or {}).get(task.metric_for_best) if last_eval_step == step else None
-            path = os.path.join(out, f"{CHECKPOINT_PREFIX}{step}")
-            best = state["best_metric"]
-            if metric is not None and (best is None or (metric > best if task.greater_is_better else metric < best)):
-                state["best_metric"], state["best_checkpoint"] = metric, path
-            save_checkpoint(out, step, model, task.tokenizer, optimizer, lr_scheduler, scaler, dict(state), cfg, task.extra_files)
-            removed = rotate_checkpoints(out, cfg.get("save_total_limit", 0), keep=[state["best_checkpoint"]])
+            path = save_checkpoint(out, step, model, task.tokenizer, optimizer, lr_scheduler, scaler, dict(state), cfg, task.extra_files)
+            best = [os.path.join(out, state["best_checkpoint"])] if state["best_checkpoint"] else []
+            removed = rotate_checkpoints(out, cfg.get("save_total_limit", 0), keep=best)
             write_json_atomic(os.path.join(out, "trainer_state.json"), state)
-            log(f"saved {path}" + (f" (best {task.metric_for_best}={state['best_metric']}: {state['best_checkpoint']})" if state["best_checkpoint"] else "")
+            log(f"saved {path}" + (f" (best {metric}={state['best_metric']}: {state['best_checkpoint']})" if state["best_checkpoint"] else "")
                 + (f"; removed {', '.join(os.path.basename(p) for p in removed)}" if removed else ""))
         barrier()
 
     if task.evaluate_at_start and not resume_path:
-        evaluate(0)
+        evaluate_dev(0)
+    stopped_early = resume_path is not None and should_stop_early(state, patience)
     model.train()
     with stop.installed():
         while True:
             step = state["global_step"]
             lr = lr_scheduler.get_lr()
-            # maybe evaluate and save (at eval/save intervals and at the end)
+            # maybe evaluate and save (at eval/save intervals, when a new best needs keeping, and at the end)
             if step > 0 and (step % eval_steps == 0 or step >= max_steps) and step != last_eval_step:
-                evaluate(step)
+                improved = evaluate_dev(step)
                 last_eval_step = step
-            if step > 0 and (step % cfg["save_steps"] == 0 or step >= max_steps) and step != last_save_step:
+                if improved and step % save_steps != 0 and step < max_steps and step != last_save_step:
+                    save(step)  # the best must be on disk to be loaded back at the end
+                    last_save_step = step
+                if should_stop_early(state, patience):
+                    stopped_early = True
+                    state["stopped_early_at"] = step
+                    log(f"early stopping at step {step}: {metric} has not improved by more than {threshold} for {patience} "
+                        f"evaluation(s); best {state['best_metric']} at step {state['best_step']}")
+            if step > 0 and (step % save_steps == 0 or step >= max_steps or stopped_early) and step != last_save_step:
                 save(step)
                 last_save_step = step
-            if step >= max_steps:
+            if step >= max_steps or stopped_early:
                 break
 
             # forward under auto_cast, scaled backward, accumulated over micro-batches
@@ -455,6 +580,14 @@ def run_training(task):
             scaler.update()
             optimizer.clear_grad()
             lr_scheduler.step()
+            skipped = amp_step_skipped(scaler)
+            state["amp_skipped_in_a_row"] = skipped_in_a_row(state.get("amp_skipped_in_a_row", 0), skipped)
+            window["skipped"] += skipped
+            reason = amp_stop_reason(state["amp_skipped_in_a_row"], loss_scale(scaler))
+            if reason:
+                raise TrainingError(
+                    f"{reason} at step {step + 1}: the model is not learning, stopping. The last good checkpoint is kept: "
+                    f"{latest_checkpoint(out) or 'none yet'}. Try amp_dtype=\"bfloat16\" or a lower learning_rate")
             state.update(global_step=step + 1, epoch=epoch, position=position)
             if position >= micro_per_epoch:  # the epoch ended exactly here: resume starts the next one
                 state.update(epoch=epoch + 1, position=0)
@@ -463,6 +596,7 @@ def run_training(task):
             window["loss"] += step_loss
             window["steps"] += 1
             window["tokens"] += step_tokens * world_size
+            totals.update(steps=totals["steps"] + 1, loss=totals["loss"] + step_loss, tokens=totals["tokens"] + step_tokens * world_size)
             bar.update(1)
             if state["global_step"] % cfg["logging_steps"] == 0 or state["global_step"] == max_steps:
                 elapsed = time.perf_counter() - window["start"]
@@ -474,11 +608,13 @@ def run_training(task):
                     "tokens": window["tokens"],  # real (non-pad) source + target tokens in this window, all ranks
                     "tokens_per_s": round(window["tokens"] / max(elapsed, 1e-9), 1),
                 }
+                if scaler.is_enable():
+                    record["skipped_steps"] = window["skipped"]  # steps GradScaler skipped (inf/NaN gradients)
                 append_jsonl(train_log, record)
                 report(run, {"train/loss": record["loss"], "train/lr": lr, "train/tokens_per_s": record["tokens_per_s"]}, record["step"])
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
                 log(f"step {record['step']}/{max_steps} loss {record['loss']:.4f} lr {lr:.3e} {record['tokens_per_s']:.0f} tok/s")
-                window = {"loss": 0.0, "steps": 0, "tokens": 0, "start": time.perf_counter()}
+                window = {"loss": 0.0, "steps": 0, "tokens": 0, "skipped": 0, "start": time.perf_counter()}
 
             # stop check: a signal saves where we are and exits cleanly
             if broadcast_flag(stop.signum is not None):
@@ -487,7 +623,90 @@ def run_training(task):
                 log(f"stopped by signal at step {state['global_step']}; resume with --resume_from_checkpoint=auto")
                 raise SystemExit(128 + (stop.signum or signal.SIGTERM))
     bar.close()
+    runtime = time.perf_counter() - totals["start"]
+
+    # the model the run keeps: the best (load_best_model_at_end) or the last; the test split is scored with it
+    final_step = state["global_step"]
+    if cfg.get("load_best_model_at_end", True) and state["best_checkpoint"] and state["best_step"] != final_step:
+        best_path = os.path.join(out, state["best_checkpoint"])
+        if os.path.isdir(best_path):
+            load_model_weights(model, best_path)
+            final_step = state["best_step"]
+        else:
+            warn_once(f"the best checkpoint {state['best_checkpoint']} ({metric}={state['best_metric']}) is no longer in {out}: "
+                      f"keeping the last model (step {final_step})")
+    state["final_model_step"] = final_step
+    log(f"final model: step {final_step} ("
+        + (f"best {metric}={state['best_metric']}" if final_step == state["best_step"] else "the last step") + f"), exported to {out}")
+    if is_main_process():
+        export_final_model(model, task.tokenizer, out, task.extra_files)
+    dev_metrics = dev_metrics_by_step.get(final_step) if last_eval_step == final_step else None
+    if dev_metrics is None:  # predictions_dev.jsonl and the final dev metrics come from the kept model
+        dev_metrics = evaluate(task, model, "dev", final_step, use_amp, amp_dtype)
+    test_metrics = evaluate(task, model, "test", final_step, use_amp, amp_dtype)
+    if test_metrics is not None:
+        append_jsonl(metrics_log, {"step": final_step, "split": "test", **test_metrics})
+        log("test: " + ", ".join(f"{k}={v}" for k, v in test_metrics.items()))
+    results = {
+        "train_runtime": round(runtime, 3), "train_steps": totals["steps"], "global_step": state["global_step"],
+        "epoch": round(state["global_step"] / steps_per_epoch, 4),
+        "train_loss": round(totals["loss"] / totals["steps"], 6) if totals["steps"] else None,
+        "train_samples_per_second": round(totals["steps"] * global_batch / runtime, 3) if totals["steps"] else None,
+        "train_tokens_per_second": round(totals["tokens"] / runtime, 1) if totals["steps"] else None,
+        "metric_for_best": metric, "best_metric": state["best_metric"], "best_step": state["best_step"],
+        "best_checkpoint": state["best_checkpoint"], "final_model_step": final_step,
+        **{f"eval_{k}": v for k, v in (dev_metrics or {}).items()},
+        **{f"test_{k}": v for k, v in (test_metrics or {}).items()},
+    }
+    if is_main_process():
+        write_json_atomic(os.path.join(out, "trainer_state.json"), state)
+        write_json_atomic(os.path.join(out, "all_results.json"), results)
+    state["results"] = results
     if run is not None:
-        run.summary.update({"best_" + str(task.metric_for_best): state["best_metric"]})
+        run.summary.update({k: v for k, v in results.items() if v is not None})
         run.finish()
     return state
+
+
+def run_evaluation(task):
+    """do_train=False: score the loaded model on dev and test (HF's --do_eval / --do_predict) into metrics.jsonl and
+    all_results.json."""
+    import paddle
+
+    cfg = task.config
+    out = cfg["output_dir"]
+    use_amp, amp_dtype = resolve_amp(cfg, "gpu" if paddle.get_device().startswith("gpu") else "cpu")
+    open_output_dir(cfg)
+    copy_staged_files(task.staged_files, out)
+    log(f"do_train=False: evaluating {cfg.get('pretrained_model') or 'the model built from model_config'}")
+    results = {}
+    for split, prefix in (("dev", "eval"), ("test", "test")):
+        metrics = evaluate(task, task.model, split, 0, use_amp, amp_dtype)
+        if metrics is not None:
+            append_jsonl(os.path.join(out, "metrics.jsonl"), {"step": 0, "split": split, **metrics})
+            log(f"{split}: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
+            results.update({f"{prefix}_{k}": v for k, v in metrics.items()})
+    if not results:
+        warn_once("do_train=False with no dev or test data: nothing to evaluate")
+    if is_main_process():
+        write_json_atomic(os.path.join(out, "all_results.json"), results)
+    return {"global_step": 0, "results": results}
+
+
+def load_model_weights(model, directory):
+    """The weights saved in a checkpoint or model directory, into `model`."""
+    import paddle
+
+    weights = [f for f in os.listdir(directory) if f.endswith(".pdparams") and f.startswith("model")]
+    unwrap_model(model).set_state_dict(paddle.load(os.path.join(directory, weights[0])))
+
+
+def export_final_model(model, tokenizer, output_dir, extra_files=None):
+    """The kept model at the root of output_dir (HF/PaddleNLP convention: from_pretrained(output_dir) loads it).
+    Written next to it first, then moved in file by file, so a crash never leaves half a file."""
+    tmp = os.path.join(output_dir, f".tmp-final-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model_files(model, tokenizer, tmp, extra_files)
+    for name in os.listdir(tmp):
+        os.replace(os.path.join(tmp, name), os.path.join(output_dir, name))
+    os.rmdir(tmp)

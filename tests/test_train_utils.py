@@ -73,3 +73,37 @@ def test_amp_on_cpu_warns_once_and_runs_fp32(capsys):
     assert tu.resolve_amp({"use_amp": True, "amp_dtype": "bfloat16"}, "gpu") == (True, "bfloat16")
     with pytest.raises(tu.ConfigError, match="amp_dtype"):
         tu.resolve_amp({"use_amp": True, "amp_dtype": "int8"}, "gpu")
+
+
+# ---------------------------------------------------------------------------- fp16 AMP that cannot learn
+def replay_found_inf(flags, scales=None, max_skipped=tu.AMP_MAX_SKIPPED_STEPS):
+    """The loop's decision over a sequence of GradScaler found-inf flags: the 1-based step it stops at, or None."""
+    in_a_row = 0
+    for step, skipped in enumerate(flags, start=1):
+        in_a_row = tu.skipped_in_a_row(in_a_row, skipped)
+        if tu.amp_stop_reason(in_a_row, scales[step - 1] if scales else 2.0**15, max_skipped):
+            return step
+    return None
+
+
+def test_amp_stops_after_50_skipped_steps_in_a_row():
+    assert replay_found_inf([True] * 49) is None
+    assert replay_found_inf([True] * 50) == 50
+    # one good step resets the count: 49 skipped, a good one, 49 skipped never stops
+    assert replay_found_inf([True] * 49 + [False] + [True] * 49) is None
+    assert replay_found_inf([False] * 10 + [True] * 60) == 60
+
+
+def test_amp_stops_when_the_loss_scale_falls_below_one():
+    assert replay_found_inf([True, False, True], scales=[4.0, 1.0, 0.5]) == 3
+    assert tu.amp_stop_reason(0, None) is None  # no scaler (fp32, bf16): never
+    assert "bfloat16" not in tu.amp_stop_reason(50, 1.0)  # the advice is in the engine's error, which names the step
+    assert "below 1" in tu.amp_stop_reason(0, 0.25)
+
+
+def test_grad_scaler_off_on_cpu_never_reports_a_skip():
+    import paddle
+
+    paddle.set_device("cpu")
+    scaler = paddle.amp.GradScaler(enable=True)
+    assert not scaler.is_enable() and tu.amp_step_skipped(scaler) is False and tu.loss_scale(scaler) is None
