@@ -7,7 +7,7 @@ type is a ConfigError naming the key, raised before any work starts. A dict give
 key (model_config) updates the default one level deep instead of replacing it. Every message is one
 line: the entry point prints `error: <message>` and exits 2.
 
-Imports: the standard library only (paddlenlp, lazily, inside check_model_config).
+Imports: the standard library only (check_model_config is given the paddlenlp config class).
 """
 import ast
 import copy
