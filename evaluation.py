@@ -20,9 +20,6 @@ import time
 from distributed import broadcast_from_main, gather_to_main, get_rank, get_world_size, is_main_process
 from reporting import log, progress_bar
 
-LOWER_IS_BETTER = ("loss", "perplexity")
-
-
 # ----------------------------------------------------------------------------
 # units: how a trainer cuts a split into batches
 # ----------------------------------------------------------------------------
@@ -91,15 +88,6 @@ def evaluate_split(model, split, units, predict_fn, score_fn, step, use_amp=Fals
 # ----------------------------------------------------------------------------
 # selection: best model and early stopping
 # ----------------------------------------------------------------------------
-def greater_is_better_for(metric, greater_is_better=None):
-    """The direction of a selection metric: as set, else lower for loss and perplexity, higher for the rest."""
-    if greater_is_better is not None:
-        return bool(greater_is_better)
-    if not metric:
-        return True
-    return not any(metric == name or metric.endswith("_" + name) for name in LOWER_IS_BETTER)
-
-
 def is_better(value, best, greater_is_better, threshold=0.0):
     """value improves on best by more than threshold (best None: anything finite does)."""
     if value is None or not math.isfinite(value):

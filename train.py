@@ -16,7 +16,8 @@ import numpy as np
 import speedups
 import train_utils as tu
 from checkpoints import unwrap_model
-from configuration import ConfigError
+from configuration import (ConfigError, at_least, check_max_lengths, check_model_config, check_rules, non_negative, one_of,
+                           positive, resolve_greater_is_better, training_rules)
 from reporting import log, progress_bar
 from data_utils import SUMMARIZATION_NAME_MAPPING, DataError, dataset_columns, decode_tokens, load_splits, read_examples
 
@@ -24,15 +25,17 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 CONFIG = dict(
     # --- run ---
-    seed=42,
-    output_dir="output/summarization",
+    seed=42,  # seeds python, numpy and paddle; >= 0
+    output_dir="output/summarization",  # checkpoints, logs and predictions; relative to where you run
     overwrite_output_dir=False,  # allow a new run to replace the files of an old one in output_dir
     resume_from_checkpoint=None,  # "auto" (newest complete checkpoint in output_dir) or a checkpoint path
-    device="auto",  # "auto" (GPU when there is one), "gpu" or "cpu"
+    resume_ignore_mismatch=False,  # resume even when a changed setting breaks exactness (expert use)
+    do_train=True,  # False: only evaluate pretrained_model on dev/test
+    device="auto",  # "auto" (GPU when there is one), "gpu" or "cpu"; any case ("GPU")
     fast_kernels=True,  # the speed patches of speedups.py (CPU kernels, MKL, malloc, beam search); False = paddle's own code
     # --- model ---
     pretrained_model="",  # paddlenlp name, local Paddle dir or local HF dir; "" builds from model_config
-    model_config=dict(  # used when pretrained_model is "": a small BART trained from scratch
+    model_config=dict(  # used when pretrained_model is "": a small BART trained from scratch; a partial dict updates these
         d_model=128,
         encoder_layers=2,
         decoder_layers=2,
@@ -47,16 +50,17 @@ CONFIG = dict(
     ),
     converted_model_dir="",  # where a local HF checkpoint is converted to; "" = next to it, suffixed -paddle
     # --- data ---
-    dataset_name="",  # "lcsts_new" (paddlenlp; downloads when online) or "" for the files below
-    train_file="",  # "" with no dataset_name (and no dev/test file): the built-in sample in datasets/
-    dev_file="",
-    test_file="",
+    dataset_name="",  # a paddlenlp or Hugging Face dataset name ("lcsts_new"), or a local folder datasets.load_dataset reads; "" = the files below
+    dataset_config_name="",  # the dataset's configuration (subset) name, for names that have several; "" = its default
+    train_file="",  # .json/.jsonl/.tsv/.csv; "" with no dataset_name: the built-in sample in datasets/sample_summarization/
+    dev_file="",  # evaluated every eval_steps; "" with no train_file or dataset_name: the built-in sample's dev.jsonl
+    test_file="",  # evaluated once after training; "" = none
     dev_size=0,  # with no dev_file: hold out this many shuffled train rows as dev
     text_column=None,  # name or 0-based index; None: from dataset_name, or detected (source/content/text/...)
     summary_column=None,  # name or 0-based index; None: from dataset_name, or detected (target/title/summary/...)
-    max_source_length=192,
-    max_target_length=32,
-    min_target_length=0,
+    max_source_length=192,  # source tokens kept, special tokens included; at most the model's max_position_embeddings
+    max_target_length=32,  # summary tokens kept (eos included) and generated; at most max_position_embeddings
+    min_target_length=0,  # generated summaries are at least this many tokens (min_length of generate)
     max_train_samples=0,  # 0 = all
     max_eval_samples=0,  # 0 = all
     ignore_pad_token_for_loss=True,  # labels padded with -100, so padding never counts in the loss
@@ -65,29 +69,34 @@ CONFIG = dict(
     group_by_length=True,  # batches of similar lengths, so dynamic padding pads little
     # --- training ---
     train_batch_size=32,  # per device
-    eval_batch_size=64,
-    gradient_accumulation_steps=1,
-    num_train_epochs=6,
+    eval_batch_size=64,  # rows per generate call on dev/test (rank 0 evaluates)
+    gradient_accumulation_steps=1,  # micro-batches per optimizer step (global batch = train_batch_size x devices x this)
+    num_train_epochs=6,  # used when max_steps <= 0; must then be >= 1
     max_steps=-1,  # > 0 overrides num_train_epochs
-    learning_rate=1e-3,
-    warmup_proportion=0.05,
+    learning_rate=1e-3,  # peak, after warmup; decays linearly to 0
+    warmup_proportion=0.05,  # share of the steps spent warming up, 0..1
     warmup_steps=0,  # > 0 wins over warmup_proportion
     adam_epsilon=1e-8,
-    weight_decay=0.01,
+    weight_decay=0.01,  # AdamW decay; never on biases and norm weights
     max_grad_norm=1.0,  # global-norm clipping; 0 = off
     use_amp=False,  # GPU only; ignored with a warning on CPU
     amp_dtype="float16",  # "float16" (with loss scaling) or "bfloat16"
     scale_loss=2.0**15,  # initial GradScaler loss scale for float16 AMP
     # --- evaluation, logging, checkpoints ---
-    logging_steps=10,
+    logging_steps=10,  # a train_log.jsonl line (and a wandb point) every this many steps
     eval_steps=0,  # 0 = same as save_steps
-    save_steps=75,
-    save_total_limit=2,  # the best checkpoint (by rougeL) and the newest are always kept
+    save_steps=75,  # a checkpoint every this many steps, and at the end
+    save_total_limit=2,  # checkpoints kept (0 = all); the best (by metric_for_best) and the newest are always kept
+    metric_for_best="rougeL",  # "rouge1", "rouge2", "rougeL" or "loss" on dev: picks the best checkpoint
+    greater_is_better=None,  # None: inferred (perplexity and loss are lower-is-better)
+    load_best_model_at_end=True,  # after training, load the best checkpoint's weights for the test split and the final export; False keeps the last
+    early_stopping_patience=0,  # stop after this many evaluations without improvement; 0 = off
+    early_stopping_threshold=0.0,  # minimum improvement of metric_for_best that counts
     num_beams=1,  # 1 = greedy
     num_eval_samples_logged=8,  # rows in the wandb table of sample predictions
-    report_to="wandb",  # "wandb" or "none"; wandb runs offline without credentials
+    report_to="wandb",  # "wandb", "visualdl", both ("wandb,visualdl" or a list) or "none"; wandb runs offline without credentials
     wandb_project="paddle-finetune",
-    wandb_run_name="",
+    wandb_run_name="",  # "" = wandb picks one
 )
 
 # Column pairs recognised when text_column/summary_column are not given.
@@ -95,17 +104,35 @@ KNOWN_COLUMN_PAIRS = [("source", "target"), ("content", "title"), ("content", "s
                       ("document", "summary"), ("article", "highlights"), ("abstract", "title")]
 
 
+BART_HEAD_PAIRS = [("d_model", "encoder_attention_heads"), ("d_model", "decoder_attention_heads")]
+
+
 def validate_config(cfg):
+    """Every check that needs no data and no model weights."""
+    check_rules(cfg, {
+        **training_rules(cfg),
+        "dev_size": (non_negative,),
+        "max_source_length": (positive,),
+        "max_target_length": (positive,),
+        "min_target_length": (non_negative,),
+        "num_beams": (at_least(1),),
+        "num_eval_samples_logged": (non_negative,),
+        "metric_for_best": (one_of("rouge1", "rouge2", "rougeL", "loss"),),
+    })
+    resolve_greater_is_better(cfg["metric_for_best"], cfg["greater_is_better"])
     if cfg["max_target_length"] < cfg["min_target_length"]:
         raise ConfigError(
             f"max_target_length ({cfg['max_target_length']}) < min_target_length ({cfg['min_target_length']})"
         )
-    for key in ("train_batch_size", "eval_batch_size", "max_source_length", "max_target_length", "save_steps", "logging_steps"):
-        if cfg[key] <= 0:
-            raise ConfigError(f"{key} must be positive, got {cfg[key]}")
     model = cfg["pretrained_model"]
     if model and tu.looks_like_path(model) and not os.path.isdir(os.path.expanduser(model)):
         raise ConfigError(f"pretrained_model directory not found: {model}")
+    if not model:  # built from model_config: its limits are known now (a pretrained model's once it is loaded)
+        from paddlenlp.transformers import BartConfig
+
+        fields = check_model_config(cfg["model_config"], BartConfig, BART_HEAD_PAIRS)
+        check_max_lengths({k: cfg[k] for k in ("max_source_length", "max_target_length")},
+                          fields["max_position_embeddings"], "model_config")
 
 
 # ----------------------------------------------------------------------------

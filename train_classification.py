@@ -17,7 +17,8 @@ import numpy as np
 import train_utils as tu
 from batching import to_tensors
 from checkpoints import unwrap_model
-from configuration import ConfigError
+from configuration import (check_max_lengths, check_model_config, check_rules, non_negative, one_of, positive,
+                           resolve_greater_is_better, training_rules)
 from reporting import log, progress_bar, write_json_atomic
 from data_utils import DataError, dataset_columns, load_splits, read_examples
 from metrics import classification_report
@@ -26,15 +27,17 @@ LABEL_MAP_FILE = "label_map.json"
 
 CONFIG = dict(
     # --- run ---
-    seed=42,
-    output_dir="output/classification",
+    seed=42,  # seeds python, numpy and paddle; >= 0
+    output_dir="output/classification",  # checkpoints, logs and reports; relative to where you run
     overwrite_output_dir=False,  # allow a new run to replace the files of an old one in output_dir
     resume_from_checkpoint=None,  # "auto" (newest complete checkpoint in output_dir) or a checkpoint path
-    device="auto",  # "auto" (GPU when there is one), "gpu" or "cpu"
+    resume_ignore_mismatch=False,  # resume even when a changed setting breaks exactness (expert use)
+    do_train=True,  # False: only evaluate pretrained_model on dev/test
+    device="auto",  # "auto" (GPU when there is one), "gpu" or "cpu"; any case ("GPU")
     fast_kernels=True,  # the speed patches of speedups.py (CPU kernels, MKL, malloc, beam search); False = paddle's own code
     # --- model ---
     pretrained_model="",  # paddlenlp name, local Paddle dir or local HF dir (BERT/ERNIE/RoBERTa); "" builds from model_config
-    model_config=dict(  # used when pretrained_model is "": a small BERT trained from scratch
+    model_config=dict(  # used when pretrained_model is "": a small BERT trained from scratch; a partial dict updates these
         hidden_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
@@ -45,52 +48,67 @@ CONFIG = dict(
     ),
     converted_model_dir="",  # where a local HF checkpoint is converted to; "" = next to it, suffixed -paddle
     # --- data ---
-    train_file="",  # "" with no dataset_name (and no dev/test file): the built-in sample in datasets/
-    dev_file="",
-    test_file="",
+    dataset_name="",  # a paddlenlp or Hugging Face dataset name, or a local folder datasets.load_dataset reads; "" = the files below
+    dataset_config_name="",  # the dataset's configuration (subset) name, for names that have several; "" = its default
+    train_file="",  # .tsv/.csv/.json/.jsonl; "" with no dataset_name: the built-in sample in datasets/sample_classification/
+    dev_file="",  # evaluated every eval_steps; "" with no train_file or dataset_name: the built-in sample's dev.tsv
+    test_file="",  # scored once after training, with the final model; "" = none
     dev_size=0,  # with no dev_file: hold out this many shuffled train rows as dev
     text_column=None,  # name or 0-based index (headerless TSV/CSV); None = "text"
     text_pair_column=None,  # second text of a pair (name or index); None = single texts
     label_column=None,  # name or index; None = "label". Label names are read from the data
-    max_seq_length=128,
+    max_seq_length=128,  # tokens per example (pair included), special tokens included; at most max_position_embeddings
     max_train_samples=0,  # 0 = all
     max_eval_samples=0,  # 0 = all
     skip_bad_rows=False,  # skip (and count) bad rows instead of stopping at the first
     group_by_length=True,  # batches of similar lengths, so dynamic padding pads little
     # --- training ---
     train_batch_size=32,  # per device
-    eval_batch_size=64,
-    gradient_accumulation_steps=1,
-    num_train_epochs=6,
+    eval_batch_size=64,  # rows per forward pass on dev (rank 0 evaluates)
+    gradient_accumulation_steps=1,  # micro-batches per optimizer step (global batch = train_batch_size x devices x this)
+    num_train_epochs=6,  # used when max_steps <= 0; must then be >= 1
     max_steps=-1,  # > 0 overrides num_train_epochs
-    learning_rate=1e-3,
-    warmup_proportion=0.1,
+    learning_rate=1e-3,  # peak, after warmup; decays linearly to 0
+    warmup_proportion=0.1,  # share of the steps spent warming up, 0..1
     warmup_steps=0,  # > 0 wins over warmup_proportion
     adam_epsilon=1e-8,
-    weight_decay=0.01,
+    weight_decay=0.01,  # AdamW decay; never on biases and norm weights
     max_grad_norm=1.0,  # global-norm clipping; 0 = off
     use_amp=False,  # GPU only; ignored with a warning on CPU
     amp_dtype="float16",  # "float16" (with loss scaling) or "bfloat16"
     scale_loss=2.0**15,  # initial GradScaler loss scale for float16 AMP
     # --- evaluation, logging, checkpoints ---
-    logging_steps=10,
+    logging_steps=10,  # a train_log.jsonl line (and a wandb point) every this many steps
     eval_steps=0,  # 0 = same as save_steps
-    save_steps=40,
-    save_total_limit=2,  # the best checkpoint (by metric_for_best) and the newest are always kept
-    metric_for_best="accuracy",  # "accuracy" or "macro_f1"
+    save_steps=40,  # a checkpoint every this many steps, and at the end
+    save_total_limit=2,  # checkpoints kept (0 = all); the best (by metric_for_best) and the newest are always kept
+    metric_for_best="accuracy",  # "accuracy", "macro_f1" or "loss" on dev: picks the best checkpoint
+    greater_is_better=None,  # None: inferred (perplexity and loss are lower-is-better)
+    load_best_model_at_end=True,  # after training, load the best checkpoint's weights for the test split and the final export; False keeps the last
+    early_stopping_patience=0,  # stop after this many evaluations without improvement; 0 = off
+    early_stopping_threshold=0.0,  # minimum improvement of metric_for_best that counts
     num_eval_samples_logged=8,  # rows in the wandb table of sample predictions
-    report_to="wandb",  # "wandb" or "none"; wandb runs offline without credentials
+    report_to="wandb",  # "wandb", "visualdl", both ("wandb,visualdl" or a list) or "none"; wandb runs offline without credentials
     wandb_project="paddle-finetune",
-    wandb_run_name="",
+    wandb_run_name="",  # "" = wandb picks one
 )
 
 
+
 def validate_config(cfg):
-    for key in ("train_batch_size", "eval_batch_size", "max_seq_length", "save_steps", "logging_steps"):
-        if cfg[key] <= 0:
-            raise ConfigError(f"{key} must be positive, got {cfg[key]}")
-    if cfg["metric_for_best"] not in ("accuracy", "macro_f1"):
-        raise ConfigError(f"metric_for_best must be 'accuracy' or 'macro_f1', got {cfg['metric_for_best']!r}")
+    """Every check that needs no data and no model weights."""
+    check_rules(cfg, {
+        **training_rules(cfg),
+        "max_seq_length": (positive,),
+        "num_eval_samples_logged": (non_negative,),
+        "metric_for_best": (one_of("accuracy", "macro_f1", "loss"),),
+    })
+    resolve_greater_is_better(cfg["metric_for_best"], cfg["greater_is_better"])
+    if not cfg["pretrained_model"]:  # built from model_config: its limits are known now (a pretrained model's once it is loaded)
+        from paddlenlp.transformers import BertConfig
+
+        fields = check_model_config(cfg["model_config"], BertConfig, [("hidden_size", "num_attention_heads")])
+        check_max_lengths({"max_seq_length": cfg["max_seq_length"]}, fields["max_position_embeddings"], "model_config")
 
 
 # ----------------------------------------------------------------------------

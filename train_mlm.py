@@ -20,7 +20,8 @@ import numpy as np
 import train_utils as tu
 from batching import to_tensors
 from checkpoints import save_model_files
-from configuration import ConfigError
+from configuration import (at_least, check_model_config, check_rules, less_than, one_of, positive,
+                           resolve_greater_is_better, training_rules)
 from distributed import is_main_process
 from reporting import log, write_json_atomic
 from data_utils import load_text_splits
@@ -31,15 +32,17 @@ CLOZE_FILE = "cloze_check.json"
 
 CONFIG = dict(
     # --- run ---
-    seed=42,
-    output_dir="output/mlm",
+    seed=42,  # seeds python, numpy and paddle; >= 0
+    output_dir="output/mlm",  # checkpoints, logs and the initial model; relative to where you run
     overwrite_output_dir=False,  # allow a new run to replace the files of an old one in output_dir
     resume_from_checkpoint=None,  # "auto" (newest complete checkpoint in output_dir) or a checkpoint path
-    device="auto",  # "auto" (GPU when there is one), "gpu" or "cpu"
+    resume_ignore_mismatch=False,  # resume even when a changed setting breaks exactness (expert use)
+    do_train=True,  # False: only evaluate pretrained_model on dev/test
+    device="auto",  # "auto" (GPU when there is one), "gpu" or "cpu"; any case ("GPU")
     fast_kernels=True,  # the speed patches of speedups.py (CPU kernels, MKL, malloc, beam search); False = paddle's own code
     # --- model ---
     pretrained_model="",  # paddlenlp name, local Paddle dir or local HF dir; "" builds from model_config
-    model_config=dict(  # used when pretrained_model is "": a small BERT trained from scratch
+    model_config=dict(  # used when pretrained_model is "": a small BERT trained from scratch; a partial dict updates these
         hidden_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
@@ -50,17 +53,19 @@ CONFIG = dict(
     ),
     converted_model_dir="",  # where a local HF checkpoint is converted to; "" = next to it, suffixed -paddle
     # --- data ---
-    train_file="",  # "" with no dataset_name (and no dev/test file): the built-in sample in datasets/
-    dev_file="",
-    test_file="",
+    dataset_name="",  # a paddlenlp or Hugging Face dataset name, or a local folder datasets.load_dataset reads; "" = the files below
+    dataset_config_name="",  # the dataset's configuration (subset) name, for names that have several; "" = its default
+    train_file="",  # .txt (one text a line) or .json/.jsonl/.tsv/.csv; "" with no dataset_name: the built-in sample in datasets/sample_lm/
+    dev_file="",  # evaluated every eval_steps; "" with no train_file or dataset_name: the built-in sample's dev.txt
+    test_file="",  # scored once after training, with the final model; "" = none
     dev_size=0,  # with no dev_file: hold out this many shuffled train texts as dev
     text_column=None,  # name or 0-based index for JSON/TSV/CSV (None = "text"); .txt files are one text per line
     # True: one example per line, False: texts concatenated and cut into block_size blocks.
     # Line by line, the sample's made-up name sits at fixed positions, which a small model from
     # scratch learns in ~900 steps (perplexity 332 -> 3.8); in blocks it was still at 93 after 600.
     line_by_line=True,
-    block_size=64,  # tokens per example, [CLS] and [SEP] included
-    mlm_probability=0.15,
+    block_size=64,  # tokens per example, [CLS] and [SEP] included; >= 4
+    mlm_probability=0.15,  # share of tokens masked in each batch, in (0, 1)
     whole_word_mask=True,  # Chinese whole-word masking: all characters of a jieba word are masked together
     max_train_samples=0,  # texts; 0 = all
     max_eval_samples=0,  # texts; 0 = all
@@ -68,44 +73,56 @@ CONFIG = dict(
     group_by_length=True,  # batches of similar lengths (matters for line_by_line)
     # --- training ---
     train_batch_size=32,  # per device
-    eval_batch_size=64,
-    gradient_accumulation_steps=1,
-    num_train_epochs=10,
+    eval_batch_size=64,  # examples per forward pass on dev (rank 0 evaluates)
+    gradient_accumulation_steps=1,  # micro-batches per optimizer step (global batch = train_batch_size x devices x this)
+    num_train_epochs=10,  # used when max_steps <= 0; must then be >= 1
     max_steps=-1,  # > 0 overrides num_train_epochs
-    learning_rate=1.5e-3,
-    warmup_proportion=0.05,
+    learning_rate=1.5e-3,  # peak, after warmup; decays linearly to 0
+    warmup_proportion=0.05,  # share of the steps spent warming up, 0..1
     warmup_steps=0,  # > 0 wins over warmup_proportion
     adam_epsilon=1e-8,
-    weight_decay=0.01,
+    weight_decay=0.01,  # AdamW decay; never on biases and norm weights
     max_grad_norm=1.0,  # global-norm clipping; 0 = off
     use_amp=False,  # GPU only; ignored with a warning on CPU
     amp_dtype="float16",  # "float16" (with loss scaling) or "bfloat16"
     scale_loss=2.0**15,  # initial GradScaler loss scale for float16 AMP
     # --- evaluation, logging, checkpoints ---
-    logging_steps=10,
+    logging_steps=10,  # a train_log.jsonl line (and a wandb point) every this many steps
     eval_steps=0,  # 0 = same as save_steps
-    save_steps=100,
-    save_total_limit=2,  # the best checkpoint (lowest perplexity) and the newest are always kept
+    save_steps=100,  # a checkpoint every this many steps, and at the end
+    save_total_limit=2,  # checkpoints kept (0 = all); the best (by metric_for_best) and the newest are always kept
+    metric_for_best="perplexity",  # "perplexity" or "loss" on dev: picks the best checkpoint
+    greater_is_better=None,  # None: inferred (perplexity and loss are lower-is-better)
+    load_best_model_at_end=True,  # after training, load the best checkpoint's weights for the test split and the final export; False keeps the last
+    early_stopping_patience=0,  # stop after this many evaluations without improvement; 0 = off
+    early_stopping_threshold=0.0,  # minimum improvement of metric_for_best that counts
     probe_text="探险家[MASK][MASK]带领队伍抵达了海边。",  # filled in before and after training; "" = skip
     probe_answer="蔺琰",  # what the probe's masks should become after training (for the log); "" = none
-    probe_top_k=5,
-    report_to="wandb",  # "wandb" or "none"; wandb runs offline without credentials
+    probe_top_k=5,  # candidates kept per mask in cloze_check.json
+    report_to="wandb",  # "wandb", "visualdl", both ("wandb,visualdl" or a list) or "none"; wandb runs offline without credentials
     wandb_project="paddle-finetune",
-    wandb_run_name="",
+    wandb_run_name="",  # "" = wandb picks one
 )
+
 
 
 SAMPLE_FILES = {"train": os.path.join("sample_lm", "train.txt"), "dev": os.path.join("sample_lm", "dev.txt")}
 
 
 def validate_config(cfg):
-    for key in ("train_batch_size", "eval_batch_size", "save_steps", "logging_steps", "probe_top_k"):
-        if cfg[key] <= 0:
-            raise ConfigError(f"{key} must be positive, got {cfg[key]}")
-    if cfg["block_size"] < 4:
-        raise ConfigError(f"block_size must be at least 4, got {cfg['block_size']}")
-    if not 0 < cfg["mlm_probability"] < 1:
-        raise ConfigError(f"mlm_probability must be in (0, 1), got {cfg['mlm_probability']}")
+    """Every check that needs no data and no model weights."""
+    check_rules(cfg, {
+        **training_rules(cfg),
+        "block_size": (at_least(4),),
+        "mlm_probability": (positive, less_than(1)),
+        "probe_top_k": (positive,),
+        "metric_for_best": (one_of("perplexity", "loss"),),
+    })
+    resolve_greater_is_better(cfg["metric_for_best"], cfg["greater_is_better"])
+    if not cfg["pretrained_model"]:  # built from model_config (max_position_embeddings is raised to block_size)
+        from paddlenlp.transformers import BertConfig
+
+        check_model_config(cfg["model_config"], BertConfig, [("hidden_size", "num_attention_heads")])
 
 
 # ----------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from checkpoints import (
     save_rank_rng,
     unwrap_model,
 )
-from configuration import ConfigError, parse_config
+from configuration import ConfigError, parse_config, resolve_greater_is_better
 from distributed import barrier, broadcast_flag, get_local_world_size, get_rank, get_world_size, init_distributed, is_main_process, mean_across_ranks
 from reporting import append_jsonl, describe_config, init_reporting, log, progress_bar, report, report_table, truncate_jsonl, warn_once, write_json_atomic
 from rng import set_rng_state, set_seed
@@ -394,10 +394,8 @@ def micro_batch_stream(task, rank, world_size, epoch, position):
 
 def selection(task):
     """(metric, greater_is_better) that pick the best model: the config's metric_for_best, else the trainer's."""
-    from evaluation import greater_is_better_for
-
     metric = task.config.get("metric_for_best") or task.metric_for_best
-    return metric, greater_is_better_for(metric, task.config.get("greater_is_better"))
+    return metric, resolve_greater_is_better(metric, task.config.get("greater_is_better")) if metric else True
 
 
 def evaluate(task, model, split, step, use_amp=False, amp_dtype="float16"):
