@@ -899,7 +899,8 @@ def load_splits(cfg, read_file, sample_files, named_columns=None, log=print):
     name = cfg.get("dataset_name")
     if name:
         data = load_named_dataset(name, cfg.get("dataset_config_name") or None, files or None, columns=named_columns,
-                                  skip_bad_rows=cfg.get("skip_bad_rows", False), splits=wanted, log=log)
+                                  skip_bad_rows=cfg.get("skip_bad_rows", False), log=log)
+        data = {split: rows for split, rows in data.items() if split in wanted}
         sources = {split: f"dataset {name}" + (f" ({files[split]})" if split in files else f"/{split}") for split in data}
     else:
         data = {split: read_file(split, path) for split, path in files.items() if split in wanted}

@@ -42,3 +42,31 @@ def set_rng_state(state):
         dropout_rng.bit_generator.state = state["dropout"]
     if "paddle_cuda" in state and paddle.is_compiled_with_cuda():
         paddle.set_cuda_rng_state(state["paddle_cuda"])
+
+
+def paddle_cpu_rng_checkpoints():
+    """Whether paddle's CPU generator state survives a checkpoint. paddle 2.6 serialises it as (device, seed,
+    offset) and restores it into an mt19937_64 engine seeded afresh (paddle/fluid/pybind/generator_py.cc), so a
+    resumed run would replay paddle's stream (attention dropout) from the seed; paddle 3 keeps the engine."""
+    if paddle_cpu_rng_checkpoints.cache is None:
+        import pickle
+
+        from paddle.base import core
+
+        g, h = core.Generator(), core.Generator()
+        g.manual_seed(1)
+        g.random()
+        h.set_state(pickle.loads(pickle.dumps(g.get_state())))  # our own object: the round trip a checkpoint makes
+        paddle_cpu_rng_checkpoints.cache = g.random() == h.random()
+    return paddle_cpu_rng_checkpoints.cache
+
+
+paddle_cpu_rng_checkpoints.cache = None
+
+
+def reseed_paddle_cpu(seed, step, rank):
+    """Where paddle_cpu_rng_checkpoints() is False: paddle's CPU stream as a function of (seed, step, rank), so a
+    resume needs no saved engine state."""
+    from paddle.base import core
+
+    core.default_cpu_generator().manual_seed(int(np.random.SeedSequence([seed, step, rank]).generate_state(1, np.uint64)[0]))

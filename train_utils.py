@@ -44,7 +44,7 @@ from checkpoints import (
 from configuration import ConfigError, parse_config, resolve_greater_is_better
 from distributed import barrier, broadcast_flag, get_local_world_size, get_rank, get_world_size, init_distributed, is_main_process, mean_across_ranks
 from reporting import append_jsonl, describe_config, init_reporting, log, progress_bar, report, report_table, truncate_jsonl, warn_once, write_json_atomic
-from rng import set_rng_state, set_seed
+from rng import paddle_cpu_rng_checkpoints, reseed_paddle_cpu, set_rng_state, set_seed
 
 # OMP_NUM_THREADS as the user launched us: paddle's import sets it to 1 when it is unset, so the entry
 # point records it before anything imports paddle (see run_main and cpu_threads).
@@ -530,6 +530,7 @@ def run_training(task):
     if task.evaluate_at_start and not resume_path:
         evaluate_dev(0)
     stopped_early = resume_path is not None and should_stop_early(state, patience)
+    reseed_paddle = not paddle_cpu_rng_checkpoints()
     model.train()
     with stop.installed():
         while True:
@@ -552,6 +553,8 @@ def run_training(task):
                 last_save_step = step
             if step >= max_steps or stopped_early:
                 break
+            if reseed_paddle:  # paddle 2.6: its CPU RNG cannot be checkpointed (rng.paddle_cpu_rng_checkpoints)
+                reseed_paddle_cpu(cfg["seed"], step, rank)
 
             # forward under auto_cast, scaled backward, accumulated over micro-batches
             step_loss, step_tokens = 0.0, 0
