@@ -194,7 +194,8 @@ class _Reader:
             raise CheckpointError(f"{path}: unreadable ({e.strerror})") from None
         if entry is not None:
             if len(data) != entry.get("size"):
-                raise CheckpointError(f"{path}: {len(data)} bytes, {entry.get('size')} recorded in {COMPLETE_MARKER} (truncated?)")
+                cause = "truncated" if isinstance(entry.get("size"), int) and len(data) < entry["size"] else "changed"
+                raise CheckpointError(f"{path}: {len(data)} bytes, {entry.get('size')} recorded in {COMPLETE_MARKER} ({cause})")
             if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
                 raise CheckpointError(f"{path}: sha256 differs from {COMPLETE_MARKER} (corrupted)")
         return data
