@@ -537,7 +537,7 @@ def save_checkpoint(output_dir, step, model, tokenizer, optimizer, lr_scheduler,
     Files are written into a temp dir and fsynced, the manifest (size and sha256 of each) last, then
     the dir is renamed into place. Ranks > 0 must have called save_rank_rng for this step first.
     """
-    from safetensors.numpy import save
+    from safetensors.numpy import save_file
 
     world_size = get_world_size() if world_size is None else world_size
     final = os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{step}")
@@ -545,7 +545,7 @@ def save_checkpoint(output_dir, step, model, tokenizer, optimizer, lr_scheduler,
     shutil.rmtree(tmp, ignore_errors=True)
     save_model_files(model, tokenizer, tmp, extra_files)
     arrays, meta = optimizer_state(optimizer, model)
-    _write_bytes(os.path.join(tmp, OPTIMIZER_FILE), save(arrays))
+    save_file(arrays, os.path.join(tmp, OPTIMIZER_FILE))  # straight to disk: no second copy in memory (fsynced below)
     _write_bytes(os.path.join(tmp, OPTIMIZER_META_FILE), _json_bytes(meta))
     _write_bytes(os.path.join(tmp, TRAINER_STATE_FILE), _json_bytes({
         "format": FORMAT,

@@ -145,14 +145,10 @@ def test_a_crash_inside_save_leaves_the_previous_checkpoint_the_newest(tmp_path,
     args = (model, None, optimizer, scheduler, None, {"global_step": 2}, {})
     first = checkpoints.save_checkpoint(out, 2, *args)
 
-    real_write = checkpoints._write_bytes
+    def dies_on_optimizer(*a, **k):
+        raise KeyboardInterrupt("killed mid-save")
 
-    def dies_on_optimizer(path, data):
-        if path.endswith(checkpoints.OPTIMIZER_FILE):
-            raise KeyboardInterrupt("killed mid-save")
-        return real_write(path, data)
-
-    monkeypatch.setattr(checkpoints, "_write_bytes", dies_on_optimizer)
+    monkeypatch.setattr(checkpoints, "optimizer_state", dies_on_optimizer)
     with pytest.raises(KeyboardInterrupt):
         checkpoints.save_checkpoint(out, 4, *args)
     assert not os.path.exists(os.path.join(out, "checkpoint-4"))
