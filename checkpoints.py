@@ -25,6 +25,7 @@ import io
 import json
 import os
 import pickle
+import posixpath
 import re
 import shutil
 import tempfile
@@ -156,6 +157,11 @@ def _read_manifest(directory):
     manifest = _parse_json(path, data)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict) or manifest.get("format") != FORMAT:
         raise CheckpointError(f"{path}: incomplete marker (no format {FORMAT} file list)")
+    for name, entry in manifest["files"].items():
+        # Names stay inside the checkpoint: a forged "../../dev/zero" must not be read.
+        if name != posixpath.normpath(name) or name.startswith(("/", "../")) or name in ("..", ".") \
+                or not isinstance(entry, dict) or type(entry.get("size")) is not int or not isinstance(entry.get("sha256"), str):
+            raise CheckpointError(f"{path}: bad entry {name!r}")
     return manifest
 
 
@@ -187,15 +193,16 @@ class _Reader:
                 raise CheckpointError(f"{path}: not listed in {COMPLETE_MARKER}")
         try:
             with open(path, "rb") as f:
-                data = f.read()
+                data = f.read(entry["size"] + 1 if entry else -1)
         except FileNotFoundError:
             raise CheckpointError(f"{path}: missing") from None
         except OSError as e:
             raise CheckpointError(f"{path}: unreadable ({e.strerror})") from None
         if entry is not None:
-            if len(data) != entry.get("size"):
-                cause = "truncated" if isinstance(entry.get("size"), int) and len(data) < entry["size"] else "changed"
-                raise CheckpointError(f"{path}: {len(data)} bytes, {entry.get('size')} recorded in {COMPLETE_MARKER} ({cause})")
+            if len(data) != entry["size"]:
+                found = f"{len(data)} bytes" if len(data) < entry["size"] else "more bytes"
+                raise CheckpointError(f"{path}: {found}, {entry['size']} recorded in {COMPLETE_MARKER} "
+                                      f"({'truncated' if len(data) < entry['size'] else 'changed'})")
             if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
                 raise CheckpointError(f"{path}: sha256 differs from {COMPLETE_MARKER} (corrupted)")
         return data
@@ -220,8 +227,8 @@ def _numpy_global(module, name):
     raise pickle.UnpicklingError(f"{module}.{name} not found")
 
 
-# What paddle.save pickles for a state_dict (checked with pickletools on paddle 3.3.1 and 2.x files):
-# numpy arrays (ndarray, dtype, _reconstruct) in a dict; OrderedDict and numpy scalars for older writers.
+# What paddle.save pickles for a state_dict (traced with a recording find_class on paddle 3.3.1): numpy
+# arrays (ndarray, dtype, _reconstruct) in a plain dict. OrderedDict and numpy scalars: other writers' state dicts.
 _ALLOWED_PICKLE_GLOBALS = {
     ("collections", "OrderedDict"), ("numpy", "ndarray"), ("numpy", "dtype"),
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
@@ -430,26 +437,33 @@ def _structured_names(model):
     return names
 
 
-def optimizer_state(optimizer, model):
-    """(arrays, meta): every accumulator as "<parameter>/<accumulator>" (e.g. "bart.shared.weight/moment1")
-    and master weights as "<parameter>/master_weight"; meta records each one's dtype."""
+def _optimizer_vars(optimizer, model):
+    """Every tensor of the optimizer's state by a stable key: "<parameter>/<accumulator>" (e.g.
+    "bart.shared.weight/moment1") and "<parameter>/master_weight". Accumulators of a master weight
+    (multi_precision) belong to its parameter."""
     names = _structured_names(model)
+    masters = getattr(optimizer, "_master_weights", None) or {}
+    owners = {**names, **{var.name: names[p] for p, var in masters.items() if p in names}}
+    found = {}
+    for accumulator, per_owner in optimizer._accumulators.items():
+        for owner, var in per_owner.items():
+            if owner not in owners:
+                raise CheckpointError(f"optimizer state for {owner}, which is not a parameter of the model")
+            found[f"{owners[owner]}/{accumulator}"] = var
+    for param_name, var in masters.items():
+        if param_name not in names:
+            raise CheckpointError(f"optimizer master weight for {param_name}, which is not a parameter of the model")
+        found[f"{names[param_name]}/master_weight"] = var
+    return found
+
+
+def optimizer_state(optimizer, model):
+    """(arrays, meta) to save: _optimizer_vars as numpy arrays, and meta with each one's dtype."""
     if getattr(optimizer, "_accumulators_holder", None):
         raise CheckpointError("optimizer holds a loaded state that was never applied (set_state_dict before its first step)")
-    arrays, dtypes = {}, {}
-
-    def put(key, var):
-        arrays[key] = np.ascontiguousarray(var.numpy())
-        dtypes[key] = str(var.dtype).replace("paddle.", "")
-
-    for accumulator, per_param in optimizer._accumulators.items():
-        for param_name, var in per_param.items():
-            if param_name not in names:
-                raise CheckpointError(f"optimizer state for {param_name}, which is not a parameter of the model")
-            put(f"{names[param_name]}/{accumulator}", var)
-    for param_name, var in (getattr(optimizer, "_master_weights", None) or {}).items():
-        put(f"{names[param_name]}/master_weight", var)
-    return arrays, {"format": FORMAT, "dtypes": dtypes}
+    found = _optimizer_vars(optimizer, model)
+    arrays = {key: np.ascontiguousarray(var.numpy()) for key, var in found.items()}
+    return arrays, {"format": FORMAT, "dtypes": {key: str(var.dtype).replace("paddle.", "") for key, var in found.items()}}
 
 
 def apply_optimizer_state(optimizer, model, arrays, meta, source):
@@ -458,27 +472,19 @@ def apply_optimizer_state(optimizer, model, arrays, meta, source):
     import paddle
 
     params = {name: p for name, p in unwrap_model(model).named_parameters()}
-    by_param_name = {p.name: name for name, p in params.items()}
-    wanted = {}
+    wanted = set()
     for key in arrays:
-        param, _, accumulator = key.rpartition("/")
+        param = key.rpartition("/")[0]
         if param not in params:
             raise CheckpointError(f"{source}: state for {param}, which is not a parameter of the model")
-        wanted.setdefault(param, set()).add(accumulator)
+        wanted.add(param)
     if not wanted:
         return
     block = paddle.static.default_main_program().global_block()
     guard = getattr(paddle.base.framework, "dygraph_guard_if_declarative", contextlib.nullcontext)
     with guard():
-        optimizer._create_accumulators(block, [params[p] for p in wanted])
-    targets = {}
-    for accumulator, per_param in optimizer._accumulators.items():
-        for param_name, var in per_param.items():
-            if by_param_name.get(param_name) in wanted:
-                targets[f"{by_param_name[param_name]}/{accumulator}"] = var
-    for param_name, var in (getattr(optimizer, "_master_weights", None) or {}).items():
-        if by_param_name.get(param_name) in wanted:
-            targets[f"{by_param_name[param_name]}/master_weight"] = var
+        optimizer._create_accumulators(block, [p for name, p in params.items() if name in wanted])
+    targets = {k: v for k, v in _optimizer_vars(optimizer, model).items() if k.rpartition("/")[0] in wanted}
     missing, unexpected = set(targets) - set(arrays), set(arrays) - set(targets)
     if missing or unexpected:
         raise CheckpointError(f"{source}: optimizer state does not match: "

@@ -341,3 +341,35 @@ def test_no_crafted_pickle_runs_on_resume_or_load(tmp_path):
                 checkpoints.load_model_dir(AutoModelForConditionalGeneration, victim)
         shutil.rmtree(victim)
     assert not os.path.exists(marker)
+
+
+def test_master_weights_of_a_low_precision_model_round_trip():
+    """multi_precision AdamW keeps fp32 master weights (and their accumulators) for bf16/fp16 parameters:
+    they are saved under the parameter's name and restored exactly."""
+    import paddle
+
+    paddle.set_device("cpu")
+    paddle.set_default_dtype("bfloat16")
+    try:
+        model = paddle.nn.Linear(4, 3)
+    finally:
+        paddle.set_default_dtype("float32")
+    optimizer = paddle.optimizer.AdamW(learning_rate=0.1, parameters=model.parameters(), multi_precision=True)
+    # CPU has no bf16 matmul to take a real step: create the state as the first step would, then change it
+    optimizer._create_accumulators(paddle.static.default_main_program().global_block(), list(model.parameters()))
+    arrays, meta = checkpoints.optimizer_state(optimizer, model)
+    assert {"weight/master_weight", "weight/moment1", "bias/beta2_pow_acc"} <= set(arrays)
+    arrays = {k: v + 1 for k, v in arrays.items()}
+    fresh = paddle.optimizer.AdamW(learning_rate=0.1, parameters=model.parameters(), multi_precision=True)
+    checkpoints.apply_optimizer_state(fresh, model, arrays, meta, "optimizer.safetensors")
+    again, _ = checkpoints.optimizer_state(fresh, model)
+    assert sorted(again) == sorted(arrays) and all(np.array_equal(arrays[k], again[k]) for k in arrays)
+
+
+def test_a_forged_manifest_cannot_point_outside_the_checkpoint(saved):
+    marker = os.path.join(saved, checkpoints.COMPLETE_MARKER)
+    manifest = json.loads(open(marker).read())
+    manifest["files"]["../../../../dev/zero"] = {"size": 1, "sha256": "0" * 64}
+    open(marker, "w").write(json.dumps(manifest))
+    with pytest.raises(checkpoints.CheckpointError, match=r"CHECKPOINT_COMPLETE: bad entry '\.\./\.\./\.\./\.\./dev/zero'"):
+        checkpoints.read_checkpoint(saved)
