@@ -85,6 +85,11 @@ def save_config(config, output_dir, name=TRAIN_CONFIG_FILE):
 # ----------------------------------------------------------------------------
 # files: bytes in, bytes out, every write fsynced
 # ----------------------------------------------------------------------------
+def _one_line(e):
+    """A foreign exception's text for our one-line errors (paddlenlp's and pickle's can span lines)."""
+    return f"{type(e).__name__}: {' '.join(str(e).split())}"
+
+
 def _json_default(obj):
     if isinstance(obj, np.generic):  # a numpy scalar that slipped into a state is still a plain number
         return obj.item()
@@ -125,7 +130,7 @@ def _parse_safetensors(where, data):
     try:
         return load(data)
     except Exception as e:  # noqa: BLE001 - safetensors raises its own SafetensorError
-        raise CheckpointError(f"{where}: truncated or not a safetensors file ({e})") from None
+        raise CheckpointError(f"{where}: truncated or not a safetensors file ({_one_line(e)})") from None
 
 
 def _digest(path):
@@ -255,7 +260,7 @@ def read_pickled_state_dict(where, data):
     try:
         state = _WeightsUnpickler(io.BytesIO(data)).load()
     except Exception as e:  # noqa: BLE001 - a crafted or broken pickle fails in many ways
-        raise CheckpointError(f"{where}: not a plain paddle state_dict ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{where}: not a plain paddle state_dict ({_one_line(e)})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{where}: not a state_dict (a {type(state).__name__})")
     state = dict(state)
@@ -399,7 +404,7 @@ def model_class_for_dir(model_class, directory):
     try:
         return resolve(directory, config_file)
     except Exception as e:  # noqa: BLE001 - paddlenlp raises AttributeError/KeyError for unknown architectures
-        raise CheckpointError(f"{config_file}: no {model_class.__name__} for its architectures ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{config_file}: no {model_class.__name__} for its architectures ({_one_line(e)})") from None
 
 
 def load_model_dir(model_class, directory, allow_new_head=False, **config_overrides):
@@ -416,7 +421,7 @@ def load_model_dir(model_class, directory, allow_new_head=False, **config_overri
     try:
         config, model_kwargs = cls.config_class.from_pretrained(directory, return_unused_kwargs=True, **config_overrides)
     except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"{directory}: unreadable config.json ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{directory}: unreadable config.json ({_one_line(e)})") from None
     with dtype_guard(config.dtype or "float32"):
         model = cls(config, *(config["init_args"] or ()), **model_kwargs)
     if model.can_generate() and os.path.isfile(os.path.join(directory, "generation_config.json")):

@@ -109,6 +109,23 @@ def test_resume_across_and_at_an_epoch_boundary(reference, tmp_path, checkpoint)
     assert metric_steps == sorted(set(metric_steps)), "the resumed checkpoint must not be evaluated twice"
 
 
+def test_auto_resume_skips_a_damaged_newest_checkpoint_and_still_matches(reference, tmp_path):
+    """checkpoint-4's optimizer truncated (a disk that filled up, a bad copy): auto says so, resumes from
+    checkpoint-2, saves a good checkpoint-4 over the bad one, and logs the same losses."""
+    out = tmp_path / "out"
+    shutil.copytree(reference, out, ignore=lambda d, names: [n for n in names if checkpoints.checkpoint_step(n) not in (None, 2, 4)])
+    lines = (out / "train_log.jsonl").read_text().splitlines(keepends=True)
+    (out / "train_log.jsonl").write_text("".join(lines[:4]))
+    damaged = out / "checkpoint-4" / checkpoints.OPTIMIZER_FILE
+    damaged.write_bytes(damaged.read_bytes()[:1000])
+    result = run(out, "--resume_from_checkpoint=auto")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"skipping checkpoint-4: {damaged}: 1000 bytes" in result.stdout
+    assert "using checkpoint-2, the newest checkpoint that reads" in result.stdout
+    assert_same_losses(out, reference)
+    checkpoints.read_checkpoint(str(out / "checkpoint-4"))  # replaced by a good one
+
+
 # ---------------------------------------------------------------------------- atomic checkpoints
 def make_checkpoint(out, step, complete=True):
     path = os.path.join(out, f"checkpoint-{step}")
