@@ -52,8 +52,9 @@ RANK_RNG_FILE = "rng_state_rank{rank}.json"  # ranks > 0; rank 0's RNG is in TRA
 OLD_FORMAT_FILES = ("trainer_state.pdparams", "optimizer.pdopt")
 LOCK_FILE = ".lock"
 
-# Changing these between a checkpoint and its resume cannot change what is trained (or is meant to
-# extend it): allowed and logged. Every other key is unsafe by default (see resume_mismatches).
+# Changing these between a checkpoint and its resume is allowed and logged: they only touch reporting,
+# evaluation, where the run lives, or how long it goes (max_steps/num_train_epochs also stretch the LR
+# decay, which is what extending a run means). Every other key is unsafe by default (resume_mismatches).
 SAFE_RESUME_KEYS = frozenset({
     "max_steps", "num_train_epochs", "logging_steps", "eval_steps", "save_steps", "save_total_limit",
     "report_to", "eval_batch_size", "output_dir", "resume_from_checkpoint", "overwrite_output_dir",
