@@ -27,6 +27,14 @@ import speedups
 from batching import batch_rng, epoch_batches, to_tensors
 from checkpoints import (
     CHECKPOINT_PREFIX,
+    apply_model_weights,
+    check_max_steps,
+    check_resume_compatible,
+    claimed_output_dir,
+    data_fingerprint,
+    load_model_dir,
+    read_model_weights,
+    write_run_state,
     TRAIN_CONFIG_FILE,
     check_output_dir,
     latest_checkpoint,
@@ -39,7 +47,6 @@ from checkpoints import (
     save_checkpoint,
     save_model_files,
     save_rank_rng,
-    unwrap_model,
 )
 from configuration import ConfigError, parse_config, resolve_greater_is_better
 from distributed import barrier, broadcast_flag, get_local_world_size, get_rank, get_world_size, init_distributed, is_main_process, mean_across_ranks
@@ -68,7 +75,9 @@ def run_main(main, defaults, prog, doc=""):
     record_launch_env()
     try:
         config = parse_config(defaults, sys.argv[1:], prog=prog, doc=doc)
-        return main(config)
+        # One run per output_dir, for the whole run; a run refused before open_output_dir leaves it as it was.
+        with claimed_output_dir(config):
+            return main(config)
     except (ConfigError, DataError, TrainingError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -195,10 +204,16 @@ def resolve_pretrained(name_or_path, cache_dir=None):
 
 
 def load_model(model_class, config, **model_kwargs):
-    """From pretrained_model when set, else a fresh model built from model_config."""
+    """From pretrained_model when set, else a fresh model built from model_config.
+
+    A local directory is loaded without unpickling (checkpoints.load_model_dir: safetensors, or numpy arrays only)
+    and its weights must match the model, but for a new task head; a name goes through paddlenlp's from_pretrained.
+    """
     if config.get("pretrained_model"):
         path = resolve_pretrained(config["pretrained_model"], config.get("converted_model_dir") or None)
         log(f"loading {model_class.__name__} from {path}")
+        if os.path.isdir(path):
+            return load_model_dir(model_class, path, allow_new_head=True, **model_kwargs)
         try:
             return model_class.from_pretrained(path, **model_kwargs)
         except Exception as e:  # noqa: BLE001 - paddlenlp raises many types for a bad name
@@ -270,9 +285,8 @@ def load_trained(path, model_class, device="auto", defaults=None):
         with open(config_file, encoding="utf-8") as f:
             config.update(json.load(f))
     setup_device(device)
-    print(f"loading {model_dir}", file=sys.stderr)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = model_class.from_pretrained(model_dir)
+    model = load_model_dir(model_class, model_dir)
     model.eval()
     return model_dir, model, tokenizer, config
 
@@ -448,14 +462,14 @@ def run_training(task):
         train_model = paddle.DataParallel(train_model)
 
     state = new_train_state(metric)
-    resume_path = resolve_resume(cfg)
+    fingerprint = data_fingerprint(task.train_features)  # in every checkpoint: a resume must see the same data
+    resume_path = resolve_resume(cfg)  # the checkpoint, read and verified (or None)
     if resume_path:
+        for note in check_resume_compatible(resume_path, cfg, world_size, fingerprint, ignore_mismatch=cfg.get("resume_ignore_mismatch", False)):
+            log(note)
+        check_max_steps(resume_path.step, max_steps, resume_path.name)
         saved = load_checkpoint(resume_path, model, optimizer, lr_scheduler, scaler)
         state.update(saved["train_state"])
-        if state["global_step"] > max_steps:
-            raise ConfigError(
-                f"resume_from_checkpoint: {resume_path} is at step {state['global_step']}, past max_steps={max_steps}; "
-                "raise max_steps (or num_train_epochs) to train on, or start a new run in another output_dir")
         set_rng_state(load_rank_rng(resume_path, rank, saved["rng"]))
     # Every check has passed: from here on output_dir may change.
     open_output_dir(cfg)
@@ -519,10 +533,11 @@ def run_training(task):
         if state["best_step"] == step:
             state["best_checkpoint"] = f"{CHECKPOINT_PREFIX}{step}"  # relative to output_dir, wherever it moves
         if is_main_process():
-            path = save_checkpoint(out, step, model, task.tokenizer, optimizer, lr_scheduler, scaler, dict(state), cfg, task.extra_files)
+            path = save_checkpoint(out, step, model, task.tokenizer, optimizer, lr_scheduler, scaler, dict(state), cfg, task.extra_files,
+                                   world_size=world_size, data_fingerprint=fingerprint)
             best = [os.path.join(out, state["best_checkpoint"])] if state["best_checkpoint"] else []
             removed = rotate_checkpoints(out, cfg.get("save_total_limit", 0), keep=best)
-            write_json_atomic(os.path.join(out, "trainer_state.json"), state)
+            write_run_state(out, state)
             log(f"saved {path}" + (f" (best {metric}={state['best_metric']}: {state['best_checkpoint']})" if state["best_checkpoint"] else "")
                 + (f"; removed {', '.join(os.path.basename(p) for p in removed)}" if removed else ""))
         barrier()
@@ -631,7 +646,7 @@ def run_training(task):
     if cfg.get("load_best_model_at_end", True) and state["best_checkpoint"] and state["best_step"] != final_step:
         best_path = os.path.join(out, state["best_checkpoint"])
         if os.path.isdir(best_path):
-            load_model_weights(model, best_path)
+            apply_model_weights(model, *read_model_weights(best_path))
             final_step = state["best_step"]
         else:
             warn_once(f"the best checkpoint {state['best_checkpoint']} ({metric}={state['best_metric']}) is no longer in {out}: "
@@ -660,7 +675,7 @@ def run_training(task):
         **{f"test_{k}": v for k, v in (test_metrics or {}).items()},
     }
     if is_main_process():
-        write_json_atomic(os.path.join(out, "trainer_state.json"), state)
+        write_run_state(out, state)
         write_json_atomic(os.path.join(out, "all_results.json"), results)
     state["results"] = results
     if run is not None:
@@ -692,14 +707,6 @@ def run_evaluation(task):
     if is_main_process():
         write_json_atomic(os.path.join(out, "all_results.json"), results)
     return {"global_step": 0, "results": results}
-
-
-def load_model_weights(model, directory):
-    """The weights saved in a checkpoint or model directory, into `model`."""
-    import paddle
-
-    weights = [f for f in os.listdir(directory) if f.endswith(".pdparams") and f.startswith("model")]
-    unwrap_model(model).set_state_dict(paddle.load(os.path.join(directory, weights[0])))
 
 
 def export_final_model(model, tokenizer, output_dir, extra_files=None):

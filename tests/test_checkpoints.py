@@ -100,13 +100,30 @@ def test_resume_across_and_at_an_epoch_boundary(reference, tmp_path, checkpoint)
     # What a SIGKILL leaves: lines past the checkpoint, the last one cut in half.
     lines = (out / "train_log.jsonl").read_text().splitlines(keepends=True)
     (out / "train_log.jsonl").write_text("".join(lines[: checkpoint + 1]) + lines[checkpoint + 1][:20])
-    state = json.loads((out / f"checkpoint-{checkpoint}" / "train_state.json").read_text())
+    state = json.loads((out / f"checkpoint-{checkpoint}" / checkpoints.TRAINER_STATE_FILE).read_text())["train_state"]
     assert (state["epoch"], state["position"]) == divmod(checkpoint, STEPS_PER_EPOCH)
     result = run(out, "--resume_from_checkpoint=auto")
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same_losses(out, reference)
     metric_steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert metric_steps == sorted(set(metric_steps)), "the resumed checkpoint must not be evaluated twice"
+
+
+def test_auto_resume_skips_a_damaged_newest_checkpoint_and_still_matches(reference, tmp_path):
+    """checkpoint-4's optimizer truncated (a disk that filled up, a bad copy): auto says so, resumes from
+    checkpoint-2, saves a good checkpoint-4 over the bad one, and logs the same losses."""
+    out = tmp_path / "out"
+    shutil.copytree(reference, out, ignore=lambda d, names: [n for n in names if checkpoints.checkpoint_step(n) not in (None, 2, 4)])
+    lines = (out / "train_log.jsonl").read_text().splitlines(keepends=True)
+    (out / "train_log.jsonl").write_text("".join(lines[:4]))
+    damaged = out / "checkpoint-4" / checkpoints.OPTIMIZER_FILE
+    damaged.write_bytes(damaged.read_bytes()[:1000])
+    result = run(out, "--resume_from_checkpoint=auto")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"skipping checkpoint-4: {damaged}: 1000 bytes" in result.stdout
+    assert "using checkpoint-2, the newest checkpoint that reads" in result.stdout
+    assert_same_losses(out, reference)
+    checkpoints.read_checkpoint(str(out / "checkpoint-4"))  # replaced by a good one
 
 
 # ---------------------------------------------------------------------------- atomic checkpoints
@@ -120,13 +137,15 @@ def make_checkpoint(out, step, complete=True):
 
 
 def test_auto_never_picks_an_incomplete_or_temporary_checkpoint(tmp_path):
+    from checkpoint_helpers import save_tiny_checkpoint
+
     out = str(tmp_path)
-    good = make_checkpoint(out, 4)
+    good = save_tiny_checkpoint(out, 4)
     make_checkpoint(out, 6, complete=False)  # killed while writing the old non-atomic way
     os.makedirs(os.path.join(out, ".tmp-checkpoint-8-1234"))  # killed mid-save
     open(os.path.join(out, ".tmp-checkpoint-8-1234", checkpoints.COMPLETE_MARKER), "w").close()
     assert checkpoints.list_checkpoints(out) == [good]
-    assert checkpoints.resolve_resume({"resume_from_checkpoint": "auto", "output_dir": out}) == good
+    assert checkpoints.resolve_resume({"resume_from_checkpoint": "auto", "output_dir": out}).path == good
     checkpoints.clean_stale_temp_dirs(out)
     assert not os.path.exists(os.path.join(out, ".tmp-checkpoint-8-1234"))
 
@@ -136,21 +155,17 @@ def test_a_crash_inside_save_leaves_the_previous_checkpoint_the_newest(tmp_path,
 
     paddle.set_device("cpu")
     model = paddle.nn.Linear(2, 2)
-    model.save_pretrained = lambda d: paddle.save(model.state_dict(), os.path.join(d, "model_state.pdparams"))
+    model.save_pretrained = lambda d, **kwargs: paddle.save(model.state_dict(), os.path.join(d, "model_state.pdparams"))
     optimizer, scheduler = tu.build_optimizer(model, {"learning_rate": 0.1, "warmup_steps": 0, "warmup_proportion": 0.0,
                                                       "adam_epsilon": 1e-8, "weight_decay": 0.0, "max_grad_norm": 1.0}, 10)
     out = str(tmp_path)
     args = (model, None, optimizer, scheduler, None, {"global_step": 2}, {})
     first = checkpoints.save_checkpoint(out, 2, *args)
 
-    real_save = paddle.save
+    def dies_on_optimizer(*a, **k):
+        raise KeyboardInterrupt("killed mid-save")
 
-    def dies_on_optimizer(obj, path, *a, **k):
-        if path.endswith(checkpoints.OPTIMIZER_FILE):
-            raise KeyboardInterrupt("killed mid-save")
-        return real_save(obj, path, *a, **k)
-
-    monkeypatch.setattr(paddle, "save", dies_on_optimizer)
+    monkeypatch.setattr(checkpoints, "optimizer_state", dies_on_optimizer)
     with pytest.raises(KeyboardInterrupt):
         checkpoints.save_checkpoint(out, 4, *args)
     assert not os.path.exists(os.path.join(out, "checkpoint-4"))

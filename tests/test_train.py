@@ -158,7 +158,7 @@ def test_e2e_checkpoints_hold_full_state_and_rotation_keeps_best(trained):
     assert "checkpoint-30" in ckpts and best in ckpts and len(ckpts) <= 2
     metrics = {m["step"]: m["rougeL"] for m in read_jsonl(out / "metrics.jsonl") if "split" not in m}
     assert state["best_metric"] == max(metrics.values())
-    for name in ("model_state.pdparams", "config.json", "vocab.txt", "optimizer.pdopt", "trainer_state.pdparams",
+    for name in ("model.safetensors", "config.json", "vocab.txt", "optimizer.safetensors", "optimizer.json", "trainer_state.json",
                  "train_config.json", "CHECKPOINT_COMPLETE"):
         assert (out / "checkpoint-30" / name).exists(), name
 

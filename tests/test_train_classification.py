@@ -71,7 +71,7 @@ def test_e2e_learns_beyond_majority_and_writes_reports(trained):
 def test_e2e_checkpoint_holds_label_map_in_file_and_model_config(trained):
     out, _ = trained
     ckpt = out / "checkpoint-60"
-    assert (ckpt / "CHECKPOINT_COMPLETE").exists() and (ckpt / "optimizer.pdopt").exists()
+    assert (ckpt / "CHECKPOINT_COMPLETE").exists() and (ckpt / "optimizer.safetensors").exists()
     label_map = json.loads((ckpt / "label_map.json").read_text(encoding="utf-8"))
     config = json.loads((ckpt / "config.json").read_text(encoding="utf-8"))
     assert label_map["id2label"] == {str(k): v for k, v in config["id2label"].items()}

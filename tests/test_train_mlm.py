@@ -138,7 +138,7 @@ def test_e2e_writes_logs_checkpoints_initial_model_and_cloze_check(trained):
     assert metrics[-1]["perplexity"] < metrics[0]["perplexity"]
     assert [r["step"] for r in read_jsonl(out / "train_log.jsonl")] == [5, 10, 15, 20]
     assert (out / "checkpoint-20" / "CHECKPOINT_COMPLETE").exists()
-    assert (out / "initial_model" / "model_state.pdparams").exists()
+    assert (out / "initial_model" / "model.safetensors").exists()
     cloze = json.loads((out / "cloze_check.json").read_text(encoding="utf-8"))
     assert {"before", "after", "probe_text"} <= set(cloze) and len(cloze["after"]["top_k"]) == 2
     state = json.loads((out / "trainer_state.json").read_text())

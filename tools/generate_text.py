@@ -15,6 +15,7 @@ sys.path.insert(0, ROOT)
 
 import train_clm as clm  # noqa: E402
 import train_utils as tu  # noqa: E402
+from configuration import ConfigError  # noqa: E402
 from data_utils import DataError  # noqa: E402
 
 
@@ -35,7 +36,7 @@ def main(argv=None):
 
     try:
         _, model, tokenizer, _ = tu.load_trained(args.model_dir, AutoModelForCausalLM, args.device)
-    except DataError as e:
+    except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for k in range(1 if args.strategy == "greedy" else args.num_return):

@@ -19,6 +19,7 @@ sys.path.insert(0, ROOT)
 
 import train_classification as clf  # noqa: E402
 import train_utils as tu  # noqa: E402
+from configuration import ConfigError  # noqa: E402
 from checkpoints import unwrap_model
 from data_utils import DataError, read_examples  # noqa: E402
 
@@ -67,7 +68,7 @@ def main(argv=None):
         rows = read_inputs(args.input, args.text_column, args.text_pair_column)
         checkpoint, model, tokenizer, cfg = tu.load_trained(
             args.checkpoint, AutoModelForSequenceClassification, args.device, defaults=clf.CONFIG)
-    except (DataError, OSError) as e:
+    except (ConfigError, DataError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     label_names = load_label_names(checkpoint, model)

@@ -17,6 +17,7 @@ sys.path.insert(0, ROOT)
 
 import train as summarization  # noqa: E402
 import train_utils as tu  # noqa: E402
+from configuration import ConfigError  # noqa: E402
 from data_utils import DataError, read_examples  # noqa: E402
 
 
@@ -39,7 +40,7 @@ def main(argv=None):
         examples = read_examples(args.input, {"source": column}, log=lambda m: print(m, file=sys.stderr))
         _, model, tokenizer, cfg = tu.load_trained(
             args.checkpoint, BartForConditionalGeneration, args.device, defaults=summarization.CONFIG)
-    except (DataError, OSError) as e:
+    except (ConfigError, DataError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     cfg.update(eval_batch_size=args.batch_size)
