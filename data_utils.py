@@ -910,7 +910,7 @@ def load_splits(cfg, read_file, sample_files, named_columns=None, log=print):
                         + (" (dev_file and test_file alone are for do_train=False)" if data else ""))
     if "dev" not in data and cfg.get("dev_size", 0) > 0 and "train" in data:
         data["train"], data["dev"] = split_off(data["train"], cfg["dev_size"], cfg["seed"])
-        sources["dev"] = f"{cfg['dev_size']} rows held out from the training data (dev_size)"
+        sources["dev"] = "the training data, held out (dev_size)"
     if "train" in data:
         data["train"] = truncate(data["train"], cfg.get("max_train_samples", 0))
     for split in ("dev", "test"):

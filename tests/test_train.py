@@ -9,6 +9,8 @@ import train
 from helpers import CSL, ROOT, read_jsonl, run_entry, tiny_bart_arg
 
 TINY_MODEL = tiny_bart_arg(max_position_embeddings=512)
+# Naming any split means naming them all: the built-in sample is used only when no data is given.
+SAMPLE_SPLITS = [f"--{split}_file=datasets/sample_summarization/{split}.jsonl" for split in ("train", "dev", "test")]
 
 
 # ---------------------------------------------------------------------------- collate and labels
@@ -126,7 +128,7 @@ def trained(tmp_path_factory):
     result = run_entry(["train.py", f"--output_dir={out}", tiny_bart_arg(d_model=64, max_position_embeddings=512),
                         "--max_steps=30", "--save_steps=10", "--logging_steps=5", "--save_total_limit=2",
                         "--max_eval_samples=16", "--train_batch_size=16", "--learning_rate=3e-3",
-                        "--report_to=wandb", "--test_file=datasets/sample_summarization/test.jsonl"])
+                        "--report_to=wandb", *SAMPLE_SPLITS])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out, result
 
@@ -191,7 +193,8 @@ def test_csl_title_generation_learns(tmp_path):
     metrics = read_jsonl(out / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [20, 40, 60]
     assert metrics[-1]["rougeL"] > metrics[0]["rougeL"]
-    assert "data: train 960, dev 40" in result.stdout
+    assert "data: train 960 rows from" in result.stdout
+    assert "data: dev 40 rows from the training data, held out (dev_size)" in result.stdout
 
 
 def test_pretrained_model_may_be_a_local_hf_directory(tmp_path):
