@@ -166,7 +166,11 @@ def _excepthook(exc_type, exc, tb):
 
     for line in "".join(traceback.format_exception(exc_type, exc, tb)).rstrip("\n").split("\n"):
         _run_log.write(scrub_temp_paths(line))
-    (_run_log.previous_excepthook or sys.__excepthook__)(exc_type, exc, tb)
+    previous = _run_log.previous_excepthook or sys.__excepthook__
+    # A hook installed on top of ours (wandb's) has printed the traceback and then called us, as
+    # wandb calls any non-default hook it found: print it only when we are the top hook.
+    if sys.excepthook is _excepthook or previous is not sys.__excepthook__:
+        previous(exc_type, exc, tb)
 
 
 # ----------------------------------------------------------------------------
@@ -277,7 +281,9 @@ def _rate(done, seconds, unit):
     if done <= 0 or seconds <= 0:
         return f"? {unit}/s"
     per_second = done / seconds
-    return f"{per_second:.2f} {unit}/s" if per_second >= 1 else f"{1 / per_second:.2f} s/{unit}"
+    if per_second < 1:
+        return f"{1 / per_second:.2f} s/{unit}"
+    return f"{per_second:.{2 if per_second < 10 else 1 if per_second < 100 else 0}f} {unit}/s"
 
 
 def _format_postfix(values):
@@ -559,7 +565,10 @@ def _open_wandb(config, output_dir, run_id):
         return None
     offline = not wandb_has_credentials() and os.environ.get("WANDB_MODE") not in ("disabled", "offline")
     try:
-        # silent: no "Tracking run", "Detected [...] in use", Weave advert, run history or sync block.
+        # Silent: no "Tracking run", run history or sync block (init's settings, the run's printer) and
+        # no "Detected [huggingface_hub.inference] in use" or Weave advert (wandb's global terminal
+        # settings, fixed when wandb.setup creates its singleton; wandb.init alone would create it loud).
+        wandb.setup(settings=wandb.Settings(silent=True))
         run = wandb.init(
             project=config.get("wandb_project") or "paddle-finetune",
             name=config.get("wandb_run_name") or None,
@@ -730,6 +739,12 @@ class Reporting:
             if metrics:
                 self.visualdl.add_hparams(_hparams(self.config), metrics)
 
+    def flush(self):
+        """Call after each checkpoint save: VisualDL writes from a background thread, and a resume carries
+        over only what reached its file."""
+        if self.visualdl is not None:
+            self.visualdl.flush()
+
     def close(self):
         """Finish wandb (repeating the sync command when offline) and flush VisualDL. Idempotent."""
         run, self.wandb_run = self.wandb_run, None
@@ -755,7 +770,7 @@ def open_reporting(targets, config, output_dir, run_id=None, resume_step=None):
         return Reporting()
     if _quiet["on"]:
         _route_console_handlers()  # libraries imported since quiet_libraries() may have added console handlers
-    wandb_run = _open_wandb(config, output_dir, run_id) if "wandb" in targets else None
+    wandb_run = _open_wandb(config, output_dir, run_id or None) if "wandb" in targets else None
     writer = None
     if "visualdl" in targets:
         writer = _open_visualdl(os.path.join(output_dir, VISUALDL_DIR), config, resume_step,
@@ -817,6 +832,17 @@ def _best_from_state(output_dir):
     return (int(m.group(1)) if m else None), state.get("metric_for_best")
 
 
+def training_curve_panels(output_dir):
+    """What plot_training_curves draws: (title, steps, values, "train"|"eval", key) per panel with data.
+    Dev records only (a record whose "split" is not "dev" is a test result); the last record of a step wins."""
+    train = _by_step(read_jsonl(os.path.join(output_dir, TRAIN_LOG)))
+    evals = _by_step([r for r in read_jsonl(os.path.join(output_dir, METRICS_LOG)) if r.get("split", "dev") == "dev"])
+    names = list(dict.fromkeys(k for r in evals for k, v in r.items() if k not in _NOT_METRICS and _is_number(v)))
+    panels = [(title, *_series(train, key), "train", key) for title, key in (("train loss", "loss"), ("learning rate", "lr"))]
+    panels += [(f"eval {name}", *_series(evals, name), "eval", name) for name in names]
+    return [p for p in panels if p[1]]
+
+
 def plot_training_curves(output_dir, out_path=None, best_step=None):
     """Train loss, learning rate and every eval metric by step, from output_dir/train_log.jsonl and
     metrics.jsonl (test records, those with a "split" other than "dev", are skipped), with the best
@@ -824,16 +850,11 @@ def plot_training_curves(output_dir, out_path=None, best_step=None):
     output_dir/training_curves.png) atomically. Returns the path, or None when there is nothing to draw."""
     if not is_main_process():
         return None
-    train = _by_step(read_jsonl(os.path.join(output_dir, TRAIN_LOG)))
-    evals = _by_step([r for r in read_jsonl(os.path.join(output_dir, METRICS_LOG)) if r.get("split", "dev") == "dev"])
-    state_best, metric_for_best = _best_from_state(output_dir)
-    best_step = state_best if best_step is None else best_step
-    metric_names = list(dict.fromkeys(k for r in evals for k, v in r.items() if k not in _NOT_METRICS and _is_number(v)))
-    panels = [(title, *_series(train, key), "train") for title, key in (("train loss", "loss"), ("learning rate", "lr"))]
-    panels += [(f"eval {name}", *_series(evals, name), "eval", name) for name in metric_names]
-    panels = [p for p in panels if p[1]]
+    panels = training_curve_panels(output_dir)
     if not panels:
         return None
+    state_best, metric_for_best = _best_from_state(output_dir)
+    best_step = state_best if best_step is None else best_step
 
     # No pyplot: no display, no backend switch, no global figure state.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -848,8 +869,8 @@ def plot_training_curves(output_dir, out_path=None, best_step=None):
     fig = Figure(figsize=(4.6 * ncols, 3.3 * nrows + 0.5), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax, (title, steps, values, kind, *name) in zip(axes, panels):
-        is_best_metric = bool(name) and name[0] == metric_for_best
+    for ax, (title, steps, values, kind, key) in zip(axes, panels):
+        is_best_metric = kind == "eval" and key == metric_for_best
         ax.plot(steps, values, color="tab:blue" if kind == "train" else "tab:green", linewidth=1.6,
                 marker="o" if len(steps) <= 40 else None, markersize=3.5)
         ax.set_xlim(lo - pad, hi + pad)  # every panel on the same steps, so they line up
