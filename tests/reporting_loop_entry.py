@@ -16,12 +16,12 @@ import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import reporting  # noqa: E402
+import reporting
 
 
 def as_dict(summary):
     """A wandb summary (nested SummarySubDicts for tables) as plain JSON."""
-    return {k: as_dict(summary[k]) if hasattr(summary[k], "keys") else summary[k] for k in summary.keys()}
+    return {k: as_dict(summary[k]) if hasattr(summary[k], "keys") else summary[k] for k in summary}
 
 
 def main():

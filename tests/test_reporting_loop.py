@@ -7,7 +7,6 @@ import os
 import re
 
 import pytest
-
 from helpers import read_jsonl, run_entry
 from test_reporting import visualdl_scalars, visualdl_texts
 
