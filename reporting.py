@@ -8,7 +8,8 @@ The console. Our lines are "[HH:MM:SS] message" on stdout, written through tqdm.
 lifted out of the way and redrawn below them. A progress bar is a tqdm bar (stderr, ETA) when stderr is
 a terminal, and plain "[time] desc: n/total (p%) rate, ETA" lines every 10% or 30 s when it is not (a
 pipe, a notebook's `!python train.py`, a log file), so piped output holds no carriage-return redraws or
-cursor codes. Every bar ends with one summary line. quiet_libraries() routes what paddle, paddlenlp,
+cursor codes. Every bar ends with one summary line. Progress lines go to stderr, where tqdm puts its
+bars, so a prediction CLI's stdout holds only its data; errors go to stderr too. quiet_libraries() routes what paddle, paddlenlp,
 jieba, datasets and Python's warnings print into this log: warnings as WARNING lines, the rest at debug
 level (hidden unless PADDLE_FINETUNE_DEBUG=1); wandb is started silent and we print its sync line.
 Temporary checkpoint paths (.tmp-checkpoint-<step>-<pid>) are rewritten to the final ones in every line.
@@ -60,6 +61,7 @@ class _RunLog:
         self.pending = []
         self.dropped = 0
         self.previous_excepthook = None
+        self.in_hook = False
 
     def write(self, line):
         with self.lock:
@@ -84,15 +86,21 @@ def _stamp(msg):
     return f"[{time.strftime('%H:%M:%S')}] {msg}"
 
 
-def _emit(line, console=True):
-    """One finished line to the console (lifting any live bar) and to run.log."""
-    line = scrub_temp_paths(line)
-    if console:
-        from tqdm import tqdm
+def _emit(line, stream=None):
+    """One finished line to the console (stdout unless told; lifting any live bar) and to run.log."""
+    from tqdm import tqdm
 
-        tqdm.write(line, file=sys.stdout)
-        sys.stdout.flush()
+    line = scrub_temp_paths(line)
+    stream = stream or sys.stdout
+    tqdm.write(line, file=stream)
+    stream.flush()
     _run_log.write(line)
+
+
+def _progress(msg):
+    """A progress line goes where tqdm puts its bar, stderr, so a CLI's stdout stays its data."""
+    if is_main_process():
+        _emit(_stamp(msg), sys.stderr)
 
 
 def log(msg):
@@ -119,10 +127,10 @@ def debug(msg):
 
 def error(msg):
     """The one line a failed run ends with ("error: ..." on stderr, every rank), kept in run.log too."""
-    line = scrub_temp_paths(f"error: {msg}")
-    print(line, file=sys.stderr, flush=True)
     if is_main_process():
-        _run_log.write(line)
+        _emit(f"error: {msg}", sys.stderr)
+    else:
+        print(scrub_temp_paths(f"error: {msg}"), file=sys.stderr, flush=True)
 
 
 def describe_config(config):
@@ -146,8 +154,9 @@ def attach_run_log(output_dir):
             f.write(f"[{_run_log.dropped} lines logged before this file was opened were not kept]\n")
         f.writelines(line + "\n" for line in _run_log.pending)
         _run_log.file, _run_log.pending, _run_log.dropped = f, [], 0
-    _run_log.previous_excepthook = sys.excepthook
-    sys.excepthook = _excepthook
+    if _run_log.previous_excepthook is None:  # else still in the chain, under a hook installed since
+        _run_log.previous_excepthook = sys.excepthook
+        sys.excepthook = _excepthook
     return path
 
 
@@ -157,20 +166,28 @@ def close_run_log():
         f, _run_log.file = _run_log.file, None
     if f is not None:
         f.close()
-    if _run_log.previous_excepthook is not None:
+    # Unhook only when ours is on top: a hook installed since (wandb's) calls ours, and must stay.
+    if _run_log.previous_excepthook is not None and sys.excepthook is _excepthook:
         sys.excepthook, _run_log.previous_excepthook = _run_log.previous_excepthook, None
 
 
 def _excepthook(exc_type, exc, tb):
+    """sys.excepthook while run.log is attached: the traceback goes to run.log, then on to the previous hook."""
     import traceback
 
-    for line in "".join(traceback.format_exception(exc_type, exc, tb)).rstrip("\n").split("\n"):
-        _run_log.write(scrub_temp_paths(line))
-    previous = _run_log.previous_excepthook or sys.__excepthook__
-    # A hook installed on top of ours (wandb's) has printed the traceback and then called us, as
-    # wandb calls any non-default hook it found: print it only when we are the top hook.
-    if sys.excepthook is _excepthook or previous is not sys.__excepthook__:
-        previous(exc_type, exc, tb)
+    if _run_log.in_hook:  # hooks that call each other: once is enough
+        return
+    _run_log.in_hook = True
+    try:
+        for line in "".join(traceback.format_exception(exc_type, exc, tb)).rstrip("\n").split("\n"):
+            _run_log.write(scrub_temp_paths(line))
+        previous = _run_log.previous_excepthook or sys.__excepthook__
+        # A hook installed on top of ours (wandb's) has printed the traceback and then called us, as
+        # wandb calls any non-default hook it found: print it only when we are the top hook.
+        if sys.excepthook is _excepthook or previous is not sys.__excepthook__:
+            previous(exc_type, exc, tb)
+    finally:
+        _run_log.in_hook = False
 
 
 # ----------------------------------------------------------------------------
@@ -329,7 +346,7 @@ class ProgressBar:
             due = self.n >= self._next_mark or now - self._last_line >= self._every_seconds
             if due and now - self._last_line >= self._min_seconds:
                 self._last_line, self._next_mark = now, self._mark_after(self.n)
-                log(self._progress_line(now))
+                _progress(self._progress_line(now))
 
     def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
         self.postfix = {**(ordered_dict or {}), **kwargs}
@@ -358,7 +375,7 @@ class ProgressBar:
         if self._tqdm is not None:
             self._tqdm.close()
         if self.mode != "off" and (self.n or self.total):
-            log(self.summary_line())
+            _progress(self.summary_line())
 
     def __enter__(self):
         return self

@@ -21,7 +21,7 @@ import reporting
 
 def as_dict(summary):
     """A wandb summary (nested SummarySubDicts for tables) as plain JSON."""
-    return {k: as_dict(summary[k]) if hasattr(summary[k], "keys") else summary[k] for k in summary}
+    return {k: as_dict(summary[k]) if hasattr(summary[k], "keys") else summary[k] for k in summary.keys()}  # noqa: SIM118 - iterating a wandb summary does not give its keys
 
 
 def main():

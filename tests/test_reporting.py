@@ -97,6 +97,32 @@ def test_uncaught_exception_traceback_is_appended_to_run_log(tmp_path, capsys):
     assert sys.excepthook is not reporting._excepthook, "close_run_log restores the hook"
 
 
+def test_a_hook_installed_on_top_of_ours_keeps_working_across_runs(tmp_path, capsys):
+    """wandb installs its excepthook after ours, prints the traceback and calls ours: no double print,
+    no unhooking it at close, no hooks calling each other after a second attach."""
+    printed = []
+
+    def wandb_like(exc_type, exc, tb):
+        printed.append(str(exc))
+        inner(exc_type, exc, tb)
+
+    before = sys.excepthook
+    try:
+        reporting.attach_run_log(str(tmp_path))
+        inner = sys.excepthook
+        sys.excepthook = wandb_like
+        reporting.close_run_log()
+        assert sys.excepthook is wandb_like, "close_run_log leaves a hook installed since"
+        reporting.attach_run_log(str(tmp_path))
+        sys.excepthook(ValueError, ValueError("boom"), None)
+        reporting.close_run_log()
+    finally:
+        sys.excepthook = before
+        reporting._run_log.previous_excepthook = None
+    assert printed == ["boom"] and "boom" not in capsys.readouterr().err, "printed once, by the top hook"
+    assert (tmp_path / "run.log").read_text(encoding="utf-8").count("ValueError: boom") == 1
+
+
 def test_temporary_checkpoint_paths_never_reach_console_or_run_log(tmp_path, capsys):
     reporting.attach_run_log(str(tmp_path))
     reporting.log("Model weights saved in out/.tmp-checkpoint-75-9382/model_state.pdparams")
@@ -141,7 +167,7 @@ def test_plain_bar_prints_a_line_every_tenth_with_rate_and_eta_then_a_final_line
         if bar.n == 50:
             bar.set_postfix(loss="2.5000", lr="1.00e-04")
     bar.close()
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "\r" not in out and "\x1b" not in out
     lines = out.splitlines()
     assert len(lines) == 10, lines  # 10%, 20%, ... 90%, and the final line
@@ -156,7 +182,7 @@ def test_plain_bar_on_a_slow_run_prints_every_30_seconds(capsys):
     for _ in range(10):  # 10 steps of 10 s: 1% of the total, but 100 s
         clock.t += 10.0
         bar.update(1)
-    lines = capsys.readouterr().out.splitlines()
+    lines = capsys.readouterr().err.splitlines()
     assert [re.search(r"train: (\d+)/", line).group(1) for line in lines] == ["3", "6", "9"]
     assert "10.00 s/it" in lines[0] and "ETA 2h46m10s" in lines[0]
 
@@ -167,7 +193,7 @@ def test_plain_quick_bar_prints_only_its_final_line(capsys):
         for _ in range(8):
             clock.t += 0.05
             bar.update(1)
-    lines = capsys.readouterr().out.splitlines()
+    lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].endswith("eval: 8/8 it in 0.4s (20.0 it/s)")
 
 
@@ -177,7 +203,7 @@ def test_resumed_bar_counts_rate_and_eta_from_where_it_started(capsys):
     for _ in range(10):
         clock.t += 2.0
         bar.update(1)
-    line = capsys.readouterr().out.splitlines()[0]
+    line = capsys.readouterr().err.splitlines()[0]
     assert "train: 60/100 (60%) 0.50 it/s" in line or "train: 60/100 (60%) 2.00 s/it" in line
     assert "ETA 1m20s" in line
 
@@ -188,9 +214,9 @@ def test_bar_on_a_terminal_is_tqdm_on_stderr_and_ends_with_one_log_line(capsys):
         bar.update(1)
     bar.set_postfix(loss="1.0")
     bar.close()
-    captured = capsys.readouterr()
-    assert "train" in captured.err and "5/5" in captured.err, "a tqdm bar"
-    assert len(captured.out.splitlines()) == 1 and "train: 5/5 it in " in captured.out
+    err = capsys.readouterr().err
+    assert "\r" in err and "5/5" in err, "a tqdm bar, redrawn"
+    assert re.search(STAMP + r"train: 5/5 it in \S+ \(.*\), loss=1\.0\n$", err), "then one line, like a plain bar's last"
 
 
 def test_progress_bar_picks_plain_lines_when_stderr_is_not_a_terminal(capsys, monkeypatch):
@@ -199,7 +225,7 @@ def test_progress_bar_picks_plain_lines_when_stderr_is_not_a_terminal(capsys, mo
     bar = reporting.progress_bar(10, "x")
     bar.update(10)
     bar.close()
-    assert bar.mode == "off" and capsys.readouterr().out == ""
+    assert bar.mode == "off" and capsys.readouterr() == ("", "")
 
 
 def test_plain_progress_lines_are_in_run_log(tmp_path, capsys):
@@ -210,7 +236,9 @@ def test_plain_progress_lines_are_in_run_log(tmp_path, capsys):
             clock.t += 1.0
             bar.update(1)
     reporting.close_run_log()
-    assert run_log_lines(tmp_path)[1:] == capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    assert captured.out == "", "progress goes to stderr, with the bar: a CLI's stdout is its data"
+    assert run_log_lines(tmp_path)[1:] == captured.err.splitlines()
 
 
 # ---------------------------------------------------------------------------- result files
