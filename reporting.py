@@ -896,6 +896,10 @@ def plot_training_curves(output_dir, out_path=None, best_step=None):
         ax.grid(True, alpha=0.3)
         if title == "learning rate":
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+        finite = [v for v in values if math.isfinite(v)]
+        if kind == "train" and key == "loss" and finite and min(finite) > 0 and max(finite) / min(finite) > 100:
+            ax.set_yscale("log")  # a loss that fell 100x: the late, small gains are invisible on a linear axis
+            title += " (log scale)"
         if best_step is not None:
             ax.axvline(best_step, color="tab:red", linestyle="--", linewidth=1, alpha=0.6)
             if kind == "eval" and best_step in steps:
