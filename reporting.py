@@ -2,7 +2,8 @@
 chatter, the dashboards (wandb, VisualDL), result files (JSON/JSONL, all_results.json) and a
 picture of the training curves.
 
-Only rank 0 reports; other ranks are silent (error() still prints on every rank: a dying rank must say why).
+Only rank 0 reports; other ranks are silent, except error() and library warnings, which a rank prints to
+its own stderr (the launcher's log/workerlog.N): a dying rank must say why.
 
 The console. Our lines are "[HH:MM:SS] message" on stdout, written through tqdm.write so a live bar is
 lifted out of the way and redrawn below them. A progress bar is a tqdm bar (stderr, ETA) when stderr is
@@ -33,7 +34,7 @@ import threading
 import time
 import warnings
 
-from distributed import is_main_process
+from distributed import get_rank, is_main_process
 
 DEBUG_ENV = "PADDLE_FINETUNE_DEBUG"  # "1": library chatter shown (and kept in run.log) as DEBUG lines
 PROGRESS_ENV = "PADDLE_FINETUNE_PROGRESS"  # force "bar", "plain" or "off" instead of choosing by terminal
@@ -219,7 +220,16 @@ class _LibraryHandler(logging.Handler):
             msg = str(record.msg)
         name = "paddlenlp" if record.name == "PaddleNLP" else record.name.split(".")[0]
         text = f"{name}: {_ANSI.sub('', msg).strip()}"
-        (warn if record.levelno >= logging.WARNING else debug)(text)
+        (_library_warning if record.levelno >= logging.WARNING else debug)(text)
+
+
+def _library_warning(text):
+    """A library's warning: ours on rank 0; on another rank its own stderr (the launcher's workerlog.N,
+    not the console), which is where a worker's reason for dying has to be."""
+    if is_main_process():
+        warn(text)
+    else:
+        print(scrub_temp_paths(_stamp(f"rank {get_rank()} WARNING: {text}")), file=sys.stderr, flush=True)
 
 
 _library_handler = _LibraryHandler()
@@ -249,7 +259,7 @@ def _route_console_handlers():
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     """warnings.showwarning: a Python warning is a WARNING line of ours (console and run.log)."""
-    warn(f"{category.__name__}: {message} ({os.path.basename(filename)}:{lineno})")
+    _library_warning(f"{category.__name__}: {message} ({os.path.basename(filename)}:{lineno})")
 
 
 def quiet_libraries():

@@ -149,6 +149,13 @@ def test_other_ranks_are_silent(tmp_path, capsys, monkeypatch):
     assert "error: rank 1 dies" in capsys.readouterr().err
 
 
+def test_other_ranks_keep_library_warnings_on_their_own_stderr(capsys, monkeypatch):
+    monkeypatch.setenv("PADDLE_TRAINER_ID", "1")
+    reporting._show_warning(UserWarning("gloo is slow"), UserWarning, "/x/lib.py", 7)
+    captured = capsys.readouterr()
+    assert captured.out == "" and re.fullmatch(STAMP + r"rank 1 WARNING: UserWarning: gloo is slow \(lib\.py:7\)\n", captured.err)
+
+
 def test_debug_lines_only_with_the_debug_switch(capsys, monkeypatch):
     reporting.debug("paddlenlp: Configuration saved in x")
     assert capsys.readouterr().out == ""
