@@ -35,7 +35,7 @@ import numpy as np
 
 from configuration import ConfigError
 from distributed import get_world_size, is_main_process
-from reporting import log, write_json_atomic
+from reporting import attach_run_log, log, write_json_atomic
 from rng import get_rng_state, rng_state_from_json, rng_state_to_json
 
 FORMAT = 2  # 1 = the pickled format (.pdparams/.pdopt/trainer_state.pdparams), refused on resume
@@ -1130,6 +1130,7 @@ def open_output_dir(config, staged=None):
         for name in os.listdir(staged):
             shutil.move(os.path.join(staged, name), os.path.join(out, name))
         shutil.rmtree(staged, ignore_errors=True)
+    attach_run_log(out)  # what the console showed so far, and from now on, goes to output_dir/run.log
     claim = _claims.get(os.path.abspath(out))
     if claim is not None:
         claim.opened = True

@@ -805,26 +805,6 @@ def open_reporting(targets, config, output_dir, run_id=None, resume_step=None):
     return Reporting(wandb_run, writer, config)
 
 
-# The loop's previous API, kept until the engine calls open_reporting: init_reporting returns the
-# wandb run itself (or None), report/report_table log to it.
-def init_reporting(config, run_id=None):
-    if "wandb" not in parse_targets(config.get("report_to", "")) or not is_main_process():
-        return None
-    return _open_wandb(config, config["output_dir"], run_id)
-
-
-def report(run, metrics, step):
-    if run is not None:
-        run.log(metrics, step=step)
-
-
-def report_table(run, name, columns, rows, step):
-    if run is not None:
-        import wandb
-
-        run.log({name: wandb.Table(columns=columns, data=rows)}, step=step)
-
-
 # ----------------------------------------------------------------------------
 # the training curves
 # ----------------------------------------------------------------------------

@@ -287,6 +287,9 @@ def record_generation_settings(model, cfg, ids):
     """So that generation_config.json in every saved model says how this run generates (not paddlenlp's max 20)."""
     for key, value in generation_settings(cfg, ids).items():
         setattr(model.generation_config, key, value)
+    model.generation_config.max_length = cfg["max_target_length"]  # not the model config's 20: both name the summary length
+    # paddlenlp rebuilds a generation config it made from the model config (dropping these) unless told it is our own
+    model.generation_config._from_model_config = False
 
 
 def generate_batch(model, features, cfg, ids):

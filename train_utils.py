@@ -50,7 +50,20 @@ from checkpoints import (
 )
 from configuration import ConfigError, parse_config, resolve_greater_is_better
 from distributed import barrier, broadcast_flag, get_local_world_size, get_rank, get_world_size, init_distributed, is_main_process, mean_across_ranks
-from reporting import append_jsonl, describe_config, init_reporting, log, progress_bar, report, report_table, truncate_jsonl, warn_once, write_json_atomic
+from reporting import (
+    append_jsonl,
+    describe_config,
+    error,
+    log,
+    open_reporting,
+    plot_training_curves,
+    progress_bar,
+    quiet_libraries,
+    summary_lines,
+    truncate_jsonl,
+    warn_once,
+    write_results,
+)
 from rng import paddle_cpu_rng_checkpoints, reseed_paddle_cpu, set_rng_state, set_seed
 
 # OMP_NUM_THREADS as the user launched us: paddle's import sets it to 1 when it is unset, so the entry
@@ -73,13 +86,14 @@ def run_main(main, defaults, prog, doc=""):
     from data_utils import DataError
 
     record_launch_env()
+    quiet_libraries()  # before paddle's import, so its import-time warnings are routed too
     try:
         config = parse_config(defaults, sys.argv[1:], prog=prog, doc=doc)
         # One run per output_dir, for the whole run; a run refused before open_output_dir leaves it as it was.
         with claimed_output_dir(config):
             return main(config)
     except (ConfigError, DataError, TrainingError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        error(str(e))
         raise SystemExit(2) from None
 
 
@@ -492,9 +506,10 @@ def run_training(task):
     if "dev" in task.eval_units and eval_steps % save_steps != 0 and max_steps > eval_steps:
         warn_once(f"eval_steps={eval_steps} is not a multiple of save_steps={save_steps}: an evaluation that beats the best "
                   "between saves saves a checkpoint of its own, so the best can be kept; use a multiple to avoid the extra saves")
-    run = init_reporting(cfg, state.get("wandb_run_id"))
-    if run is not None:
-        state["wandb_run_id"] = run.id
+    reporter = open_reporting(cfg.get("report_to", ""), cfg, out, run_id=state.get("wandb_run_id"),
+                              resume_step=state["global_step"] if cfg.get("resume_from_checkpoint") else None)
+    if reporter.wandb_run_id:
+        state["wandb_run_id"] = reporter.wandb_run_id
     stream = micro_batch_stream(task, rank, world_size, state["epoch"], state["position"])
     train_log = os.path.join(out, "train_log.jsonl")
     metrics_log = os.path.join(out, "metrics.jsonl")
@@ -514,10 +529,10 @@ def run_training(task):
         dev_metrics_by_step[step] = metrics
         if is_main_process():
             append_jsonl(metrics_log, {"step": step, **metrics})
-            report(run, {f"eval/{k}": v for k, v in metrics.items()}, step)
+            reporter.scalars({f"eval/{k}": v for k, v in metrics.items()}, step)
             rows = task.sample_rows_fn() if task.sample_rows_fn is not None else None
             if rows:
-                report_table(run, "eval/samples", list(rows[0].keys()), [list(r.values()) for r in rows], step)
+                reporter.table("eval/samples", list(rows[0].keys()), [list(r.values()) for r in rows], step)
         if step == 0:  # the starting model is a reference, not a candidate
             log("eval at step 0 (before training): " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
             return False
@@ -538,6 +553,7 @@ def run_training(task):
             best = [os.path.join(out, state["best_checkpoint"])] if state["best_checkpoint"] else []
             removed = rotate_checkpoints(out, cfg.get("save_total_limit", 0), keep=best)
             write_run_state(out, state)
+            reporter.flush()  # a resume carries over only what reached the disk
             log(f"saved {path}" + (f" (best {metric}={state['best_metric']}: {state['best_checkpoint']})" if state["best_checkpoint"] else "")
                 + (f"; removed {', '.join(os.path.basename(p) for p in removed)}" if removed else ""))
         barrier()
@@ -627,7 +643,7 @@ def run_training(task):
                 if scaler.is_enable():
                     record["skipped_steps"] = window["skipped"]  # steps GradScaler skipped (inf/NaN gradients)
                 append_jsonl(train_log, record)
-                report(run, {"train/loss": record["loss"], "train/lr": lr, "train/tokens_per_s": record["tokens_per_s"]}, record["step"])
+                reporter.scalars({"train/loss": record["loss"], "train/lr": lr, "train/tokens_per_s": record["tokens_per_s"]}, record["step"])
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
                 log(f"step {record['step']}/{max_steps} loss {record['loss']:.4f} lr {lr:.3e} {record['tokens_per_s']:.0f} tok/s")
                 window = {"loss": 0.0, "steps": 0, "tokens": 0, "skipped": 0, "start": time.perf_counter()}
@@ -636,6 +652,9 @@ def run_training(task):
             if broadcast_flag(stop.signum is not None):
                 save(state["global_step"])
                 bar.close()
+                reporter.close()
+                if is_main_process():
+                    plot_training_curves(out)
                 log(f"stopped by signal at step {state['global_step']}; resume with --resume_from_checkpoint=auto")
                 raise SystemExit(128 + (stop.signum or signal.SIGTERM))
     bar.close()
@@ -674,13 +693,15 @@ def run_training(task):
         **{f"eval_{k}": v for k, v in (dev_metrics or {}).items()},
         **{f"test_{k}": v for k, v in (test_metrics or {}).items()},
     }
+    results["final_model"] = out
     if is_main_process():
         write_run_state(out, state)
-        write_json_atomic(os.path.join(out, "all_results.json"), results)
+        results = write_results(out, results)
+        plot_training_curves(out, best_step=state["best_step"])
+    reporter.summary({k: v for k, v in results.items() if v is not None})
+    reporter.close()
+    log("\n".join(summary_lines(results)))
     state["results"] = results
-    if run is not None:
-        run.summary.update({k: v for k, v in results.items() if v is not None})
-        run.finish()
     return state
 
 
@@ -705,7 +726,8 @@ def run_evaluation(task):
     if not results:
         warn_once("do_train=False with no dev or test data: nothing to evaluate")
     if is_main_process():
-        write_json_atomic(os.path.join(out, "all_results.json"), results)
+        results = write_results(out, results)
+    log("\n".join(summary_lines(results)))
     return {"global_step": 0, "results": results}
 
 
