@@ -193,9 +193,9 @@ def test_overwrite_deletes_nothing_until_open_output_dir(tmp_path):
     with checkpoints.claimed_output_dir(config) as claim:
         checkpoints.open_output_dir(config, staged=str(staged))
         assert claim.opened
-        assert sorted(os.listdir(out)) == [checkpoints.LOCK_FILE, "train_config.json", "vocab.txt", "wandb"]
+        assert sorted(os.listdir(out)) == [checkpoints.LOCK_FILE, "run.log", "train_config.json", "vocab.txt", "wandb"]
     assert not staged.exists()
-    assert sorted(os.listdir(out)) == ["train_config.json", "vocab.txt", "wandb"], "kept after open, lock dropped"
+    assert sorted(os.listdir(out)) == ["run.log", "train_config.json", "vocab.txt", "wandb"], "kept after open, lock dropped"
 
 
 def test_other_ranks_do_not_lock(tmp_path, monkeypatch):
