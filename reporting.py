@@ -526,9 +526,10 @@ def summary_lines(results):
     """The end-of-run block the engine logs: log("\\n".join(summary_lines(results))).
 
     Reads (each optional): train_steps, epoch, train_runtime (s), train_tokens_per_second, train_loss;
-    metric_for_best, best_metric, best_step, best_checkpoint; final_model; eval_<metric> (last
-    evaluation, eval_step for its step); test_<metric> or predict_<metric>.
+    metric_for_best, best_metric, best_step, best_checkpoint; final_model (and final_model_step);
+    eval_<metric> (the final model's dev metrics); test_<metric> or predict_<metric>. None counts as absent.
     """
+    results = {k: v for k, v in results.items() if v is not None}
     lines = ["summary:"]
     head = " ".join(part for part in (
         f"{_number(results['train_steps'])} steps" if "train_steps" in results else "",
@@ -549,15 +550,16 @@ def summary_lines(results):
         if results.get("best_checkpoint"):
             best += f" ({results['best_checkpoint']})"
         lines.append(f"  best         {best}")
-    evaluated = _metrics_text({k: v for k, v in results.items() if k != "eval_step"}, ("eval_",))
+    evaluated = _metrics_text(results, ("eval_",))
     if evaluated:
-        at = f" (step {_number(results['eval_step'])})" if "eval_step" in results else ""
-        lines.append(f"  last eval    {evaluated}{at}")
+        at = f" (step {_number(results['final_model_step'])})" if "final_model_step" in results else ""
+        lines.append(f"  dev          {evaluated}{at}")
     tested = _metrics_text(results, ("test_", "predict_"))
     if tested:
         lines.append(f"  test         {tested}")
     if results.get("final_model"):
-        lines.append(f"  final model  {results['final_model']}")
+        at = f" (step {_number(results['final_model_step'])})" if "final_model_step" in results else ""
+        lines.append(f"  final model  {results['final_model']}{at}")
     return [scrub_temp_paths(line) for line in lines] if len(lines) > 1 else []
 
 

@@ -274,16 +274,16 @@ def test_summary_lines_name_steps_speed_best_test_and_final_model():
     lines = reporting.summary_lines({
         "train_steps": 378, "epoch": 6.0, "train_runtime": 55.24, "train_tokens_per_second": 3702.1, "train_loss": 0.123456,
         "metric_for_best": "rougeL", "best_metric": 99.9, "best_step": 378, "best_checkpoint": "out/checkpoint-378",
-        "eval_rouge1": 99.95, "eval_rougeL": 99.9, "eval_runtime": 3.2, "eval_step": 378,
-        "test_rougeL": 97.5, "final_model": "out/checkpoint-378",
+        "eval_rouge1": 99.95, "eval_rougeL": 99.9, "eval_runtime": 3.2, "final_model_step": 378,
+        "test_rougeL": 97.5, "final_model": "out", "train_samples_per_second": None,
     })
     assert lines == [
         "summary:",
         "  trained      378 steps (6 epochs) in 55.2s, 3,702 tokens/s, final loss 0.1235",
         "  best         rougeL=99.9 at step 378 (out/checkpoint-378)",
-        "  last eval    rouge1=99.95, rougeL=99.9 (step 378)",
+        "  dev          rouge1=99.95, rougeL=99.9 (step 378)",
         "  test         rougeL=97.5",
-        "  final model  out/checkpoint-378",
+        "  final model  out (step 378)",
     ]
     assert reporting.summary_lines({}) == []
     assert reporting.summary_lines({"train_runtime": 4000}) == ["summary:", "  trained      in 1h06m40s"]

@@ -1,0 +1,91 @@
+"""evaluation.py: the units a split is cut into, how ranks share them, and the rules that pick the kept model."""
+import pytest
+
+import evaluation
+
+
+# ---------------------------------------------------------------------------- units and shards
+def test_length_sorted_units_are_the_batches_one_process_cuts():
+    lengths = [5, 9, 9, 1, 7, 3, 9]
+    units = evaluation.length_sorted_units(lengths, 3)
+    assert units == [[1, 2, 6], [4, 0, 5], [3]]  # longest first; ties keep row order (a stable sort)
+    assert sorted(i for u in units for i in u) == list(range(len(lengths)))
+
+
+def test_ranks_get_whole_units_round_robin_and_together_all_of_them():
+    units = evaluation.length_sorted_units(list(range(100)), 8)  # 13 units, the longest first
+    shards = [evaluation.shard_units(len(units), rank, 2) for rank in range(2)]
+    assert shards == [list(range(0, 13, 2)), list(range(1, 13, 2))]
+    rows = [sum(len(units[i]) for i in shard) for shard in shards]
+    assert sum(rows) == 100 and abs(rows[0] - rows[1]) <= 8  # about half each
+    # the long batches are spread: each rank's share of the 4 longest units is 2
+    assert [sum(1 for i in shard if i < 4) for shard in shards] == [2, 2]
+
+
+def test_in_order_units_keep_row_order():
+    assert evaluation.in_order_units(7, 3) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert evaluation.in_order_units(0, 3) == []
+
+
+def test_single_process_evaluation_scores_every_unit_in_order():
+    """One process: evaluate_split calls predict_fn on every unit in order and score_fn with the outputs in unit
+    order (the same code path ranks share; the 2-rank run is in tests/test_distributed*.py)."""
+
+    class Model:
+        training = True
+
+        def eval(self):
+            self.training = False
+
+        def train(self):
+            self.training = True
+
+    units = [[2, 0], [1]]
+    seen = []
+
+    def predict(model, split, unit):
+        assert not model.training and split == "dev"
+        return {"rows": unit}
+
+    def score(split, outputs, step):
+        seen.append((split, outputs, step))
+        return {"n": sum(len(o["rows"]) for o in outputs)}
+
+    model = Model()
+    metrics = evaluation.evaluate_split(model, "dev", units, predict, score, step=7)
+    assert metrics == {"n": 3.0} and seen == [("dev", [{"rows": [2, 0]}, {"rows": [1]}], 7)]
+    assert model.training, "the model is put back in training mode"
+
+
+# ---------------------------------------------------------------------------- selection
+@pytest.mark.parametrize("value, best, greater, threshold, expected", [
+    (1.0, None, True, 0.0, True),  # the first evaluation is the best so far
+    (float("nan"), None, True, 0.0, False),  # a NaN is never the best
+    (2.0, 1.0, True, 0.0, True),
+    (1.0, 1.0, True, 0.0, False),  # equal is not better: the earlier checkpoint stays the best
+    (0.5, 1.0, False, 0.0, True),  # lower is better (perplexity)
+    (1.05, 1.0, True, 0.1, False),  # not by more than the threshold
+    (1.2, 1.0, True, 0.1, True),
+    (0.85, 1.0, False, 0.1, True),
+])
+def test_is_better(value, best, greater, threshold, expected):
+    assert evaluation.is_better(value, best, greater, threshold) is expected
+
+
+def test_update_best_tracks_every_evaluation_and_counts_patience():
+    state = {"best_metric": None, "best_step": None, "best_checkpoint": None}
+    history = [(3, 4.66), (6, 3.0), (9, 5.49), (12, 5.5), (15, 0.0)]
+    improved = [evaluation.update_best(state, {"rougeL": v}, step, "rougeL", True, threshold=0.1) for step, v in history]
+    assert improved == [True, False, True, True, False]
+    assert (state["best_step"], state["best_metric"]) == (12, 5.5)  # 5.5 beats 5.49, by less than the threshold
+    # patience counts evaluations that did not beat the best by more than the threshold: 12 (0.01) and 15 (worse)
+    assert state["evals_without_improvement"] == 2
+    assert evaluation.should_stop_early(state, 2) and not evaluation.should_stop_early(state, 3)
+    assert not evaluation.should_stop_early(state, 0), "patience 0 is off"
+
+
+def test_lower_is_better_metrics():
+    state = {}
+    for step, ppl in [(10, 50.0), (20, 40.0), (30, 45.0)]:
+        evaluation.update_best(state, {"perplexity": ppl}, step, "perplexity", False)
+    assert (state["best_step"], state["best_metric"], state["evals_without_improvement"]) == (20, 40.0, 1)
