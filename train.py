@@ -396,7 +396,7 @@ def main(cfg):
             decoder_start_token_id=tokenizer.cls_token_id,
             forced_eos_token_id=tokenizer.sep_token_id,
         )
-    model = tu.load_model(BartForConditionalGeneration, cfg, **model_kwargs)
+    model = tu.load_model(BartForConditionalGeneration, cfg, fit_lengths=("max_source_length", "max_target_length"), **model_kwargs)
     ids = special_ids(tokenizer, model)
     record_generation_settings(model, cfg, ids)
     log(f"tokens: pad={ids['pad']} eos={ids['eos']} decoder_start={ids['decoder_start']} (device {device})")

@@ -280,7 +280,7 @@ def build_model(cfg, tokenizer, label_names):
     id2label = {i: name for i, name in enumerate(label_names)}
     label_kwargs = dict(num_labels=len(label_names), id2label=id2label, label2id={n: i for i, n in id2label.items()})
     if cfg["pretrained_model"]:
-        return tu.load_model(AutoModelForSequenceClassification, cfg, **label_kwargs)
+        return tu.load_model(AutoModelForSequenceClassification, cfg, fit_lengths=("max_seq_length",), **label_kwargs)
     return tu.load_model(BertForSequenceClassification, cfg, vocab_size=tu.vocab_size(tokenizer),
                          pad_token_id=tokenizer.pad_token_id, **label_kwargs)
 
@@ -299,7 +299,7 @@ def main(cfg):
         from paddlenlp.transformers import AutoModelForSequenceClassification
 
         tokenizer, staged = tu.load_tokenizer(cfg, [])
-        model = tu.load_model(AutoModelForSequenceClassification, cfg)
+        model = tu.load_model(AutoModelForSequenceClassification, cfg, fit_lengths=("max_seq_length",))
         label_names = label_names_of(model, tu.resolve_pretrained(cfg["pretrained_model"]))
     label2id = {name: i for i, name in enumerate(label_names)}
     for split in ("dev", "test"):

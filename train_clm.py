@@ -210,7 +210,7 @@ def build_model(cfg, tokenizer):
     from paddlenlp.transformers import AutoModelForCausalLM, GPTForCausalLM
 
     if cfg["pretrained_model"]:
-        return tu.load_model(AutoModelForCausalLM, cfg)
+        return tu.load_model(AutoModelForCausalLM, cfg, fit_lengths=("block_size",))
     eot = end_of_text_id(tokenizer)
     return tu.load_model(
         GPTForCausalLM, cfg, vocab_size=tu.vocab_size(tokenizer), pad_token_id=tokenizer.pad_token_id,

@@ -304,7 +304,7 @@ def build_model(cfg, tokenizer):
     from paddlenlp.transformers import AutoModelForMaskedLM, BertForMaskedLM
 
     if cfg["pretrained_model"]:
-        return tu.load_model(AutoModelForMaskedLM, cfg)
+        return tu.load_model(AutoModelForMaskedLM, cfg, fit_lengths=("block_size",))
     return tu.load_model(BertForMaskedLM, cfg, vocab_size=tu.vocab_size(tokenizer), pad_token_id=tokenizer.pad_token_id,
                          max_position_embeddings=max(cfg["model_config"].get("max_position_embeddings", 512), cfg["block_size"]))
 

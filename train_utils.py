@@ -48,7 +48,7 @@ from checkpoints import (
     save_model_files,
     save_rank_rng,
 )
-from configuration import ConfigError, parse_config, resolve_greater_is_better
+from configuration import ConfigError, check_max_lengths, parse_config, resolve_greater_is_better
 from distributed import barrier, broadcast_flag, get_local_world_size, get_rank, get_world_size, init_distributed, is_main_process, mean_across_ranks
 from reporting import (
     append_jsonl,
@@ -217,21 +217,27 @@ def resolve_pretrained(name_or_path, cache_dir=None):
     return path
 
 
-def load_model(model_class, config, **model_kwargs):
+def load_model(model_class, config, fit_lengths=(), **model_kwargs):
     """From pretrained_model when set, else a fresh model built from model_config.
 
     A local directory is loaded without unpickling (checkpoints.load_model_dir: safetensors, or numpy arrays only)
     and its weights must match the model, but for a new task head; a name goes through paddlenlp's from_pretrained.
+    fit_lengths: config keys (max_source_length, block_size, ...) that must fit the pretrained model's positions.
     """
     if config.get("pretrained_model"):
         path = resolve_pretrained(config["pretrained_model"], config.get("converted_model_dir") or None)
         log(f"loading {model_class.__name__} from {path}")
         if os.path.isdir(path):
-            return load_model_dir(model_class, path, allow_new_head=True, **model_kwargs)
-        try:
-            return model_class.from_pretrained(path, **model_kwargs)
-        except Exception as e:  # noqa: BLE001 - paddlenlp raises many types for a bad name
-            raise ConfigError(f"could not load pretrained_model {config['pretrained_model']!r}: {type(e).__name__}: {e}") from e
+            model = load_model_dir(model_class, path, allow_new_head=True, **model_kwargs)
+        else:
+            try:
+                model = model_class.from_pretrained(path, **model_kwargs)
+            except Exception as e:  # noqa: BLE001 - paddlenlp raises many types for a bad name
+                raise ConfigError(f"could not load pretrained_model {config['pretrained_model']!r}: {type(e).__name__}: {e}") from e
+        positions = getattr(model.config, "max_position_embeddings", None)
+        if positions:
+            check_max_lengths({key: config[key] for key in fit_lengths}, positions, f"pretrained_model {config['pretrained_model']!r}")
+        return model
     if not config.get("model_config"):
         raise ConfigError("set pretrained_model (a name or directory) or model_config (a dict) to build a model")
     model_config = model_class.config_class(**{**config["model_config"], **model_kwargs})

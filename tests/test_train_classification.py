@@ -149,3 +149,34 @@ def test_fine_tunes_a_real_hf_checkpoint_through_the_converter(tmp_path):
     label, prob, text = result.stdout.strip().splitlines()[-1].split("\t")
     assert label in {"体育", "科技", "美食", "财经"}, label  # the label map saved with the model, not ids
     assert 0.0 < float(prob) <= 1.0 and text == "成都最新消息，5G网络成为今年热点"
+
+
+def test_dataset_name_may_be_a_local_folder_in_the_hf_layout(tmp_path):
+    """dataset_name as a folder datasets.load_dataset reads (train.csv / validation.csv): yelp_review_full's columns."""
+    folder = tmp_path / "reviews"
+    folder.mkdir()
+    rows = [(f"第{i}条评论说这家店很好吃" if i % 2 else f"第{i}条评论说这家店太难吃了", i % 2) for i in range(48)]
+    for name, part in (("train.csv", rows[:40]), ("validation.csv", rows[40:])):
+        (folder / name).write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in part), encoding="utf-8")
+    out = tmp_path / "out"
+    result = run_entry(["train_classification.py", f"--dataset_name={folder}", f"--output_dir={out}", TINY_BERT,
+                        "--report_to=none", "--max_steps=4", "--save_steps=4", "--train_batch_size=8"])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"data: train 40 rows from dataset {folder}/train" in result.stdout
+    assert f"data: dev 8 rows from dataset {folder}/dev" in result.stdout
+    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [4]
+    assert len(read_jsonl(out / "predictions_dev.jsonl")) == 8
+
+
+def test_a_hub_dataset_offline_and_not_cached_says_how_to_use_local_files(tmp_path):
+    out = tmp_path / "out"
+    env_result = run_entry(["-c", "import os, runpy, sys; os.environ['HF_DATASETS_OFFLINE'] = '1'; "
+                            "os.environ['HF_DATASETS_CACHE'] = sys.argv[1]; sys.argv = ['train_classification.py', *sys.argv[2:]]; "
+                            "runpy.run_path('train_classification.py', run_name='__main__')",
+                            str(tmp_path / "empty-cache"), "--dataset_name=yelp_review_full", f"--output_dir={out}",
+                            "--report_to=none"], timeout=120)
+    assert env_result.returncode == 2, env_result.stdout[-2000:] + env_result.stderr[-2000:]
+    errors = [line for line in env_result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "yelp_review_full" in errors[0] and "download" in errors[0], env_result.stderr[-2000:]
+    assert "train_file" in errors[0] or "local" in errors[0]
+    assert not out.exists(), "a refused run leaves no output_dir behind"

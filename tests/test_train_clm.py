@@ -94,3 +94,18 @@ def test_csl_titles_clm_lowers_dev_perplexity(tmp_path):
     metrics = read_jsonl(out / "metrics.jsonl")
     assert metrics[0]["step"] == 0 and metrics[-1]["step"] == 40
     assert metrics[-1]["perplexity"] < 0.5 * metrics[0]["perplexity"], metrics
+
+
+def test_dataset_name_may_be_a_local_folder_with_a_text_column(tmp_path):
+    """wikitext's layout (a "text" column, blank rows between paragraphs) from a local folder of JSON lines."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    lines = [f"探险家第{i}次带领队伍抵达了海边。" for i in range(60)]
+    for name, part in (("train.jsonl", lines[:50]), ("validation.jsonl", lines[50:])):
+        (folder / name).write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in part), encoding="utf-8")
+    out = tmp_path / "out"
+    result = run_entry(["train_clm.py", f"--dataset_name={folder}", f"--output_dir={out}", TINY_GPT, "--report_to=none",
+                        "--max_steps=2", "--save_steps=2", "--block_size=16", "--sample_prompt="])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "data: train 50 rows from dataset" in result.stdout and "data: dev 10 rows from dataset" in result.stdout
+    assert [m["step"] for m in read_jsonl(out / "metrics.jsonl")] == [0, 2]
