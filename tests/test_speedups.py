@@ -291,3 +291,63 @@ def test_mkl_cpu_type(tmp_path, vendor, flags, expected):
     cpuinfo.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\ncpu family\t: 26\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
     assert speedups.mkl_cpu_type(str(cpuinfo)) == expected
     assert speedups.mkl_cpu_type(str(tmp_path / "missing")) is None
+
+
+# ---------------------------------------------------------------------------- patches: copies, versions, the switch
+def test_a_deep_copy_of_a_patched_model_is_patched_and_computes_with_its_own_weights():
+    """The patches swap each layer's class (not its bound forward), so copy.deepcopy keeps them, on the copy's weights."""
+    import paddle
+    import paddle.nn.functional as F
+
+    paddle.set_device("cpu")
+    paddle.seed(0)
+    model = paddle.nn.Sequential(paddle.nn.Linear(8, 8), paddle.nn.LayerNorm(8))
+    speedups.use_fast_cpu_kernels(model)
+    twin = copy.deepcopy(model)
+    assert [type(layer) for layer in twin] == [type(layer) for layer in model]
+    assert type(twin[0]).__name__ == "FastLinear" and type(twin[1]).__name__ == "FastLayerNorm"
+    with paddle.no_grad():
+        twin[0].weight.set_value(paddle.randn([8, 8]))
+        twin[1].weight.set_value(twin[1].weight * 3.0)
+    x = paddle.randn([4, 8])
+    x.stop_gradient = False  # the training path: the PyLayers run
+    expected = F.layer_norm(F.linear(x, twin[0].weight, twin[0].bias), 8, twin[1].weight, twin[1].bias, twin[1]._epsilon)
+    np.testing.assert_allclose(twin(x).numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+    original = F.layer_norm(F.linear(x, model[0].weight, model[0].bias), 8, model[1].weight, model[1].bias, model[1]._epsilon)
+    np.testing.assert_allclose(model(x).numpy(), original.numpy(), rtol=1e-5, atol=1e-5)  # the original keeps its own
+    assert not np.allclose(model(x).numpy(), twin(x).numpy())
+
+
+@pytest.mark.parametrize("version, supported", [("2.6.2", True), ("3.3.1", True), ("3.0.0", True), ("2.5.2", False),
+                                                 ("3.4.0", False), ("0.0.0", False), ("develop", False)])
+def test_patches_know_the_paddle_versions_they_were_written_for(version, supported):
+    assert speedups.version_supported("paddle", version) is supported
+
+
+def test_outside_those_versions_paddles_own_layers_and_beam_search_run(monkeypatch, capsys):
+    import paddle
+    from paddlenlp.generation.utils import BeamSearchScorer
+
+    paddle.set_device("cpu")
+    monkeypatch.setitem(speedups.WRITTEN_FOR, "paddle", ((9, 0), (9, 9)))
+    monkeypatch.setitem(speedups.WRITTEN_FOR, "paddlenlp", ((9, 0), (9, 9)))
+    monkeypatch.setattr(speedups, "_skipped", set())
+    layer = paddle.nn.Linear(4, 4)
+    assert sum(speedups.use_fast_cpu_kernels(layer).values()) == 0 and type(layer) is paddle.nn.Linear
+    original = BeamSearchScorer.process
+    with speedups.fast_beam_search(layer):
+        assert BeamSearchScorer.process is original and "reorder_cache" not in vars(layer)
+    out = capsys.readouterr().out
+    assert "outside the versions these patches were written for" in out and "using paddle's own code" in out
+
+
+def test_fast_kernels_false_runs_paddles_own_code(tmp_path):
+    """The one switch: with fast_kernels=False no layer is patched and training still learns the same way."""
+    from helpers import run_entry, read_jsonl, tiny_bart_arg
+
+    out = tmp_path / "out"
+    result = run_entry(["train.py", f"--output_dir={out}", tiny_bart_arg(), "--fast_kernels=False", "--report_to=none",
+                        "--max_steps=3", "--save_steps=3", "--max_train_samples=64", "--train_batch_size=16",
+                        "--max_eval_samples=4", "--max_source_length=64", "--max_target_length=16"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [r["step"] for r in read_jsonl(out / "train_log.jsonl")] == [3]
