@@ -12,6 +12,7 @@ hf_to_paddle (the HF checkpoint converter). This module imports them; none of th
 """
 import contextlib
 import dataclasses
+import importlib
 import json
 import math
 import os
@@ -72,8 +73,11 @@ _launch_env = {}
 
 
 def record_launch_env():
-    """Remember the user's OMP_NUM_THREADS while it is still theirs: importing paddle sets it to 1 when unset."""
+    """What must happen before paddle is imported: remember the user's OMP_NUM_THREADS while it is still theirs
+    (importing paddle sets it to 1 when unset), and load Python's zlib first, because paddle 2.6.2 exports zlib
+    symbols of its own and a zlib loaded after it fails with "inconsistent stream state"."""
     if "paddle" not in sys.modules:
+        importlib.import_module("zlib")
         _launch_env.setdefault("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS"))
 
 
