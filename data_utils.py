@@ -21,6 +21,9 @@ training starts. File rules:
   Object keys must be unique.
 * Values: text, or numbers (ints as ``"3"``, integral floats too, so ``3.0`` and ``3``
   are one label); null, NaN, infinities, nested objects and lists are bad rows.
+
+Imports: the standard library; numpy, Hugging Face `datasets` and paddlenlp inside the functions that
+need them; nothing of the project.
 """
 import contextlib
 import csv

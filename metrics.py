@@ -29,6 +29,8 @@ Empty inputs: a pair whose prediction or reference has no tokens (empty,
 whitespace- or punctuation-only) scores 0 on all metrics -- including when
 both are empty, as in ``rouge_score``. Scoring "nothing vs nothing" as 100
 would reward a model for emitting nothing on degenerate references.
+
+Imports: the standard library only.
 """
 
 import math

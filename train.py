@@ -6,6 +6,9 @@
     python -m paddle.distributed.launch --nproc_per_node 2 train.py ...
 
 Every key below can be overridden; `python train.py --help` lists them.
+
+Imports: the engine (train_utils) and the project's modules it names; paddle and paddlenlp inside the
+functions (so `--help` answers without loading them).
 """
 import functools
 import json
@@ -378,11 +381,11 @@ def score_split(examples, units, outputs, out_path):
 # main
 # ----------------------------------------------------------------------------
 def main(cfg):
+    validate_config(cfg)
     from paddlenlp.transformers import BartForConditionalGeneration
 
     from evaluation import length_sorted_units
 
-    validate_config(cfg)
     device = tu.start_run(cfg)
     data = load_data(cfg)
     tokenizer, staged = tu.load_tokenizer(cfg, (t for ex in data.get("train", []) for t in (ex["source"], ex["target"])))

@@ -7,6 +7,9 @@
 Label names are read from the training data; the label <-> id map is saved with every
 checkpoint (label_map.json and the model config) and used by tools/predict_classification.py.
 Every key below can be overridden; `python train_classification.py --help` lists them.
+
+Imports: the engine (train_utils) and the project's modules it names; paddle and paddlenlp inside the
+functions (so `--help` answers without loading them).
 """
 import functools
 import json

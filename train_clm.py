@@ -8,6 +8,9 @@ Texts are joined (each ended by the end-of-text token) and cut into block_size b
 labels are the inputs, shifted by one inside the loss. Perplexity is exp of the dev loss.
 Generate with `tools/generate_text.py MODEL_DIR "prompt" --strategy greedy|top_k|top_p`.
 Every key below can be overridden; `python train_clm.py --help` lists them.
+
+Imports: the engine (train_utils) and the project's modules it names; paddle and paddlenlp inside the
+functions (so `--help` answers without loading them).
 """
 import functools
 import os

@@ -10,6 +10,9 @@ a fixed seed, so perplexity (exp of the loss on masked tokens) is comparable acr
 The starting model is saved to output_dir/initial_model, and the probe sentence is filled in
 before and after training (cloze_check.json), so `tools/fill_mask.py` can compare the two.
 Every key below can be overridden; `python train_mlm.py --help` lists them.
+
+Imports: the engine (train_utils) and the project's modules it names; paddle and paddlenlp inside the
+functions (so `--help` answers without loading them).
 """
 import functools
 import json
