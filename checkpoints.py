@@ -488,6 +488,10 @@ def apply_optimizer_state(optimizer, model, arrays, meta, source):
         return
     block = paddle.static.default_main_program().global_block()
     guard = getattr(paddle.base.framework, "dygraph_guard_if_declarative", contextlib.nullcontext)
+    if getattr(optimizer, "helper", None) is None:  # paddle 2.6 makes it in its first step (_create_optimization_pass)
+        from paddle.base.layer_helper import LayerHelper
+
+        optimizer.helper = LayerHelper(optimizer.__class__.__name__)
     with guard():
         optimizer._create_accumulators(block, [p for name, p in params.items() if name in wanted])
     targets = {k: v for k, v in _optimizer_vars(optimizer, model).items() if k.rpartition("/")[0] in wanted}
