@@ -268,8 +268,8 @@ def format_help(defaults, prog, doc, source=None):
     the comment it has in `source` (the trainer's file)."""
     comments = config_comments(source, list(defaults)) if source else {}
     lines = [f"usage: python {prog} [--config FILE] [--key=value ...]", ""]
-    if doc:
-        lines += [doc.strip(), ""]
+    if doc:  # the trainer's docstring, without its note for developers on what it imports
+        lines += ["\n\n".join(p for p in doc.strip().split("\n\n") if not p.startswith("Imports:")), ""]
     lines += [
         "--config FILE   a .py or .json file (looked up in configs/ too) that sets some keys",
         "--key=value     a Python literal, checked against the type of the default",
