@@ -472,10 +472,23 @@ def optimizer_state(optimizer, model):
     return arrays, {"format": FORMAT, "dtypes": {key: str(var.dtype).replace("paddle.", "") for key, var in found.items()}}
 
 
+def create_accumulators(optimizer, parameters):
+    """The optimizer's per-parameter state (moments, beta powers, master weights), made as its first step would."""
+    import paddle
+
+    block = paddle.static.default_main_program().global_block()
+    guard = getattr(paddle.base.framework, "dygraph_guard_if_declarative", contextlib.nullcontext)
+    if getattr(optimizer, "helper", None) is None:  # paddle 2.6 makes it in its first step (_create_optimization_pass)
+        from paddle.base.layer_helper import LayerHelper
+
+        optimizer.helper = LayerHelper(optimizer.__class__.__name__)
+    with guard():
+        optimizer._create_accumulators(block, list(parameters))
+
+
 def apply_optimizer_state(optimizer, model, arrays, meta, source):
     """Create the accumulators of the saved parameters now (paddle would on the first step) and fill them,
     so a missing, unexpected or mis-shaped entry is refused here instead of surfacing mid-training."""
-    import paddle
 
     params = {name: p for name, p in unwrap_model(model).named_parameters()}
     wanted = set()
@@ -486,14 +499,7 @@ def apply_optimizer_state(optimizer, model, arrays, meta, source):
         wanted.add(param)
     if not wanted:
         return
-    block = paddle.static.default_main_program().global_block()
-    guard = getattr(paddle.base.framework, "dygraph_guard_if_declarative", contextlib.nullcontext)
-    if getattr(optimizer, "helper", None) is None:  # paddle 2.6 makes it in its first step (_create_optimization_pass)
-        from paddle.base.layer_helper import LayerHelper
-
-        optimizer.helper = LayerHelper(optimizer.__class__.__name__)
-    with guard():
-        optimizer._create_accumulators(block, [p for name, p in params.items() if name in wanted])
+    create_accumulators(optimizer, [p for name, p in params.items() if name in wanted])
     targets = {k: v for k, v in _optimizer_vars(optimizer, model).items() if k.rpartition("/")[0] in wanted}
     missing, unexpected = set(targets) - set(arrays), set(arrays) - set(targets)
     if missing or unexpected:

@@ -471,7 +471,8 @@ def test_plot_training_curves_with_missing_empty_or_single_point_logs(tmp_path):
 QUIET_PROBE = r"""
 import os, sys, warnings
 sys.path.insert(0, {root!r})
-import reporting
+import reporting, train_utils
+train_utils.record_launch_env()  # what run_main does first: before paddle (zlib on paddle 2.6)
 reporting.quiet_libraries()
 import paddle
 from paddlenlp.transformers import BartConfig, BartForConditionalGeneration
