@@ -397,6 +397,7 @@ def main(cfg):
             forced_eos_token_id=tokenizer.sep_token_id,
         )
     model = tu.load_model(BartForConditionalGeneration, cfg, **model_kwargs)
+    tu.check_lengths_fit_model(model, {k: cfg[k] for k in ("max_source_length", "max_target_length")}, cfg)
     ids = special_ids(tokenizer, model)
     record_generation_settings(model, cfg, ids)
     log(f"tokens: pad={ids['pad']} eos={ids['eos']} decoder_start={ids['decoder_start']} (device {device})")

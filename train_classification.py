@@ -301,6 +301,7 @@ def main(cfg):
         tokenizer, staged = tu.load_tokenizer(cfg, [])
         model = tu.load_model(AutoModelForSequenceClassification, cfg)
         label_names = label_names_of(model, tu.resolve_pretrained(cfg["pretrained_model"]))
+    tu.check_lengths_fit_model(model, {"max_seq_length": cfg["max_seq_length"]}, cfg)
     label2id = {name: i for i, name in enumerate(label_names)}
     for split in ("dev", "test"):
         if split in data:

@@ -228,6 +228,7 @@ def main(cfg):
     texts = load_text_splits(cfg, SAMPLE_FILES, log)
     tokenizer, staged = tu.load_tokenizer(cfg, texts.get("train", []))
     model = build_model(cfg, tokenizer)
+    tu.check_lengths_fit_model(model, {"block_size": cfg["block_size"]}, cfg)
     features = {split: build_blocks(rows, tokenizer, cfg["block_size"]) for split, rows in texts.items()}
     sizes = ", ".join(f"{split} {len(texts[split])} texts -> {len(f)} blocks of {cfg['block_size']}" for split, f in features.items())
     log(f"data: {sizes}; device {device}")

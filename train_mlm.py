@@ -318,6 +318,7 @@ def main(cfg):
     texts = load_text_splits(cfg, SAMPLE_FILES, log)
     tokenizer, staged = tu.load_tokenizer(cfg, texts.get("train", []))
     model = build_model(cfg, tokenizer)
+    tu.check_lengths_fit_model(model, {"block_size": cfg["block_size"]}, cfg)
     features = {
         split: build_examples(rows, tokenizer, cfg["block_size"], cfg["line_by_line"], cfg["whole_word_mask"])
         for split, rows in texts.items()
