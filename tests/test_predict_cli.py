@@ -150,15 +150,18 @@ def test_a_known_text_column_alone_predicts_without_metrics_and_bad_rows_are_fil
     path = tmp_path / "texts.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     output = tmp_path / "preds.jsonl"
+    stale = tmp_path / "preds.metrics.json"
+    stale.write_text('{"rougeL": 99.0}\n')  # an earlier run's, with references
     error = the_error(run_entry([SUMMARIZE, summarizer["out"], str(path), f"--output={output}"]))
     assert error == f"error: {path}:2: source (column 'content') is NaN (a missing value)"
-    assert not output.exists()
+    assert not output.exists() and stale.read_text() == '{"rougeL": 99.0}\n', "a refused run writes and removes nothing"
     result = ok(run_entry([SUMMARIZE, summarizer["out"], str(path), f"--output={output}", "--skip_bad_rows"]))
     assert f"skip_bad_rows: skipped 1 bad row(s) in {path}; first: {path}:2: source (column 'content') is NaN" in result.stderr
     assert "columns: text 'content', no reference column (no ROUGE) (detected)" in result.stderr
     records = read_jsonl(output)
     assert [r["source"] for r in records] == [rows[i]["content"] for i in (0, 2, 3)] and all("reference" not in r for r in records)
-    assert "metrics" not in result.stderr and sorted(os.listdir(tmp_path)) == ["preds.jsonl", "texts.jsonl"]
+    assert f"removed {stale}: it held an earlier run's metrics, and these predictions have none" in result.stderr
+    assert "metrics over" not in result.stderr and sorted(os.listdir(tmp_path)) == ["preds.jsonl", "texts.jsonl"]
 
 
 # ---------------------------------------------------------------------------- classification
@@ -244,3 +247,9 @@ def test_unknown_gold_labels_and_extra_tabs_are_refused_and_scoring_can_be_turne
     extra = write_tsv(tmp_path / "extra.tsv", ["text", "label"], rows[:2] + [[rows[2][0], "体育", "多"]])
     assert the_error(run_entry([CLASSIFY, classifier["out"], extra])) == (
         f"error: {extra}:4: 3 fields, but the header (line 1) has 2; a tab inside a field, or a missing field?")
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_text(f"{rows[0][0]}\n\n{rows[1][0]}\t{rows[2][0]}\n", encoding="utf-8")
+    assert the_error(run_entry([CLASSIFY, classifier["out"], str(mixed)])) == (
+        f"error: {mixed}:3: a text pair (a TAB) among single texts; the first line sets which a file holds")
+    pairs = run_entry([CLASSIFY, classifier["out"], path, "--text_pair_column=label", "--label_column="])
+    assert the_error(pairs) == f"error: {classifier['out']} was trained on single texts, but the input holds text pairs"

@@ -12,7 +12,8 @@ read without unpickling; the label names are the model's own (label_map.json).
 INPUT is a file, read with the rules train_classification.py reads its data with (a bad row -- malformed,
 missing column, empty text, null/NaN, not UTF-8, a wrong number of fields such as an extra tab -- stops
 with file:line, or is skipped and counted with --skip_bad_rows), or else the text itself:
-  .txt             one text a line; a TAB separates the two texts of a pair; no labels
+  .txt             one text a line, or one text pair a line split at a TAB (the first line decides which the
+                   file holds; a line that differs is a bad row); no labels
   .json / .jsonl   rows are objects: columns by name
   .csv / .tsv      with a header row: columns by name. Without one: columns by 0-based index only, so give
                    --text_column (and --label_column, --text_pair_column) as numbers.
@@ -28,7 +29,10 @@ Outputs:
                F1 and support, the confusion matrix (rows gold, columns predicted) and row counts, over the
                rows with a non-empty gold label. Accuracy and macro-F1 are printed on stderr; with --output
                everything is also saved next to it as <output without its extension>.metrics.json
-               (--output=preds.jsonl -> preds.metrics.json).
+               (--output=preds.jsonl -> preds.metrics.json); without gold labels an earlier file of that
+               name is removed, so it is never read as these predictions' metrics.
+A model trained on text pairs needs pairs (--text_pair_column, or TABs in a .txt), one trained on single
+texts needs single texts (train_config.json in the model directory says which).
 Exit status: 0, or 2 with one `error: ...` line on stderr (nothing is written then).
 """
 import argparse
@@ -42,7 +46,7 @@ sys.path.insert(0, ROOT)
 import train_classification as clf  # noqa: E402
 import train_utils as tu  # noqa: E402
 from configuration import ConfigError, check_max_lengths  # noqa: E402
-from data_utils import SUPPORTED_EXTENSIONS, DataError, column_names, normalize_column, read_examples  # noqa: E402
+from data_utils import SUPPORTED_EXTENSIONS, DataError, column_names, iter_rows, normalize_column, read_examples  # noqa: E402
 
 
 def stderr(message):
@@ -65,6 +69,13 @@ def check_output(output):
         raise ConfigError(f"--output {output}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise ConfigError(f"--output {output}: directory {parent} is not writable")
+
+
+def remove_stale_metrics(output, scored):
+    """Metrics of an earlier run next to predictions that have none would be read as theirs."""
+    if output and not scored and os.path.isfile(metrics_path(output)):
+        os.remove(metrics_path(output))
+        stderr(f"removed {metrics_path(output)}: it held an earlier run's metrics, and these predictions have none")
 
 
 def write_atomic(path, text):
@@ -96,6 +107,35 @@ def resolve_columns(path, text_column, text_pair_column, label_column):
     return columns, how
 
 
+def read_txt(path, skip_bad_rows=False):
+    """Rows of a .txt file: one text a line, or with a TAB in the first line, one text pair a line. A line that
+    is not like the first (a pair among single texts, or the other way round) or has an empty side is a bad row."""
+    bad = []
+    on_error = bad.append if skip_bad_rows else None
+    rows, pairs = [], None
+    for line_no, (line,) in iter_rows(path, has_header=False, on_error=on_error):
+        parts = [p.strip() for p in line.strip().split("\t", 1)] if "\t" in line.strip() else [line.strip()]
+        pairs = len(parts) == 2 if pairs is None else pairs
+        problem = None
+        if (len(parts) == 2) != pairs:
+            problem = ("a text pair (a TAB) among single texts" if len(parts) == 2 else "a single text among text pairs "
+                       "(no TAB)") + "; the first line sets which a file holds"
+        elif not all(parts):
+            problem = "an empty text in the pair"
+        if problem:
+            error = DataError(f"{path}:{line_no}: {problem}")
+            if on_error is None:
+                raise error
+            on_error(error)
+            continue
+        rows.append(dict(zip(("text", "text_pair"), parts)))
+    if bad:
+        stderr(f"skip_bad_rows: skipped {len(bad)} bad row(s) in {path}; first: {bad[0]}")
+    if not rows:
+        raise DataError(f"{path}: no usable rows" + (f" ({len(bad)} skipped as bad)" if bad else ""))
+    return rows
+
+
 def read_inputs(path_or_text, text_column, text_pair_column, label_column, skip_bad_rows=False):
     """(rows {"text"[, "text_pair"][, "label"]}, the gold label column or None) from a file, or one row from literal text."""
     if not os.path.isfile(path_or_text):
@@ -108,13 +148,27 @@ def read_inputs(path_or_text, text_column, text_pair_column, label_column, skip_
         if text_column not in (None, 0, "0") or any(c not in (None, "") for c in (text_pair_column, label_column)):
             raise ConfigError(f"{path_or_text}: a .txt file is one text a line (a TAB before a pair's second text), "
                               "without columns or labels; drop the column options, or use a .tsv/.csv/.jsonl file")
-        rows = read_examples(path_or_text, {"text": 0}, skip_bad_rows=skip_bad_rows, log=stderr)
-        stderr(f"input: {len(rows)} rows from {path_or_text} (one text a line, a TAB before a pair's second text)")
-        return [dict(zip(("text", "text_pair"), r["text"].split("\t", 1))) for r in rows], None
+        rows = read_txt(path_or_text, skip_bad_rows)
+        stderr(f"input: {len(rows)} rows from {path_or_text} (one text a line"
+               + (", text pairs split at the TAB)" if "text_pair" in rows[0] else ")"))
+        return rows, None
     columns, how = resolve_columns(path_or_text, text_column, text_pair_column, label_column)
     rows = read_examples(path_or_text, columns, skip_bad_rows=skip_bad_rows, allow_empty=("label",), log=stderr)
     stderr(f"input: {len(rows)} rows from {path_or_text}; columns: {how}")
     return rows, columns.get("label")
+
+
+def check_pairs(rows, model_dir, cfg):
+    """Text pairs for a model trained on pairs, single texts for one trained on single texts (train_config.json
+    says which); the other way round it would still predict, wrongly."""
+    if not os.path.isfile(os.path.join(model_dir, "train_config.json")):
+        return  # not trained here: nothing says
+    trained, given = cfg.get("text_pair_column") is not None, "text_pair" in rows[0]
+    if trained and not given:
+        raise ConfigError(f"{model_dir} was trained on text pairs (text_pair_column={cfg['text_pair_column']!r}): give "
+                          "--text_pair_column, or a TAB between the two texts of a .txt line")
+    if given and not trained:
+        raise ConfigError(f"{model_dir} was trained on single texts, but the input holds text pairs")
 
 
 def check_gold_labels(rows, label_names, source):
@@ -168,6 +222,7 @@ def main(argv=None):
         model_dir, model, tokenizer, cfg = tu.load_trained(
             args.checkpoint, AutoModelForSequenceClassification, args.device, defaults=clf.CONFIG)
         label_names = clf.label_names_of(model, model_dir)
+        check_pairs(rows, model_dir, cfg)
         if label_column is not None:
             check_gold_labels(rows, label_names, args.input)
         max_seq_length = args.max_seq_length or cfg["max_seq_length"]
@@ -202,6 +257,7 @@ def main(argv=None):
             text = row["text"] + (f" ||| {row['text_pair']}" if "text_pair" in row else "")
             print(f"{name(best)}\t{float(p[best]):.4f}\t{text}")
         sys.stdout.flush()
+    remove_stale_metrics(args.output, has_labels)
     if has_labels:
         metrics = score(rows, predicted, label_names)
         unscored = metrics["rows"] - metrics["scored_rows"]

@@ -27,7 +27,8 @@ Outputs:
   metrics      with references: rouge1, rouge2, rougeL (0-100, computed as in training), gen_len (tokens),
                gen_chars and row counts, over the rows with a non-empty reference. Printed on stderr, and
                with --output also saved next to it as <output without its extension>.metrics.json
-               (--output=preds.jsonl -> preds.metrics.json).
+               (--output=preds.jsonl -> preds.metrics.json); without references an earlier file of that name
+               is removed, so it is never read as these predictions' metrics.
 Exit status: 0, or 2 with one `error: ...` line on stderr (nothing is written then).
 """
 import argparse
@@ -64,6 +65,13 @@ def check_output(output):
         raise ConfigError(f"--output {output}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise ConfigError(f"--output {output}: directory {parent} is not writable")
+
+
+def remove_stale_metrics(output, scored):
+    """Metrics of an earlier run next to predictions that have none would be read as theirs."""
+    if output and not scored and os.path.isfile(metrics_path(output)):
+        os.remove(metrics_path(output))
+        stderr(f"removed {metrics_path(output)}: it held an earlier run's metrics, and these predictions have none")
 
 
 def write_atomic(path, text):
@@ -189,6 +197,7 @@ def main(argv=None):
     else:
         sys.stdout.write("".join(line + "\n" for line in records))
         sys.stdout.flush()
+    remove_stale_metrics(args.output, has_references)
     if has_references:
         metrics = score(examples, predictions, [summarization.generated_length(r, ids["eos"], ids["pad"]) for r in rows])
         shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
