@@ -386,6 +386,18 @@ def one_of(*choices):
     return rule
 
 
+def column_rule(value):
+    """text_column, label_column, ...: None, a name, or a 0-based index ("2" on the command line is one too)."""
+    if value is None or isinstance(value, str) and not re.fullmatch(r"\s*-[0-9]+\s*", value):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return "must be a column name or a 0-based column index"
+    if int(value) < 0:
+        return ("must be a column name or a 0-based column index: negative indexes are not supported "
+                "(-1 would quietly mean the last column); count from 0 at the left")
+    return None
+
+
 def check_rules(cfg, rules):
     """The first broken rule is a ConfigError naming the key and its value."""
     for key, key_rules in rules.items():
@@ -419,6 +431,7 @@ def training_rules(cfg):
         "early_stopping_patience": (non_negative,),
         "early_stopping_threshold": (finite, non_negative),
     }
+    rules.update({key: (column_rule,) for key in cfg if key.endswith("_column")})  # text_column, label_column, ...
     if cfg["max_steps"] <= 0:  # epochs decide the length: 0 epochs exited 0 without a checkpoint
         rules["num_train_epochs"] = (numeric_rule(lambda v: v >= 1, f"must be >= 1 when max_steps <= 0 (max_steps={cfg['max_steps']})"),)
     return rules

@@ -553,6 +553,17 @@ def read_examples(path, columns, skip_bad_rows=False, allow_empty=(), log=print)
     return _finish(path, _checked_examples(located, columns, allow_empty, on_error), bad, log)
 
 
+def column_names(path):
+    """The column names a file offers read with a header: its CSV/TSV header, or the keys of its first JSON
+    object (bad rows before it are passed over; reading the file reports them). For detecting columns
+    (prediction CLIs); DataError naming the file when its rows have no names (.txt, JSON rows that are lists)."""
+    for line_no, row in iter_rows(path, has_header=True, on_error=lambda e: None):
+        if isinstance(row, dict):
+            return [str(k) for k in row]
+        raise DataError(f"{_where(path, line_no)}: rows have no column names; give the columns by 0-based index")
+    raise DataError(f"{path}: no rows")
+
+
 # ----------------------------------------------------------------------------
 # named datasets
 # ----------------------------------------------------------------------------

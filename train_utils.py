@@ -28,6 +28,7 @@ import speedups
 from batching import batch_rng, epoch_batches, to_tensors
 from checkpoints import (
     CHECKPOINT_PREFIX,
+    unwrap_model,
     apply_model_weights,
     check_max_steps,
     check_resume_compatible,
@@ -106,6 +107,8 @@ def start_run(config):
     if not config.get("do_train", True) and not config.get("pretrained_model"):
         raise ConfigError("do_train=False evaluates pretrained_model: set it to a model directory, a checkpoint or an output_dir")
     check_output_dir(config)
+    if config.get("pretrained_model"):  # a path that is no model is found before any data is read
+        check_pretrained_dir(config["pretrained_model"])
     device = setup_device(config["device"], fast_kernels=config.get("fast_kernels", True))
     init_distributed()
     set_seed(config["seed"], get_rank())
@@ -201,24 +204,81 @@ def looks_like_path(name):
     return name.startswith((".", "/", "~")) or os.sep in name or os.path.exists(name)
 
 
+MODEL_CONFIG_FILES = ("config.json", "model_config.json")  # paddlenlp/HF, older paddlenlp
+
+
+def _is_output_dir(path):
+    return bool(latest_checkpoint(path)) or os.path.isfile(os.path.join(path, "trainer_state.json"))
+
+
+def check_pretrained_dir(name_or_path):
+    """A pretrained_model that looks like a path must be a model directory (a config file), a checkpoint
+    or an output_dir; a name is left to paddlenlp."""
+    if not looks_like_path(name_or_path):
+        return
+    path = os.path.expanduser(name_or_path)
+    if not os.path.isdir(path):
+        raise ConfigError(f"pretrained_model directory not found: {name_or_path}")
+    if not any(os.path.isfile(os.path.join(path, n)) for n in MODEL_CONFIG_FILES) and not _is_output_dir(path):
+        shown = name_or_path if os.path.abspath(path) == path else f"{name_or_path} ({os.path.abspath(path)})"
+        raise ConfigError(f"pretrained_model {shown} is not a model directory: it has no "
+                          "config.json; give a paddlenlp model name, a Paddle or Hugging Face model directory, "
+                          "a checkpoint-<step> directory or an output_dir")
+
+
+class _TrainerReportsMissingTokenizer:
+    """The converter warns when a source has no tokenizer; a trainer stops with that message as its error
+    (load_tokenizer), so the warning would say it twice."""
+
+    @staticmethod
+    def filter(record):
+        return "has no tokenizer files" not in record.getMessage()
+
+
+def _convert_hf_dir(path, cache_dir):
+    import logging
+
+    from hf_to_paddle import ConversionError, ensure_paddle_checkpoint
+
+    logger = logging.getLogger("hf_to_paddle")
+    logger.addFilter(_TrainerReportsMissingTokenizer)
+    try:
+        return ensure_paddle_checkpoint(path, cache_dir)
+    except ConversionError as e:
+        raise ConfigError(f"pretrained_model {path} cannot be converted from Hugging Face format: {e}") from None
+    finally:
+        logger.removeFilter(_TrainerReportsMissingTokenizer)
+
+
 def resolve_pretrained(name_or_path, cache_dir=None):
     """A paddlenlp name, a local Paddle directory, or a local HF directory (converted once, cached)."""
     if not looks_like_path(name_or_path):
         return name_or_path
+    check_pretrained_dir(name_or_path)
     path = os.path.expanduser(name_or_path)
-    if not os.path.isdir(path):
-        raise ConfigError(f"pretrained_model directory not found: {name_or_path}")
-    from hf_to_paddle import ensure_paddle_checkpoint, is_hf_checkpoint_dir
+    from hf_to_paddle import is_hf_checkpoint_dir
 
-    if not os.path.isfile(os.path.join(path, "config.json")) and (latest_checkpoint(path) or os.path.isfile(os.path.join(path, "trainer_state.json"))):
+    if not os.path.isfile(os.path.join(path, "config.json")) and _is_output_dir(path):
         path = resolve_model_dir(path)  # an output_dir: its final model, else its best checkpoint
     if is_hf_checkpoint_dir(path):
         # Rank 0 converts; the others wait and then find the finished conversion in the cache.
         if is_main_process():
-            ensure_paddle_checkpoint(path, cache_dir)
+            _convert_hf_dir(path, cache_dir)
         barrier()
-        return ensure_paddle_checkpoint(path, cache_dir)
+        return _convert_hf_dir(path, cache_dir)
     return path
+
+
+def usable_positions(model):
+    """The longest input the loaded model has position embeddings for (None when its config does not say).
+    RoBERTa counts positions from pad_token_id + 1, so its last pad_token_id + 1 rows are never reachable."""
+    inner = unwrap_model(model)
+    limit = getattr(inner.config, "max_position_embeddings", None)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
+        return None
+    if "roberta" in type(inner).__name__.lower():
+        limit -= (getattr(inner.config, "pad_token_id", 0) or 0) + 1
+    return limit
 
 
 def load_model(model_class, config, fit_lengths=(), **model_kwargs):
@@ -238,7 +298,9 @@ def load_model(model_class, config, fit_lengths=(), **model_kwargs):
                 model = model_class.from_pretrained(path, **model_kwargs)
             except Exception as e:  # noqa: BLE001 - paddlenlp raises many types for a bad name
                 raise ConfigError(f"could not load pretrained_model {config['pretrained_model']!r}: {type(e).__name__}: {e}") from e
-        positions = getattr(model.config, "max_position_embeddings", None)
+        # A pretrained model's limit is known only now, still before output_dir opens: past it, training stopped at
+        # the first batch with paddle's embedding index error.
+        positions = usable_positions(model)
         if positions:
             check_max_lengths({key: config[key] for key in fit_lengths}, positions, f"pretrained_model {config['pretrained_model']!r}")
         return model
