@@ -87,12 +87,20 @@ def _stamp(msg):
     return f"[{time.strftime('%H:%M:%S')}] {msg}"
 
 
+_console = {}
+
+
+def log_to_stderr():
+    """For the prediction CLIs, whose stdout is their data: log lines (and routed library warnings) go to stderr."""
+    _console["stream"] = sys.stderr
+
+
 def _emit(line, stream=None):
     """One finished line to the console (stdout unless told; lifting any live bar) and to run.log."""
     from tqdm import tqdm
 
     line = scrub_temp_paths(line)
-    stream = stream or sys.stdout
+    stream = stream or _console.get("stream") or sys.stdout
     tqdm.write(line, file=stream)
     stream.flush()
     _run_log.write(line)

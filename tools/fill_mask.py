@@ -16,6 +16,7 @@ sys.path.insert(0, ROOT)
 
 import train_mlm as mlm  # noqa: E402
 import train_utils as tu  # noqa: E402
+from reporting import log_to_stderr, quiet_libraries  # noqa: E402
 from configuration import ConfigError  # noqa: E402
 from data_utils import DataError  # noqa: E402
 
@@ -27,6 +28,8 @@ def main(argv=None):
     parser.add_argument("--top_k", type=int, default=5)
     parser.add_argument("--device", choices=["auto", "gpu", "cpu"], default="auto")
     args = parser.parse_args(argv)
+    log_to_stderr()  # stdout is the predictions
+    quiet_libraries()
     from paddlenlp.transformers import AutoModelForMaskedLM
 
     try:

@@ -15,6 +15,7 @@ sys.path.insert(0, ROOT)
 
 import train_clm as clm  # noqa: E402
 import train_utils as tu  # noqa: E402
+from reporting import log_to_stderr, quiet_libraries  # noqa: E402
 from configuration import ConfigError  # noqa: E402
 from data_utils import DataError  # noqa: E402
 
@@ -32,6 +33,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=None, help="makes sampling reproducible")
     parser.add_argument("--device", choices=["auto", "gpu", "cpu"], default="auto")
     args = parser.parse_args(argv)
+    log_to_stderr()  # stdout is the predictions
+    quiet_libraries()
     from paddlenlp.transformers import AutoModelForCausalLM
 
     try:

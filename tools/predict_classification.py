@@ -45,6 +45,7 @@ sys.path.insert(0, ROOT)
 
 import train_classification as clf  # noqa: E402
 import train_utils as tu  # noqa: E402
+from reporting import log_to_stderr, quiet_libraries  # noqa: E402
 from configuration import ConfigError, check_max_lengths  # noqa: E402
 from data_utils import SUPPORTED_EXTENSIONS, DataError, column_names, iter_rows, normalize_column, read_examples  # noqa: E402
 
@@ -209,6 +210,8 @@ def main(argv=None):
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--device", type=str.lower, choices=["auto", "gpu", "cpu"], default="auto")
     args = parser.parse_args(argv)
+    log_to_stderr()  # stdout is the predictions
+    quiet_libraries()
 
     try:
         for name in ("max_seq_length", "batch_size"):

@@ -41,6 +41,7 @@ sys.path.insert(0, ROOT)
 
 import train as summarization  # noqa: E402
 import train_utils as tu  # noqa: E402
+from reporting import log_to_stderr, quiet_libraries  # noqa: E402
 from configuration import ConfigError, check_max_lengths  # noqa: E402
 from data_utils import DataError, column_names, normalize_column, read_examples  # noqa: E402
 
@@ -157,6 +158,8 @@ def main(argv=None):
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--device", type=str.lower, choices=["auto", "gpu", "cpu"], default="auto")
     args = parser.parse_args(argv)
+    log_to_stderr()  # stdout is the predictions
+    quiet_libraries()
 
     try:
         for name in ("num_beams", "max_target_length", "batch_size"):
