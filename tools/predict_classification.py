@@ -46,44 +46,9 @@ sys.path.insert(0, ROOT)
 import train_classification as clf  # noqa: E402
 import train_utils as tu  # noqa: E402
 from reporting import log_to_stderr, quiet_libraries  # noqa: E402
+from tools.prediction_output import check_output, metrics_path, remove_stale_metrics, stderr, write_atomic  # noqa: E402
 from configuration import ConfigError, check_max_lengths  # noqa: E402
 from data_utils import SUPPORTED_EXTENSIONS, DataError, column_names, iter_rows, normalize_column, read_examples  # noqa: E402
-
-
-def stderr(message):
-    print(message, file=sys.stderr)
-
-
-def metrics_path(output):
-    """Where the metrics of --output go: preds.jsonl -> preds.metrics.json."""
-    return os.path.splitext(output)[0] + ".metrics.json"
-
-
-def check_output(output):
-    """A --output that cannot be written is found before any work."""
-    if not output:
-        return
-    parent = os.path.dirname(os.path.abspath(output))
-    if os.path.isdir(output):
-        raise ConfigError(f"--output {output} is a directory; give a file name")
-    if not os.path.isdir(parent):
-        raise ConfigError(f"--output {output}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise ConfigError(f"--output {output}: directory {parent} is not writable")
-
-
-def remove_stale_metrics(output, scored):
-    """Metrics of an earlier run next to predictions that have none would be read as theirs."""
-    if output and not scored and os.path.isfile(metrics_path(output)):
-        os.remove(metrics_path(output))
-        stderr(f"removed {metrics_path(output)}: it held an earlier run's metrics, and these predictions have none")
-
-
-def write_atomic(path, text):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def resolve_columns(path, text_column, text_pair_column, label_column):
