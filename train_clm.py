@@ -250,6 +250,7 @@ def main(cfg):
         collate_fn=functools.partial(collate, pad_id=pad_id),
         loss_fn=clm_loss,
         eval_units=eval_units,
+        eval_data={split: features[split] for split in eval_units},
         predict_fn=predict_fn,
         score_fn=score_fn,
         metric_for_best="perplexity",

@@ -357,6 +357,7 @@ def main(cfg):
         collate_fn=collate_fn,
         loss_fn=mlm_loss,
         eval_units=eval_units,
+        eval_data={split: features[split] for split in eval_units},
         predict_fn=predict_fn,
         score_fn=score_fn,
         metric_for_best="perplexity",
