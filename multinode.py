@@ -53,13 +53,16 @@ def sharing_problem(seen, writer_of):
     return None
 
 
+def ranks_text(ranks):
+    return f"rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
+
+
 def describe_writers(writer_of):
-    """For the log: which ranks write which node's copy."""
+    """For the log: which rank writes the copy of which ranks."""
     groups = {}
     for r, w in enumerate(writer_of):
         groups.setdefault(w, []).append(r)
-    return "; ".join(f"rank {w} writes the copy of rank{'s' if len(rs) > 1 else ''} {', '.join(map(str, rs))}"
-                     for w, rs in sorted(groups.items()))
+    return "; ".join(f"rank {w} for {ranks_text(rs)}" for w, rs in sorted(groups.items()))
 
 
 # ----------------------------------------------------------------------------
@@ -140,8 +143,9 @@ def check_output_dir_sharing(config):
         problem = sharing_problem(check_round(out, [0] + node_writers), writer_of)
         if problem:
             raise ConfigError(problem)
-        log(f"output_dir {config['output_dir']} is not one shared directory: ranks {', '.join(str(r) for r, w in enumerate(writer_of) if w)} "
-            f"do not see rank 0's, so each node keeps its own checkpoints and final model ({describe_writers(writer_of)}); "
+        blind = [r for r, w in enumerate(writer_of) if w]
+        log(f"output_dir {config['output_dir']} is not one shared directory ({ranks_text(blind)} cannot see rank 0's): each node "
+            f"keeps its own checkpoints and final model, written by its first rank ({describe_writers(writer_of)}); "
             "logs, metrics and predictions are on rank 0's node only")
     set_output_writer(writer_of[get_rank()])
     if get_rank() in node_writers:  # into this rank's log/workerlog.N

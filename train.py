@@ -385,7 +385,7 @@ def main(cfg):
     validate_config(cfg)
     device = tu.start_run(cfg)
     data = load_data(cfg)
-    tokenizer, staged = tu.load_tokenizer(cfg, (t for ex in data["train"] for t in (ex["source"], ex["target"])))
+    tokenizer, staged = tu.load_tokenizer(cfg, (t for ex in data.get("train", []) for t in (ex["source"], ex["target"])))
     model_kwargs = {}
     if not cfg["pretrained_model"]:
         model_kwargs = dict(
