@@ -169,9 +169,17 @@ def agree_on_data(fingerprints):
     if get_world_size() == 1:
         return
     gathered = all_gather(fingerprints)
-    for name in sorted(set().union(*gathered)):
-        check_same_across_ranks([g.get(name) for g in gathered], f"the tokenized {name} data",
+    for name in sorted(set().union(*gathered), key=lambda n: (n != "train", n)):  # train first: the vocab comes from it
+        check_same_across_ranks([short_fingerprint(g.get(name)) for g in gathered], f"the tokenized {name} data",
                                 "every node needs the same data files (and tokenizer)")
+
+
+def short_fingerprint(fingerprint):
+    """"sha256:<64 hex> (N features)" as "sha256:<12 hex> (N features)", for a readable error line."""
+    if not fingerprint or not fingerprint.startswith("sha256:"):
+        return fingerprint
+    digest, _, rest = fingerprint[len("sha256:"):].partition(" ")
+    return f"sha256:{digest[:12]} {rest}".strip()
 
 
 def agree_on_resume(resolve):

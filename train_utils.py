@@ -476,6 +476,10 @@ def run_training(task):
     if accum < 1:
         raise ConfigError(f"gradient_accumulation_steps must be >= 1, got {accum}")
 
+    fingerprint = data_fingerprint(task.train_features)  # in every checkpoint: a resume must see the same data
+    # Before DataParallel, whose start broadcasts rank 0's weights: another vocab means other shapes, and gloo fails
+    # on them with a message about buffer sizes.
+    check_same_data_on_every_rank(task, fingerprint)
     micro_per_epoch = len(epoch_batches(task.train_lengths, cfg["train_batch_size"], world_size, rank, cfg["seed"], 0, task.group_by_length))
     max_steps, steps_per_epoch = compute_max_steps(cfg, micro_per_epoch)
     save_steps = cfg["save_steps"]
@@ -492,8 +496,6 @@ def run_training(task):
         train_model = paddle.DataParallel(train_model)
 
     state = new_train_state(metric)
-    fingerprint = data_fingerprint(task.train_features)  # in every checkpoint: a resume must see the same data
-    check_same_data_on_every_rank(task, fingerprint)
     resume_path = agree_on_resume(lambda: resolve_resume(cfg))  # the checkpoint, read and verified (or None), the same on every rank
     if resume_path:
         for note in check_resume_compatible(resume_path, cfg, world_size, fingerprint, ignore_mismatch=cfg.get("resume_ignore_mismatch", False)):
