@@ -11,7 +11,8 @@ What it holds, in reading order:
     checkpoint by name, and choosing the model directory a prediction CLI loads;
   * resume policy: auto with fall-back, refusing resumes that cannot be exact (config keys, ranks,
     training data), max_steps below the checkpoint;
-  * one run per output_dir (an flock held for the run), and the non-empty / overwrite policy.
+  * one run per output_dir (an flock held for the run), and the non-empty / overwrite policy; on nodes
+    without a shared disk each node's writer claims its own copy the same way (multinode.py decides who).
 
 Imports: the standard library and numpy; of the project `configuration` (errors), `distributed`,
 `reporting` and `rng`; safetensors, paddle and paddlenlp inside the functions.

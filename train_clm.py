@@ -59,7 +59,7 @@ CONFIG = dict(
     skip_bad_rows=False,  # skip (and count) bad rows instead of stopping at the first
     # --- training ---
     train_batch_size=32,  # per device
-    eval_batch_size=64,  # blocks per forward pass on dev (rank 0 evaluates)
+    eval_batch_size=64,  # blocks per forward pass on dev/test; with several ranks, whole batches are dealt across them
     gradient_accumulation_steps=1,  # micro-batches per optimizer step (global batch = train_batch_size x devices x this)
     num_train_epochs=3,  # used when max_steps <= 0; must then be >= 1
     max_steps=-1,  # > 0 overrides num_train_epochs

@@ -7,8 +7,9 @@ lr -> maybe eval/save -> forward under auto_cast -> scaled backward -> clip -> s
 
 Its neighbours, one concern each: configuration (CONFIG, overrides, --help), checkpoints (save, load,
 rotate, output_dir), batching (batch order), reporting (log, wandb, result files), distributed
-(ranks, barrier), rng (seeds and RNG state), speedups (every speed patch, behind fast_kernels) and
-hf_to_paddle (the HF checkpoint converter). This module imports them; none of them imports it.
+(ranks, barrier, the TCP store), multinode (who writes which node's output_dir; ranks agreeing on data and
+resume), rng (seeds and RNG state), speedups (every speed patch, behind fast_kernels) and hf_to_paddle (the HF
+checkpoint converter). This module imports them; none of them imports it.
 """
 import contextlib
 import dataclasses
@@ -136,10 +137,28 @@ def setup_device(device, fast_kernels=True):
         paddle.set_device(f"gpu:{os.environ.get('FLAGS_selected_gpus', '0').split(',')[0]}")
     else:
         paddle.set_device("cpu")
+        reproducible_cpu_math()
         if fast_kernels:  # before the first matrix multiply: MKL reads its CPU type then
             speedups.setup_cpu_process()
         paddle.base.core.set_num_threads(cpu_threads())
     return chosen
+
+
+# MKL's strict conditional numerical reproducibility: sgemm results that do not depend on the number of threads.
+MKL_CNR = "AUTO,STRICT"
+
+
+def reproducible_cpu_math():
+    """Matrix products whose bits do not depend on the thread count (MKL_CBWR, unless the user set it), so one
+    process with every core as threads evaluates exactly as ranks with a share each (evaluation.py).
+
+    Without it, paddle's bundled MKL splits some products differently by thread count: measured on an AMD EPYC,
+    12 of 300 random [m, k] x [k, n] float32 shapes (all with k=1024, n up to 23k: a big model's LM head) differed
+    by ~1e-5 between 1 and 2 threads, enough to flip a near-tie in greedy generation; with it, none did, at no
+    measurable cost. MKL reads it at its first call, so this runs before any matrix multiply. It does not cover
+    MKL's generic path on AMD CPUs (fast_kernels=False): there, products with n >= ~3000 still differ.
+    """
+    os.environ.setdefault("MKL_CBWR", MKL_CNR)
 
 
 def cpu_threads():

@@ -92,3 +92,47 @@ def test_state_digest_tells_checkpoints_apart_but_not_their_tokenizer_files(tmp_
     assert checkpoints.training_state_digest(checkpoints.CheckpointContents(**{**vars(contents), "files": moved})) != digest
     later = checkpoints.CheckpointContents(**{**vars(contents), "step": 5})
     assert checkpoints.training_state_digest(later) != digest
+
+
+THREADS_PROBE = """
+import sys
+sys.path.insert(0, {root!r})
+import numpy as np
+import train_utils as tu
+tu.setup_device("cpu")
+import paddle
+rng = np.random.default_rng(0)
+same = []
+for m, k, n in [(183, 1024, 21133), (74, 1024, 20806), (96, 1024, 5747), (35, 1024, 21210)]:  # differed without MKL_CBWR
+    a, b = (paddle.to_tensor(rng.standard_normal(s).astype("float32")) for s in ((m, k), (k, n)))
+    out = []
+    for threads in (1, 2):
+        paddle.base.core.set_num_threads(threads)
+        out.append(paddle.matmul(a, b).numpy())
+    same.append(bool(np.array_equal(*out)))
+print(same)
+"""
+
+
+def test_cpu_matrix_products_do_not_depend_on_the_thread_count():
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+    from launch_helpers import run_env
+
+    env = run_env()
+    env.pop("MKL_CBWR", None)
+    result = subprocess.run([sys.executable, "-c", THREADS_PROBE.format(root=ROOT)], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[True, True, True, True]"
+
+
+def test_benchmark_eval_help():
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    result = subprocess.run([sys.executable, "tools/benchmark_eval.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "--eval_batch_size" in result.stdout and "--model" in result.stdout
