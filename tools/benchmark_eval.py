@@ -13,9 +13,10 @@ rows with `train.py --do_train=False` in three setups:
 
 Rows/s is rows / the evaluation's wall time as the main log states it ("eval dev: N rows in S s": generation,
 gathering and ROUGE; not process start-up or loading). It also says whether the three wrote identical
-predictions_dev.jsonl and metrics. On a CPU two ranks share the same cores that one process uses as threads, so
-they cannot beat one process with all the threads; the split pays on GPUs (one card per rank) or several machines.
-Other jobs on the machine skew the figures: the load average is printed with them.
+predictions_dev.jsonl and metrics. On a CPU two ranks share the cores one process uses as threads, yet they can be
+faster: generating small batches is mostly per-op framework work on one core, which more threads do not spread
+and more processes do (measured on 2 cores: one process gains little from its second thread). Other jobs on the
+machine skew the figures: the load average is printed with them.
 """
 import argparse
 import json
