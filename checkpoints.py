@@ -11,7 +11,8 @@ What it holds, in reading order:
     checkpoint by name, and choosing the model directory a prediction CLI loads;
   * resume policy: auto with fall-back, refusing resumes that cannot be exact (config keys, ranks,
     training data), max_steps below the checkpoint;
-  * one run per output_dir (an flock held for the run), and the non-empty / overwrite policy.
+  * one run per output_dir (an flock held for the run), and the non-empty / overwrite policy; on nodes
+    without a shared disk each node's writer claims its own copy the same way (multinode.py decides who).
 
 Imports: the standard library and numpy; of the project `configuration` (errors), `distributed`,
 `reporting` and `rng`; safetensors, paddle and paddlenlp inside the functions.
@@ -34,7 +35,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from configuration import ConfigError
-from distributed import get_world_size, is_main_process
+from distributed import is_main_process, writes_output
 from reporting import attach_run_log, log, write_json_atomic
 from rng import get_rng_state, rng_state_from_json, rng_state_to_json
 
@@ -49,6 +50,7 @@ OPTIMIZER_META_FILE = "optimizer.json"
 TRAINER_STATE_FILE = "trainer_state.json"  # in a checkpoint: the full state; at output_dir's root: step and best
 TRAIN_CONFIG_FILE = "train_config.json"
 RANK_RNG_FILE = "rng_state_rank{rank}.json"  # ranks > 0; rank 0's RNG is in TRAINER_STATE_FILE
+SHARING_CHECK_PREFIX = ".fs-check-"  # multinode.py's start-up files: does this rank see that rank's output_dir?
 OLD_FORMAT_FILES = ("trainer_state.pdparams", "optimizer.pdopt")
 LOCK_FILE = ".lock"
 
@@ -553,15 +555,19 @@ def _scaler_state(scaler):
 
 
 def save_checkpoint(output_dir, step, model, tokenizer, optimizer, lr_scheduler, scaler, train_state, config,
-                    extra_files=None, world_size=None, data_fingerprint=None):
+                    extra_files=None, rng_states=None, data_fingerprint=None):
     """Atomic: a crash at any point leaves either the old checkpoint set or the new one complete.
 
     Files are written into a temp dir and fsynced, the manifest (size and sha256 of each) last, then
-    the dir is renamed into place. Ranks > 0 must have called save_rank_rng for this step first.
+    the dir is renamed into place. rng_states: every rank's RNG state (rng_state_to_json), rank 0's
+    first, as distributed.all_gather returns them; None = this process's own (one process). Every
+    writer (rank 0, and each node's with save_on_each_node) writes all of them, so its checkpoint is
+    complete on its own disk and equal to the others'.
     """
     from safetensors.numpy import save_file
 
-    world_size = get_world_size() if world_size is None else world_size
+    rng_states = [rng_state_to_json(get_rng_state())] if rng_states is None else rng_states
+    world_size = len(rng_states)
     final = os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{step}")
     tmp = os.path.join(output_dir, f".tmp-{CHECKPOINT_PREFIX}{step}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -575,13 +581,13 @@ def save_checkpoint(output_dir, step, model, tokenizer, optimizer, lr_scheduler,
         "train_state": normalize_train_state(train_state),
         "lr_scheduler": lr_scheduler.state_dict(),
         "scaler": _scaler_state(scaler),
-        "rng": rng_state_to_json(get_rng_state()),
+        "rng": rng_states[0],
         "world_size": world_size,
         "data_fingerprint": data_fingerprint,
     }))
     _write_bytes(os.path.join(tmp, TRAIN_CONFIG_FILE), _json_bytes(_jsonable_config(config)))
     for rank in range(1, world_size):
-        os.replace(rank_rng_path(output_dir, step, rank), os.path.join(tmp, RANK_RNG_FILE.format(rank=rank)))
+        _write_bytes(os.path.join(tmp, RANK_RNG_FILE.format(rank=rank)), _json_bytes({"format": FORMAT, "rank": rank, "rng": rng_states[rank]}))
     files = {}
     for name in sorted(_relative_files(tmp)):
         path = os.path.join(tmp, name)
@@ -600,17 +606,6 @@ def save_checkpoint(output_dir, step, model, tokenizer, optimizer, lr_scheduler,
         os.replace(tmp, final)
     _fsync_dir(output_dir)
     return final
-
-
-def rank_rng_path(output_dir, step, rank):
-    return os.path.join(output_dir, f".tmp-rng-{step}-rank{rank}.json")
-
-
-def save_rank_rng(output_dir, step, rank):
-    """Rank r's RNG for the checkpoint of `step` (rank 0 moves it in); atomic, as rank 0 may read it at once."""
-    path = rank_rng_path(output_dir, step, rank)
-    _write_bytes(path + ".part", _json_bytes({"format": FORMAT, "rank": rank, "rng": rng_state_to_json(get_rng_state())}))
-    os.replace(path + ".part", path)
 
 
 def write_run_state(output_dir, train_state):
@@ -636,6 +631,7 @@ class CheckpointContents:
     rng: Dict[str, Any]  # rank 0's RNG state, ready for rng.set_rng_state
     rank_rng: Dict[int, Any]  # ranks > 0
     config: Dict[str, Any]  # train_config.json
+    files: Dict[str, Any] = dataclasses.field(default_factory=dict)  # the manifest: name -> {size, sha256}
 
     def __fspath__(self):
         return self.path
@@ -702,7 +698,17 @@ def read_checkpoint(path):
         reader.read(name)
     return CheckpointContents(path=path, step=int(state.get("step", manifest.get("step", 0))), weights=weights,
                               weights_source=weights_source, optimizer=optimizer, optimizer_meta=meta,
-                              trainer_state=state, rng=rng, rank_rng=rank_rng, config=config)
+                              trainer_state=state, rng=rng, rank_rng=rank_rng, config=config, files=manifest["files"])
+
+
+def training_state_digest(contents):
+    """sha256 over the step and the recorded digests of the weights and the optimizer state: equal on two nodes
+    exactly when their copies of a checkpoint resume the same training (tokenizer files and RNG aside)."""
+    h = hashlib.sha256(f"step {contents.step}\n".encode())
+    for name in sorted(contents.files):
+        if name.endswith(".safetensors") or name in (SAFE_WEIGHTS_INDEX, PICKLED_WEIGHTS_FILE, OPTIMIZER_META_FILE):
+            h.update(f"{name} {json.dumps(contents.files[name], sort_keys=True)}\n".encode())
+    return h.hexdigest()
 
 
 def _contents(checkpoint):
@@ -969,6 +975,7 @@ class OutputDirClaim:
 
 
 _claims: Dict[str, OutputDirClaim] = {}  # output_dir -> this process's claim (open_output_dir marks it)
+_held: Dict[str, OutputDirClaim] = {}  # output_dir -> the claim claimed_output_dir holds, taken or not yet
 
 
 def _make_dirs(out):
@@ -1051,10 +1058,15 @@ def claim_output_dir(config):
     """Rank 0: lock output_dir for this run (creating it if needed), then check it is writable and that
     a new run may use it (check_output_dir). A second run on the same output_dir fails at once naming
     the holder's pid; a lock whose holder died is taken over. Nothing else is touched: a refusal here,
-    or release_output_dir(claim, keep=False) later, leaves output_dir as it was. Other ranks: a no-op."""
+    or release_output_dir(claim, keep=False) later, leaves output_dir as it was. Other ranks: a no-op
+    (a node's writer without a shared disk claims its own copy later: claim_node_output_dir)."""
     claim = OutputDirClaim(os.path.abspath(config["output_dir"]))
-    if not is_main_process():
-        return claim
+    if is_main_process():
+        _take_claim(claim, config)
+    return claim
+
+
+def _take_claim(claim, config):
     try:
         claim.created_dirs = _make_dirs(config["output_dir"])
         _take_lock(claim)
@@ -1064,7 +1076,20 @@ def claim_output_dir(config):
         release_output_dir(claim, keep=False)
         raise
     _claims[claim.output_dir] = claim
-    return claim
+
+
+def claim_node_output_dir(config):
+    """A node's writer, when its node does not see rank 0's output_dir (multinode.py): claim this node's own
+    copy as rank 0 claimed its own (lock, writable, may be used), into the claim run_main holds
+    (claimed_output_dir), so that it is released, or undone for a refused run, the same way."""
+    path = os.path.abspath(config["output_dir"])
+    claim = _held.get(path)
+    if claim is None:  # main() called without run_main: released at exit instead
+        import atexit
+
+        claim = OutputDirClaim(path)
+        atexit.register(lambda: release_output_dir(claim, keep=claim.opened))
+    _take_claim(claim, config)
 
 
 def release_output_dir(claim, keep=False):
@@ -1099,9 +1124,11 @@ def claimed_output_dir(config):
     """Wrap a whole run: claim output_dir, and on the way out release it, keeping the run's files only
     when open_output_dir ran (a run refused before that leaves output_dir byte-identical)."""
     claim = claim_output_dir(config)
+    _held[claim.output_dir] = claim
     try:
         yield claim
     finally:
+        _held.pop(claim.output_dir, None)
         release_output_dir(claim, keep=claim.opened)
 
 
@@ -1112,7 +1139,7 @@ def clean_stale_temp_dirs(output_dir):
         path = os.path.join(output_dir, name)
         if name.startswith(f".tmp-{CHECKPOINT_PREFIX}") or (checkpoint_step(name.split(".old-")[0]) is not None and ".old-" in name):
             shutil.rmtree(path, ignore_errors=True)
-        elif name.startswith(".tmp-rng-") or name.startswith(".write-test-"):
+        elif name.startswith((".tmp-rng-", ".write-test-", SHARING_CHECK_PREFIX)):  # .tmp-rng-: files of older versions
             os.remove(path)
 
 
@@ -1124,8 +1151,7 @@ def open_output_dir(config, staged=None):
     Bad data stops a run before this, so a fixed rerun is not refused as a non-empty output_dir.
     """
     out = config["output_dir"]
-    if not is_main_process():
-        os.makedirs(out, exist_ok=True)
+    if not writes_output():
         return
     previous = _previous_run_files(out)
     if previous and config.get("overwrite_output_dir") and not config.get("resume_from_checkpoint"):

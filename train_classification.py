@@ -67,7 +67,7 @@ CONFIG = dict(
     group_by_length=True,  # batches of similar lengths, so dynamic padding pads little
     # --- training ---
     train_batch_size=32,  # per device
-    eval_batch_size=64,  # rows per forward pass on dev (rank 0 evaluates)
+    eval_batch_size=64,  # rows per forward pass on dev/test; with several ranks, whole batches are dealt across them
     gradient_accumulation_steps=1,  # micro-batches per optimizer step (global batch = train_batch_size x devices x this)
     num_train_epochs=6,  # used when max_steps <= 0; must then be >= 1
     max_steps=-1,  # > 0 overrides num_train_epochs
@@ -351,6 +351,7 @@ def main(cfg):
         collate_fn=functools.partial(collate, pad_id=pad_id),
         loss_fn=classification_loss,
         eval_units=eval_units,
+        eval_data={split: features[split] for split in eval_units},
         predict_fn=predict_fn,
         score_fn=score_fn,
         metric_for_best="accuracy",

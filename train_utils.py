@@ -7,8 +7,9 @@ lr -> maybe eval/save -> forward under auto_cast -> scaled backward -> clip -> s
 
 Its neighbours, one concern each: configuration (CONFIG, overrides, --help), checkpoints (save, load,
 rotate, output_dir), batching (batch order), reporting (log, wandb, result files), distributed
-(ranks, barrier), rng (seeds and RNG state), speedups (every speed patch, behind fast_kernels) and
-hf_to_paddle (the HF checkpoint converter). This module imports them; none of them imports it.
+(ranks, barrier, the TCP store), multinode (who writes which node's output_dir; ranks agreeing on data and
+resume), rng (seeds and RNG state), speedups (every speed patch, behind fast_kernels) and hf_to_paddle (the HF
+checkpoint converter). This module imports them; none of them imports it.
 """
 import contextlib
 import dataclasses
@@ -48,10 +49,11 @@ from checkpoints import (
     rotate_checkpoints,
     save_checkpoint,
     save_model_files,
-    save_rank_rng,
 )
 from configuration import ConfigError, check_max_lengths, parse_config, resolve_greater_is_better
-from distributed import barrier, broadcast_flag, get_local_world_size, get_rank, get_world_size, init_distributed, is_main_process, mean_across_ranks
+from distributed import (all_gather, barrier, broadcast_flag, broadcast_from_main, get_local_world_size, get_rank, get_world_size,
+                         init_distributed, is_main_process, mean_across_ranks, writes_output)
+from multinode import agree_on_data, agree_on_resume, check_output_dir_sharing
 from reporting import (
     append_jsonl,
     describe_config,
@@ -66,7 +68,7 @@ from reporting import (
     warn_once,
     write_results,
 )
-from rng import paddle_cpu_rng_checkpoints, reseed_paddle_cpu, set_rng_state, set_seed
+from rng import get_rng_state, paddle_cpu_rng_checkpoints, reseed_paddle_cpu, rng_state_to_json, set_rng_state, set_seed
 
 # OMP_NUM_THREADS as the user launched us: paddle's import sets it to 1 when it is unset, so the entry
 # point records it before anything imports paddle (see run_main and cpu_threads).
@@ -103,14 +105,17 @@ def run_main(main, defaults, prog, doc=""):
 
 
 def start_run(config):
-    """Every trainer's first steps, before any data is read: refuse a used output_dir, pick the device, seed."""
+    """Every trainer's first steps, before any data is read: refuse a used output_dir, pick the device, find out
+    whether the ranks share output_dir (multinode.py), seed."""
     if not config.get("do_train", True) and not config.get("pretrained_model"):
         raise ConfigError("do_train=False evaluates pretrained_model: set it to a model directory, a checkpoint or an output_dir")
-    check_output_dir(config)
+    if is_main_process():  # other ranks may see another disk: their node's writer checks its own copy when it claims it
+        check_output_dir(config)
     if config.get("pretrained_model"):  # a path that is no model is found before any data is read
         check_pretrained_dir(config["pretrained_model"])
     device = setup_device(config["device"], fast_kernels=config.get("fast_kernels", True))
     init_distributed()
+    check_output_dir_sharing(config)
     set_seed(config["seed"], get_rank())
     describe_config(config)
     return device
@@ -139,10 +144,28 @@ def setup_device(device, fast_kernels=True):
         paddle.set_device(f"gpu:{os.environ.get('FLAGS_selected_gpus', '0').split(',')[0]}")
     else:
         paddle.set_device("cpu")
+        reproducible_cpu_math()
         if fast_kernels:  # before the first matrix multiply: MKL reads its CPU type then
             speedups.setup_cpu_process()
         paddle.base.core.set_num_threads(cpu_threads())
     return chosen
+
+
+# MKL's strict conditional numerical reproducibility: sgemm results that do not depend on the number of threads.
+MKL_CNR = "AUTO,STRICT"
+
+
+def reproducible_cpu_math():
+    """Matrix products whose bits do not depend on the thread count (MKL_CBWR, unless the user set it), so one
+    process with every core as threads evaluates exactly as ranks with a share each (evaluation.py).
+
+    Without it, paddle's bundled MKL splits some products differently by thread count: measured on an AMD EPYC,
+    12 of 300 random [m, k] x [k, n] float32 shapes (all with k=1024, n up to 23k: a big model's LM head) differed
+    by ~1e-5 between 1 and 2 threads, enough to flip a near-tie in greedy generation; with it, none did, at no
+    measurable cost. MKL reads it at its first call, so this runs before any matrix multiply. It does not cover
+    MKL's generic path on AMD CPUs (fast_kernels=False): there, products with n >= ~3000 still differ.
+    """
+    os.environ.setdefault("MKL_CBWR", MKL_CNR)
 
 
 def cpu_threads():
@@ -324,7 +347,7 @@ def staging_dir():
 
 def copy_staged_files(staged, output_dir):
     """Staged files into output_dir (copies: a tokenizer keeps reading its vocab from where it was made)."""
-    if is_main_process():
+    if writes_output():
         for name, path in (staged or {}).items():
             shutil.copyfile(path, os.path.join(output_dir, name))
 
@@ -333,7 +356,8 @@ def load_tokenizer(config, texts):
     """(tokenizer, staged files): the pretrained model's tokenizer, or a character vocab built from the training texts.
 
     The vocab goes to a staging dir, and into output_dir only once every check has passed (copy_staged_files).
-    Every rank builds it from the same texts, so no rank waits for another or needs a shared disk.
+    Every rank builds it from the same texts, so no rank waits for another or needs a shared disk (write_char_vocab
+    is deterministic; that every node read the same texts is checked on the tokenized data, see agree_on_data).
     """
     from paddlenlp.transformers import AutoTokenizer, BertTokenizer
 
@@ -429,10 +453,11 @@ class TrainingTask:
     metric_for_best: Optional[str] = None  # the trainer's default; config["metric_for_best"] wins
     extra_files: Optional[Dict[str, Any]] = None  # written into each checkpoint and the final model (label maps, ...)
     staged_files: Optional[Dict[str, str]] = None  # {name: temp path}: moved into output_dir once every check passed
+    eval_data: Optional[Dict[str, list]] = None  # "dev"/"test" -> the tokenized rows, fingerprinted: every node must score the same
     sample_rows_fn: Optional[Callable] = None  # () -> wandb table rows after a dev evaluation
     group_by_length: bool = True
     evaluate_at_start: bool = False  # score the starting model as step 0 (not on resume), e.g. perplexity before training
-    before_training: Optional[Callable] = None  # (model) -> None on a fresh start, rank 0, once output_dir is open
+    before_training: Optional[Callable] = None  # (model) -> None on a fresh start, on output_dir's writers (rank 0), once it is open
 
 
 def _loss_layer(model, loss_fn):
@@ -508,6 +533,16 @@ def evaluate(task, model, split, step, use_amp=False, amp_dtype="float16"):
                           use_amp=use_amp, amp_dtype=amp_dtype, unit_rows=task.unit_rows)
 
 
+def check_same_data_on_every_rank(task, train_fingerprint=None):
+    """Each node reads its own data files and builds its own vocab: the tokenized splits must be equal on every rank."""
+    if get_world_size() == 1:
+        return
+    fingerprints = {split: data_fingerprint(rows) for split, rows in (task.eval_data or {}).items()}
+    if train_fingerprint is not None:
+        fingerprints["train"] = train_fingerprint
+    agree_on_data(fingerprints)
+
+
 def new_train_state(metric):
     return {"global_step": 0, "epoch": 0, "position": 0, "best_metric": None, "best_step": None, "best_checkpoint": None,
             "metric_for_best": metric, "evals_without_improvement": 0, "world_size": get_world_size()}
@@ -532,6 +567,10 @@ def run_training(task):
     if accum < 1:
         raise ConfigError(f"gradient_accumulation_steps must be >= 1, got {accum}")
 
+    fingerprint = data_fingerprint(task.train_features)  # in every checkpoint: a resume must see the same data
+    # Before DataParallel, whose start broadcasts rank 0's weights: another vocab means other shapes, and gloo fails
+    # on them with a message about buffer sizes.
+    check_same_data_on_every_rank(task, fingerprint)
     micro_per_epoch = len(epoch_batches(task.train_lengths, cfg["train_batch_size"], world_size, rank, cfg["seed"], 0, task.group_by_length))
     max_steps, steps_per_epoch = compute_max_steps(cfg, micro_per_epoch)
     save_steps = cfg["save_steps"]
@@ -548,8 +587,7 @@ def run_training(task):
         train_model = paddle.DataParallel(train_model)
 
     state = new_train_state(metric)
-    fingerprint = data_fingerprint(task.train_features)  # in every checkpoint: a resume must see the same data
-    resume_path = resolve_resume(cfg)  # the checkpoint, read and verified (or None)
+    resume_path = agree_on_resume(lambda: resolve_resume(cfg))  # the checkpoint, read and verified (or None), the same on every rank
     if resume_path:
         for note in check_resume_compatible(resume_path, cfg, world_size, fingerprint, ignore_mismatch=cfg.get("resume_ignore_mismatch", False)):
             log(note)
@@ -566,7 +604,7 @@ def run_training(task):
         # Lines a killed run logged past its checkpoint (all of them, when there was none) are replayed.
         truncate_jsonl(os.path.join(out, "train_log.jsonl"), state["global_step"])
         truncate_jsonl(os.path.join(out, "metrics.jsonl"), state["global_step"])
-    elif task.before_training is not None and is_main_process():
+    elif task.before_training is not None and writes_output():
         task.before_training(model)
 
     global_batch = cfg["train_batch_size"] * world_size * accum
@@ -580,8 +618,9 @@ def run_training(task):
                   "between saves saves a checkpoint of its own, so the best can be kept; use a multiple to avoid the extra saves")
     reporter = open_reporting(cfg.get("report_to", ""), cfg, out, run_id=state.get("wandb_run_id"),
                               resume_step=state["global_step"] if cfg.get("resume_from_checkpoint") else None)
-    if reporter.wandb_run_id:
-        state["wandb_run_id"] = reporter.wandb_run_id
+    wandb_run_id = broadcast_from_main(reporter.wandb_run_id)  # only rank 0 reports; every node's checkpoints name its run
+    if wandb_run_id:
+        state["wandb_run_id"] = wandb_run_id
     stream = micro_batch_stream(task, rank, world_size, state["epoch"], state["position"])
     train_log = os.path.join(out, "train_log.jsonl")
     metrics_log = os.path.join(out, "metrics.jsonl")
@@ -614,17 +653,18 @@ def run_training(task):
         return improved
 
     def save(step):
-        if rank > 0:  # each rank's dropout stream is its own; rank 0 files them into the checkpoint
-            save_rank_rng(out, step, rank)
-        barrier()
+        # Each rank's dropout stream is its own: every rank's RNG goes into every writer's checkpoint, through the
+        # store, so each node's copy is complete without a shared disk.
+        rng_states = all_gather(rng_state_to_json(get_rng_state()))
         if state["best_step"] == step:
             state["best_checkpoint"] = f"{CHECKPOINT_PREFIX}{step}"  # relative to output_dir, wherever it moves
-        if is_main_process():
+        if writes_output():
             path = save_checkpoint(out, step, model, task.tokenizer, optimizer, lr_scheduler, scaler, dict(state), cfg, task.extra_files,
-                                   world_size=world_size, data_fingerprint=fingerprint)
+                                   rng_states=rng_states, data_fingerprint=fingerprint)
             best = [os.path.join(out, state["best_checkpoint"])] if state["best_checkpoint"] else []
             removed = rotate_checkpoints(out, cfg.get("save_total_limit", 0), keep=best)
             write_run_state(out, state)
+        if is_main_process():
             reporter.flush()  # a resume carries over only what reached the disk
             log(f"saved {path}" + (f" (best {metric}={state['best_metric']}: {state['best_checkpoint']})" if state["best_checkpoint"] else "")
                 + (f"; removed {', '.join(os.path.basename(p) for p in removed)}" if removed else ""))
@@ -736,7 +776,7 @@ def run_training(task):
     final_step = state["global_step"]
     if cfg.get("load_best_model_at_end", True) and state["best_checkpoint"] and state["best_step"] != final_step:
         best_path = os.path.join(out, state["best_checkpoint"])
-        if os.path.isdir(best_path):
+        if all(all_gather(os.path.isdir(best_path))):  # each node reads its own copy: all of them, or every rank keeps the last
             apply_model_weights(model, *read_model_weights(best_path))
             final_step = state["best_step"]
         else:
@@ -745,7 +785,7 @@ def run_training(task):
     state["final_model_step"] = final_step
     log(f"final model: step {final_step} ("
         + (f"best {metric}={state['best_metric']}" if final_step == state["best_step"] else "the last step") + f"), exported to {out}")
-    if is_main_process():
+    if writes_output():
         export_final_model(model, task.tokenizer, out, task.extra_files)
     dev_metrics = dev_metrics_by_step.get(final_step) if last_eval_step == final_step else None
     if dev_metrics is None:  # predictions_dev.jsonl and the final dev metrics come from the kept model
@@ -766,8 +806,9 @@ def run_training(task):
         **{f"test_{k}": v for k, v in (test_metrics or {}).items()},
     }
     results["final_model"] = out
-    if is_main_process():
+    if writes_output():
         write_run_state(out, state)
+    if is_main_process():
         results = write_results(out, results)
         plot_training_curves(out, best_step=state["best_step"])
     reporter.summary({k: v for k, v in results.items() if v is not None})
@@ -785,6 +826,7 @@ def run_evaluation(task):
     cfg = task.config
     out = cfg["output_dir"]
     use_amp, amp_dtype = resolve_amp(cfg, "gpu" if paddle.get_device().startswith("gpu") else "cpu")
+    check_same_data_on_every_rank(task)
     open_output_dir(cfg)
     copy_staged_files(task.staged_files, out)
     log(f"do_train=False: evaluating {cfg.get('pretrained_model') or 'the model built from model_config'}")

@@ -79,12 +79,16 @@ def test_rng_state_round_trips_through_json():
 def test_rank_rng_is_json_and_filed_into_the_checkpoint(tmp_path):
     out = str(tmp_path)
     model, optimizer, scheduler = tiny_run()
-    checkpoints.save_rank_rng(out, 2, 1)  # what rank 1 does before the barrier
-    path = checkpoints.save_checkpoint(out, 2, model, None, optimizer, scheduler, None, {"global_step": 2}, {}, world_size=2)
+    rank0 = rng.rng_state_to_json(rng.get_rng_state())
+    np.random.rand()  # rank 1's state: another one
+    rank1 = rng.rng_state_to_json(rng.get_rng_state())
+    # every rank's state, as all_gather hands them to each writer
+    path = checkpoints.save_checkpoint(out, 2, model, None, optimizer, scheduler, None, {"global_step": 2}, {}, rng_states=[rank0, rank1])
     name = checkpoints.RANK_RNG_FILE.format(rank=1)
-    assert name.endswith(".json") and json.loads(open(os.path.join(path, name)).read())["rank"] == 1
+    assert name.endswith(".json") and json.loads(open(os.path.join(path, name)).read()) == {"format": checkpoints.FORMAT, "rank": 1, "rng": rank1}
     contents = checkpoints.read_checkpoint(path)
     assert set(contents.rank_rng) == {1}
+    assert contents.trainer_state["rng"] == rank0 and contents.trainer_state["world_size"] == 2
     assert checkpoints.load_rank_rng(contents, 1, None) is contents.rank_rng[1]
     assert checkpoints.load_rank_rng(contents, 0, "rank 0's") == "rank 0's"
 

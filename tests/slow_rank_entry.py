@@ -1,0 +1,44 @@
+"""Test hook: run a trainer's entry point with one rank much slower in its first evaluation batch, as a rank
+whose share of a long evaluation takes longer than the others'.
+
+    python -m paddle.distributed.launch ... tests/slow_rank_entry.py RANK SECONDS train.py --key=value ...
+
+Rank RANK sleeps SECONDS inside its first predict call; the others finish their share and wait for it
+(longer than gloo's 30 s collective timeout when SECONDS > 30).
+"""
+import os
+import runpy
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import evaluation  # noqa: E402
+from distributed import get_rank  # noqa: E402
+
+
+def main():
+    slow_rank, seconds, script, *args = sys.argv[1:]
+    evaluate_split = evaluation.evaluate_split
+    slept = []
+
+    def slow_predict(predict_fn):
+        def predict(model, split, unit):
+            if get_rank() == int(slow_rank) and not slept:
+                slept.append(True)
+                print(f"rank {get_rank()}: sleeping {seconds} s in predict", flush=True)
+                time.sleep(float(seconds))
+            return predict_fn(model, split, unit)
+        return predict
+
+    def slow_evaluate_split(model, split, units, predict_fn, *rest, **kwargs):
+        return evaluate_split(model, split, units, slow_predict(predict_fn), *rest, **kwargs)
+
+    evaluation.evaluate_split = slow_evaluate_split
+    sys.argv = [script, *args]
+    runpy.run_path(os.path.join(ROOT, script), run_name="__main__")
+
+
+if __name__ == "__main__":
+    main()
