@@ -445,7 +445,6 @@ def main(cfg):
         group_by_length=cfg["group_by_length"] and not cfg["pad_to_max_length"],
     )
     state = tu.run_training(task)
-    log(f"done. best checkpoint: {state.get('best_checkpoint')} (rougeL={state.get('best_metric')})")
     return state
 
 

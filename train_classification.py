@@ -360,10 +360,7 @@ def main(cfg):
         sample_rows_fn=lambda: samples.get("rows"),
         group_by_length=cfg["group_by_length"],
     )
-    state = tu.run_training(task)
-    log(f"done. best checkpoint: {state.get('best_checkpoint')} ({cfg['metric_for_best']}={state.get('best_metric')}; "
-        f"majority-class accuracy {baseline})")
-    return state
+    return tu.run_training(task)
 
 
 if __name__ == "__main__":

@@ -267,7 +267,6 @@ def main(cfg):
         sample = generate_text(model, tokenizer, cfg["sample_prompt"], "greedy", cfg["sample_max_new_tokens"])
         write_json_atomic(os.path.join(out, "sample_generation.json"), {"prompt": cfg["sample_prompt"], "greedy": sample})
         log(f"sample (greedy): {cfg['sample_prompt']} -> {sample}")
-    log(f"done. best checkpoint: {state.get('best_checkpoint')} (perplexity={state.get('best_metric')})")
     return state
 
 

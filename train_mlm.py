@@ -373,7 +373,6 @@ def main(cfg):
 
     if cfg["probe_text"] and is_main_process() and cfg.get("do_train", True):
         report_cloze(model, tokenizer, cfg, cloze_path)
-    log(f"done. best checkpoint: {state.get('best_checkpoint')} (perplexity={state.get('best_metric')})")
     return state
 
 

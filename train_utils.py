@@ -174,6 +174,8 @@ def cpu_threads():
     Paddle defaults to 1 thread (it sets OMP_NUM_THREADS=1 on import), which leaves the other cores idle.
     """
     user = _launch_env["OMP_NUM_THREADS"] if "OMP_NUM_THREADS" in _launch_env else os.environ.get("OMP_NUM_THREADS")
+    if user == "1" and "PADDLE_TRAINER_ID" in os.environ:
+        user = None  # what paddle.distributed.launch's own paddle import exported to its ranks, not the user's choice
     if user and user.isdigit() and int(user) > 0:
         return int(user)
     return max(1, (os.cpu_count() or 1) // max(1, get_local_world_size()))
@@ -827,6 +829,8 @@ def run_evaluation(task):
     out = cfg["output_dir"]
     use_amp, amp_dtype = resolve_amp(cfg, "gpu" if paddle.get_device().startswith("gpu") else "cpu")
     check_same_data_on_every_rank(task)
+    if cfg.get("fast_kernels", True):  # the layers training evaluates with: the same numbers
+        speedups.use_fast_cpu_kernels(task.model)
     open_output_dir(cfg)
     copy_staged_files(task.staged_files, out)
     log(f"do_train=False: evaluating {cfg.get('pretrained_model') or 'the model built from model_config'}")
