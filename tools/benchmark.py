@@ -8,9 +8,9 @@
 Four setups train the same BART config on the same tokenized data (one char vocab, the same ids),
 with the same global batch, max lengths, steps, seed and AdamW hyperparameters:
 
-* ours        the train.py engine as run_training runs it: setup_device (threads), use_fast_cpu_kernels,
-              length-grouped batches (epoch_batches), dynamic padding (collate), seq2seq_loss (LM head only at
-              real target positions), build_optimizer (AdamW + warmup/decay + global-norm clip).
+* ours        the train.py engine as users run it: train_utils.run_training itself (setup_device, the speed
+              patches, length-grouped batches, dynamic padding, seq2seq_loss, build_optimizer, the loop's
+              per-step syncs and logging), timed from the loop's own train_log.jsonl.
 * pad_to_max  the same engine with pad_to_max_length=True, group_by_length=False.
 * hf          transformers BartForConditionalGeneration, plain torch loop, DataCollatorForSeq2Seq dynamic
               padding, the same batches as ours, torch AdamW + linear warmup/decay + clip_grad_norm_.
