@@ -109,6 +109,21 @@ def _read_json(store, key):
     return json.loads(bytes(store.get(key)).decode("utf-8"))
 
 
+def _publish(kind, obj):
+    """This rank's obj under a fresh key of this exchange; (store, key)."""
+    store = _store()
+    key = _exchange_key(kind)
+    store.set(f"{key}/{get_rank()}", json.dumps(obj).encode("utf-8"))
+    store.add(f"{key}/count", 1)
+    return store, key
+
+
+def _collect(store, key):
+    """Every rank's published obj, in rank order, once all have published."""
+    _wait_for_count(store, f"{key}/count", get_world_size())
+    return [_read_json(store, f"{key}/{r}") for r in range(get_world_size())]
+
+
 def gather_to_main(obj):
     """Rank 0 gets [rank 0's obj, rank 1's obj, ...] (JSON-serialisable objects); the others get None.
 
@@ -118,14 +133,10 @@ def gather_to_main(obj):
     """
     if get_world_size() == 1:
         return [obj]
-    store = _store()
-    key = _exchange_key("gather")
-    store.set(f"{key}/{get_rank()}", json.dumps(obj).encode("utf-8"))
-    store.add(f"{key}/count", 1)
+    store, key = _publish("gather", obj)
     if not is_main_process():
         return None
-    _wait_for_count(store, f"{key}/count", get_world_size())
-    gathered = [_read_json(store, f"{key}/{r}") for r in range(get_world_size())]
+    gathered = _collect(store, key)
     for r in range(get_world_size()):
         store.set(f"{key}/{r}", b"")
     return gathered
@@ -138,12 +149,8 @@ def all_gather(obj):
     """
     if get_world_size() == 1:
         return [obj]
-    store = _store()
-    key = _exchange_key("all_gather")
-    store.set(f"{key}/{get_rank()}", json.dumps(obj).encode("utf-8"))
-    store.add(f"{key}/count", 1)
-    _wait_for_count(store, f"{key}/count", get_world_size())
-    gathered = [_read_json(store, f"{key}/{r}") for r in range(get_world_size())]
+    store, key = _publish("all_gather", obj)
+    gathered = _collect(store, key)
     store.add(f"{key}/read", 1)
     _wait_for_count(store, f"{key}/read", get_world_size())
     store.set(f"{key}/{get_rank()}", b"")

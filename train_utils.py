@@ -171,9 +171,18 @@ def reproducible_cpu_math():
 def cpu_threads():
     """Math threads per process on CPU: OMP_NUM_THREADS when the user set it, else this rank's share of the cores.
 
-    Paddle defaults to 1 thread (it sets OMP_NUM_THREADS=1 on import), which leaves the other cores idle.
+    Paddle defaults to 1 thread: its import sets OMP_NUM_THREADS=1 when it is unset, which leaves the other cores
+    idle. The entry points record the user's value before that (record_launch_env). When paddle was imported
+    first (a notebook, a script of the user's, tools/benchmark.py), a 1 in the environment cannot be told from
+    paddle's own default, so it is taken as the default: all cores. A user who wants fewer sets 2 or more, or
+    launches through an entry point, where their 1 is kept.
     """
-    user = _launch_env["OMP_NUM_THREADS"] if "OMP_NUM_THREADS" in _launch_env else os.environ.get("OMP_NUM_THREADS")
+    if "OMP_NUM_THREADS" in _launch_env:
+        user = _launch_env["OMP_NUM_THREADS"]
+    else:
+        user = os.environ.get("OMP_NUM_THREADS")
+        if user == "1":
+            user = None  # as likely paddle's import as the user's: see above
     if user == "1" and "PADDLE_TRAINER_ID" in os.environ:
         user = None  # what paddle.distributed.launch's own paddle import exported to its ranks, not the user's choice
     if user and user.isdigit() and int(user) > 0:
@@ -613,7 +622,8 @@ def run_training(task):
     log(
         f"training: {len(task.train_features)} examples, {max_steps} steps ({steps_per_epoch} per epoch), "
         f"global batch {global_batch} = {cfg['train_batch_size']} per device x {world_size} device(s) x {accum} accumulation, "
-        f"device {device}, {'AMP ' + amp_dtype if use_amp else 'fp32'}, {count_parameters(model) / 1e6:.2f}M parameters"
+        f"device {device}{f' ({cpu_threads()} math threads)' if device == 'cpu' else ''}, "
+        f"{'AMP ' + amp_dtype if use_amp else 'fp32'}, {count_parameters(model) / 1e6:.2f}M parameters"
     )
     if "dev" in task.eval_units and eval_steps % save_steps != 0 and max_steps > eval_steps:
         warn_once(f"eval_steps={eval_steps} is not a multiple of save_steps={save_steps}: an evaluation that beats the best "
