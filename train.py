@@ -7,24 +7,20 @@
 
 Every key below can be overridden; `python train.py --help` lists them.
 
-Imports: the engine (train_utils) and the project's modules it names; paddle and paddlenlp inside the
-functions (so `--help` answers without loading them).
+Imports: the engine facade (train_utils) and the package's modules it names; paddle and paddlenlp inside
+the functions (so `--help` answers without loading them).
 """
+
 import functools
-import json
 import os
 
-import numpy as np
-
-import speedups
 import train_utils as tu
-from checkpoints import unwrap_model
-from configuration import (ConfigError, at_least, check_max_lengths, check_model_config, check_rules, non_negative, one_of,
-                           positive, resolve_greater_is_better, training_rules)
-from reporting import log, progress_bar
-from data_utils import SUMMARIZATION_NAME_MAPPING, DataError, dataset_columns, decode_tokens, load_splits, read_examples
-
-ROOT = os.path.dirname(os.path.abspath(__file__))
+from paddle_finetune.configuration import (ConfigError, at_least, check_max_lengths, check_model_config, check_rules,
+                                           non_negative, one_of, positive, resolve_greater_is_better, training_rules)
+from paddle_finetune.evaluation.sharding import length_sorted_units
+from paddle_finetune.reporting.console import log
+from paddle_finetune.tasks.summarization import (collate, load_data, predict_unit, record_generation_settings, score_split,
+                                                 seq2seq_loss, special_ids, tokenize_examples)
 
 CONFIG = dict(
     # --- run ---
@@ -102,11 +98,6 @@ CONFIG = dict(
     wandb_run_name="",  # "" = wandb picks one
 )
 
-# Column pairs recognised when text_column/summary_column are not given.
-KNOWN_COLUMN_PAIRS = [("source", "target"), ("content", "title"), ("content", "summary"), ("text", "summary"),
-                      ("document", "summary"), ("article", "highlights"), ("abstract", "title")]
-
-
 BART_HEAD_PAIRS = [("d_model", "encoder_attention_heads"), ("d_model", "decoder_attention_heads")]
 
 
@@ -137,254 +128,12 @@ def validate_config(cfg):
         check_max_lengths({k: cfg[k] for k in ("max_source_length", "max_target_length")},
                           fields["max_position_embeddings"], "model_config")
 
-
-# ----------------------------------------------------------------------------
-# data
-# ----------------------------------------------------------------------------
-def detect_columns(path):
-    """Pick a known (text, summary) column pair from the first row of a file with named columns."""
-    from data_utils import iter_rows
-
-    for line_no, row in iter_rows(path, has_header=True):
-        if isinstance(row, dict):
-            for text_col, summary_col in KNOWN_COLUMN_PAIRS:
-                if text_col in row and summary_col in row:
-                    return text_col, summary_col
-            raise DataError(
-                f"{path}:{line_no}: cannot tell the text and summary columns apart among {sorted(row)}; "
-                "set text_column and summary_column"
-            )
-        break
-    raise DataError(f"{path}: set text_column and summary_column (by 0-based index for files without a header)")
-
-
-def resolve_columns(cfg, path):
-    text_col, summary_col = cfg["text_column"], cfg["summary_column"]
-    if text_col is None or summary_col is None:
-        mapped = SUMMARIZATION_NAME_MAPPING.get(cfg["dataset_name"]) or detect_columns(path)
-        text_col = mapped[0] if text_col is None else text_col
-        summary_col = mapped[1] if summary_col is None else summary_col
-    return text_col, summary_col
-
-
-def load_split(cfg, path, split, allow_empty_target=False):
-    text_col, summary_col = resolve_columns(cfg, path)
-    return read_examples(
-        path,
-        {"source": text_col, "target": summary_col},
-        skip_bad_rows=cfg["skip_bad_rows"],
-        allow_empty=("target",) if allow_empty_target else (),
-        log=log,
-    )
-
-
-SAMPLE_FILES = {"train": os.path.join("sample_summarization", "train.jsonl"), "dev": os.path.join("sample_summarization", "dev.jsonl")}
-
-
-def named_columns(cfg):
-    """{role: column} of a named dataset: text_column/summary_column when set, else its known columns."""
-    known = dataset_columns(cfg["dataset_name"]) or {}
-    text = cfg["text_column"] if cfg["text_column"] is not None else known.get("text")
-    summary = cfg["summary_column"] if cfg["summary_column"] is not None else known.get("summary")
-    if text is None or summary is None:
-        raise ConfigError(f"dataset_name {cfg['dataset_name']!r}: its columns are not known; set text_column and summary_column")
-    return {"source": text, "target": summary}
-
-
-def load_data(cfg):
-    """{split: [{"source", "target"}]}, every row checked before training starts (see data_utils.load_splits)."""
-    return load_splits(cfg, lambda split, path: load_split(cfg, path, split, allow_empty_target=(split == "test")),
-                       SAMPLE_FILES, named_columns(cfg) if cfg["dataset_name"] else None, log)
-
-
-def special_ids(tokenizer, model):
-    """Generation and label ids come from the model's config: decoder_start is not eos."""
-    mc = unwrap_model(model).config
-    return {
-        "pad": mc.pad_token_id if mc.pad_token_id is not None else tokenizer.pad_token_id,
-        "eos": mc.eos_token_id,
-        "decoder_start": mc.decoder_start_token_id,
-    }
-
-
-def tokenize_examples(examples, tokenizer, cfg, eos_id):
-    """Tokenize once: source ids with the tokenizer's specials; labels end with the model's eos."""
-    sources = tokenizer([ex["source"] for ex in examples], max_length=cfg["max_source_length"], truncation=True)["input_ids"]
-    targets = tokenizer([ex["target"] for ex in examples], add_special_tokens=False)["input_ids"]
-    return [
-        {"input_ids": src, "labels": tgt[: cfg["max_target_length"] - 1] + [eos_id]}
-        for src, tgt in zip(sources, targets)
-    ]
-
-
-def collate(features, rng=None, pad_id=0, decoder_start_id=2, ignore_pad=True, pad_to=None):
-    """Dynamic padding to the longest item (or to pad_to=(src, tgt) lengths for pad-to-max)."""
-    src_len = pad_to[0] if pad_to else max(len(f["input_ids"]) for f in features)
-    tgt_len = pad_to[1] if pad_to else max(len(f["labels"]) for f in features)
-    n = len(features)
-    input_ids = np.full((n, src_len), pad_id, dtype="int64")
-    attention_mask = np.zeros((n, src_len), dtype="float32")
-    labels = np.full((n, tgt_len), -100 if ignore_pad else pad_id, dtype="int64")
-    decoder_input_ids = np.full((n, tgt_len), pad_id, dtype="int64")
-    for i, f in enumerate(features):
-        src, tgt = f["input_ids"], f["labels"]
-        input_ids[i, : len(src)] = src
-        attention_mask[i, : len(src)] = 1
-        labels[i, : len(tgt)] = tgt
-        decoder_input_ids[i, 0] = decoder_start_id
-        decoder_input_ids[i, 1: len(tgt)] = tgt[:-1]
-    real_tokens = int(attention_mask.sum()) + sum(len(f["labels"]) for f in features)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "decoder_input_ids": decoder_input_ids,
-            "labels": labels, "num_tokens": real_tokens}
-
-
-def seq2seq_loss(model, batch):
-    """Cross-entropy over real target tokens only: the LM head runs just where labels count.
-
-    With dynamic padding most label slots are real anyway; skipping the vocab projection at
-    -100 positions saves the single largest matmul's padded share.
-    """
-    import paddle
-    import paddle.nn.functional as F
-
-    hidden = model.bart(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        decoder_input_ids=batch["decoder_input_ids"],
-        use_cache=False,
-        return_dict=False,
-    )[0]
-    labels = batch["labels"].flatten()
-    positions = paddle.nonzero(labels != -100).flatten()
-    real_hidden = paddle.gather(hidden.reshape([-1, hidden.shape[-1]]), positions)
-    logits = paddle.matmul(real_hidden, model.lm_head_weight, transpose_y=True) + model.final_logits_bias
-    return F.cross_entropy(logits.astype("float32"), paddle.gather(labels, positions).unsqueeze(-1)).mean()
-
-
-# ----------------------------------------------------------------------------
-# generation and evaluation
-# ----------------------------------------------------------------------------
-def decode_ids(tokenizer, ids, eos_id, pad_id):
-    """Generated ids -> text, cut at the first eos."""
-    ids = [int(i) for i in ids]
-    if eos_id in ids:
-        ids = ids[: ids.index(eos_id)]
-    return decode_tokens(tokenizer, ids, skip_ids=(pad_id,))
-
-
-def generation_settings(cfg, ids):
-    """The generate() arguments evaluation and prediction use; saved models carry them in generation_config.json."""
-    return dict(
-        max_new_tokens=cfg["max_target_length"],
-        min_length=cfg["min_target_length"],
-        decode_strategy="greedy_search" if cfg["num_beams"] <= 1 else "beam_search",
-        num_beams=cfg["num_beams"],
-        decoder_start_token_id=ids["decoder_start"],
-        eos_token_id=ids["eos"],
-        pad_token_id=ids["pad"],
-        use_cache=True,
-    )
-
-
-def record_generation_settings(model, cfg, ids):
-    """So that generation_config.json in every saved model says how this run generates (not paddlenlp's max 20)."""
-    for key, value in generation_settings(cfg, ids).items():
-        setattr(model.generation_config, key, value)
-    model.generation_config.max_length = cfg["max_target_length"]  # not the model config's 20: both name the summary length
-    # paddlenlp rebuilds a generation config it made from the model config (dropping these) unless told it is our own
-    model.generation_config._from_model_config = False
-
-
-def generate_batch(model, features, cfg, ids):
-    """Generated token ids of one batch (a numpy row per feature), padded to the batch's longest source."""
-    import paddle
-
-    batch = collate(features, pad_id=ids["pad"], decoder_start_id=ids["decoder_start"])
-    with paddle.no_grad(), speedups.fast_beam_search(model, enabled=cfg.get("fast_kernels", True)):
-        generated, _ = model.generate(
-            input_ids=paddle.to_tensor(batch["input_ids"]),
-            attention_mask=paddle.to_tensor(batch["attention_mask"]),
-            **generation_settings(cfg, ids),
-        )
-    return generated.numpy()
-
-
-def generate_ids(model, features, cfg, ids, desc="generate"):
-    """Generated token ids (a numpy row per feature, in input order), batched by length for speed: the same
-    batches evaluation cuts (evaluation.length_sorted_units)."""
-    from evaluation import length_sorted_units
-
-    outputs = [None] * len(features)
-    bar = progress_bar(len(features), desc)
-    for unit in length_sorted_units([len(f["input_ids"]) for f in features], cfg["eval_batch_size"]):
-        for i, row in zip(unit, generate_batch(model, [features[i] for i in unit], cfg, ids)):
-            outputs[i] = row
-        bar.update(len(unit))
-    bar.close()
-    return outputs
-
-
-def generate(model, tokenizer, features, cfg, ids, desc="generate"):
-    """Summaries for tokenized features, returned in input order."""
-    return [decode_ids(tokenizer, row, ids["eos"], ids["pad"]) for row in generate_ids(model, features, cfg, ids, desc)]
-
-
-def generated_length(ids, eos_id, pad_id):
-    """Generated tokens up to and including the first eos, never padding (HF's gen_len counts tokens too)."""
-    ids = [int(i) for i in ids]
-    return ids.index(eos_id) + 1 if eos_id in ids else sum(1 for i in ids if i != pad_id)
-
-
-def predict_unit(model, tokenizer, features, cfg, ids, with_loss):
-    """One evaluation batch: the generated summaries and their token counts, and (with references) the
-    teacher-forced loss summed over the batch's real target tokens."""
-    from batching import to_tensors
-
-    rows = generate_batch(model, features, cfg, ids)
-    out = {"predictions": [decode_ids(tokenizer, row, ids["eos"], ids["pad"]) for row in rows],
-           "gen_tokens": [generated_length(row, ids["eos"], ids["pad"]) for row in rows]}
-    if with_loss:
-        batch = collate(features, pad_id=ids["pad"], decoder_start_id=ids["decoder_start"])
-        tokens = int((batch["labels"] != -100).sum())
-        batch.pop("num_tokens")
-        out["loss"] = [float(seq2seq_loss(model, to_tensors(batch))) * tokens, tokens]
-    return out
-
-
-def score_split(examples, units, outputs, out_path):
-    """ROUGE (when every row has a reference), loss, gen_len (tokens) and gen_chars; writes the predictions
-    file (atomically). Returns (metrics, predictions in row order)."""
-    from metrics import rouge_scores
-
-    predictions, gen_tokens = [None] * len(examples), [0] * len(examples)
-    loss_sum = loss_tokens = 0
-    for unit, out in zip(units, outputs):
-        for i, text, n in zip(unit, out["predictions"], out["gen_tokens"]):
-            predictions[i], gen_tokens[i] = text, n
-        if "loss" in out:
-            loss_sum, loss_tokens = loss_sum + out["loss"][0], loss_tokens + out["loss"][1]
-    references = [ex["target"] for ex in examples]
-    metrics = rouge_scores(predictions, references) if all(references) else {}
-    if loss_tokens:
-        metrics["loss"] = loss_sum / loss_tokens
-    metrics["gen_len"] = float(np.mean(gen_tokens)) if predictions else 0.0
-    metrics["gen_chars"] = float(np.mean([len(p) for p in predictions])) if predictions else 0.0
-    tmp = out_path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for ex, pred in zip(examples, predictions):
-            f.write(json.dumps({"source": ex["source"], "reference": ex["target"], "prediction": pred}, ensure_ascii=False) + "\n")
-    os.replace(tmp, out_path)
-    return metrics, predictions
-
-
 # ----------------------------------------------------------------------------
 # main
 # ----------------------------------------------------------------------------
 def main(cfg):
     validate_config(cfg)
     from paddlenlp.transformers import BartForConditionalGeneration
-
-    from evaluation import length_sorted_units
 
     device = tu.start_run(cfg)
     data = load_data(cfg)
@@ -411,7 +160,6 @@ def main(cfg):
     )
     eval_units = {split: length_sorted_units([len(f["input_ids"]) for f in features[split]], cfg["eval_batch_size"])
                   for split in ("dev", "test") if split in data}
-    samples = {}
 
     def predict_fn(model_, split, unit):
         with_loss = all(data[split][i]["target"] for i in unit)
@@ -420,12 +168,9 @@ def main(cfg):
     def score_fn(split, outputs, step):
         metrics, predictions = score_split(data[split], eval_units[split], outputs,
                                            os.path.join(cfg["output_dir"], f"predictions_{split}.jsonl"))
-        if split == "dev":
-            samples["rows"] = [
-                {"source": ex["source"][:200], "reference": ex["target"], "prediction": p}
-                for ex, p in list(zip(data["dev"], predictions))[: cfg["num_eval_samples_logged"]]
-            ]
-        return metrics
+        rows = [{"source": ex["source"][:200], "reference": ex["target"], "prediction": p}
+                for ex, p in list(zip(data[split], predictions))[: cfg["num_eval_samples_logged"]]] if split == "dev" else []
+        return tu.Scored(metrics, rows)
 
     task = tu.TrainingTask(
         config=cfg,
@@ -441,12 +186,23 @@ def main(cfg):
         score_fn=score_fn,
         metric_for_best="rougeL",
         staged_files=staged,
-        sample_rows_fn=lambda: samples.get("rows"),
         group_by_length=cfg["group_by_length"] and not cfg["pad_to_max_length"],
     )
     state = tu.run_training(task)
     return state
 
 
+def run(config=None, **overrides):
+    """Run from Python (a notebook cell): `run(max_steps=50)`, `run("configs/x.py", learning_rate=3e-4)` or
+    `run({...})`. The same checks and outputs as `python train.py`; returns the results (all_results.json's
+    content). Bad input raises the typed error (paddle_finetune.errors) with the message the command prints."""
+    return tu.run_in_process(main, CONFIG, "train.py", config, overrides)
+
+
+def cli(argv=None):
+    """`python train.py --key=value ...`: exits 0, 2 with one `error:` line, or 128+N after signal N."""
+    tu.run_main(main, CONFIG, prog="train.py", doc=__doc__, argv=argv)
+
+
 if __name__ == "__main__":
-    tu.run_main(main, CONFIG, prog="train.py", doc=__doc__)
+    cli()

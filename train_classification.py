@@ -8,25 +8,24 @@ Label names are read from the training data; the label <-> id map is saved with 
 checkpoint (label_map.json and the model config) and used by tools/predict_classification.py.
 Every key below can be overridden; `python train_classification.py --help` lists them.
 
-Imports: the engine (train_utils) and the project's modules it names; paddle and paddlenlp inside the
-functions (so `--help` answers without loading them).
+Imports: the engine facade (train_utils) and the package's modules it names; paddle and paddlenlp inside
+the functions (so `--help` answers without loading them).
 """
+
 import functools
-import json
 import os
 
 import numpy as np
 
 import train_utils as tu
-from batching import to_tensors
-from checkpoints import unwrap_model
-from configuration import (check_max_lengths, check_model_config, check_rules, non_negative, one_of, positive,
-                           resolve_greater_is_better, training_rules)
-from reporting import log, progress_bar, write_json_atomic
-from data_utils import DataError, dataset_columns, load_splits, read_examples
-from metrics import classification_report
-
-LABEL_MAP_FILE = "label_map.json"
+from paddle_finetune.configuration import (check_max_lengths, check_model_config, check_rules, non_negative, one_of,
+                                           positive, resolve_greater_is_better, training_rules)
+from paddle_finetune.evaluation.classification import classification_report
+from paddle_finetune.evaluation.sharding import length_sorted_units
+from paddle_finetune.reporting.console import log
+from paddle_finetune.tasks.classification import (LABEL_MAP_FILE, check_labels, classification_loss, collate, eval_loss,
+                                                  label_names_from, label_names_of, load_data, majority_accuracy,
+                                                  predict_batch, tokenize_rows, write_predictions, write_reports)
 
 CONFIG = dict(
     # --- run ---
@@ -96,8 +95,6 @@ CONFIG = dict(
     wandb_run_name="",  # "" = wandb picks one
 )
 
-
-
 def validate_config(cfg):
     """Every check that needs no data and no model weights."""
     check_rules(cfg, {
@@ -112,167 +109,6 @@ def validate_config(cfg):
 
         fields = check_model_config(cfg["model_config"], BertConfig, [("hidden_size", "num_attention_heads")])
         check_max_lengths({"max_seq_length": cfg["max_seq_length"]}, fields["max_position_embeddings"], "model_config")
-
-
-# ----------------------------------------------------------------------------
-# data
-# ----------------------------------------------------------------------------
-def default_if_none(value, default):
-    return default if value is None else value
-
-
-def label_names_from(rows):
-    """Sorted label names; all-numeric labels sort as numbers so "10" follows "9"."""
-    names = {r["label"] for r in rows}
-    numeric = all(n.lstrip("-").isdigit() for n in names)
-    return sorted(names, key=(lambda n: int(n)) if numeric else None)
-
-
-def check_labels(rows, label2id, path):
-    unknown = sorted({r["label"] for r in rows} - set(label2id))
-    if unknown:
-        raise DataError(f"{path}: label(s) {unknown[:5]} not in the training data's labels {sorted(label2id)[:20]}")
-
-
-SAMPLE_FILES = {"train": os.path.join("sample_classification", "train.tsv"), "dev": os.path.join("sample_classification", "dev.tsv")}
-
-
-def split_columns(cfg):
-    """{role: column}: the configured columns, else the named dataset's known ones, else "text"/"label"."""
-    known = (dataset_columns(cfg["dataset_name"]) if cfg.get("dataset_name") else None) or {}
-    columns = {"text": default_if_none(cfg["text_column"], known.get("text", "text")),
-               "label": default_if_none(cfg["label_column"], known.get("label", "label"))}
-    if cfg["text_pair_column"] is not None:
-        columns["text_pair"] = cfg["text_pair_column"]
-    return columns
-
-
-def load_data(cfg):
-    """{split: rows}, every row checked before training starts (see data_utils.load_splits)."""
-    return load_splits(cfg, lambda split, path: read_examples(path, split_columns(cfg), skip_bad_rows=cfg["skip_bad_rows"], log=log),
-                       SAMPLE_FILES, split_columns(cfg) if cfg.get("dataset_name") else None, log)
-
-
-def tokenize_rows(rows, tokenizer, max_seq_length, label2id=None):
-    """Tokenize once; pairs get [CLS] a [SEP] b [SEP] with token types 0/1."""
-    texts = [r["text"] for r in rows]
-    pairs = [r["text_pair"] for r in rows] if rows and "text_pair" in rows[0] else None
-    kwargs = {"text_pair": pairs} if pairs else {}
-    encoded = tokenizer(texts, max_length=max_seq_length, truncation=True, return_token_type_ids=True, **kwargs)
-    features = []
-    for i, ids in enumerate(encoded["input_ids"]):
-        token_types = encoded["token_type_ids"][i] if "token_type_ids" in encoded else [0] * len(ids)
-        feature = {"input_ids": ids, "token_type_ids": token_types}
-        if label2id is not None:
-            feature["label"] = label2id[rows[i]["label"]]
-        features.append(feature)
-    return features
-
-
-def collate(features, rng=None, pad_id=0):
-    """Dynamic padding to the longest item in the batch."""
-    length = max(len(f["input_ids"]) for f in features)
-    n = len(features)
-    input_ids = np.full((n, length), pad_id, dtype="int64")
-    token_type_ids = np.zeros((n, length), dtype="int64")
-    attention_mask = np.zeros((n, length), dtype="float32")
-    for i, f in enumerate(features):
-        input_ids[i, : len(f["input_ids"])] = f["input_ids"]
-        token_type_ids[i, : len(f["token_type_ids"])] = f["token_type_ids"]
-        attention_mask[i, : len(f["input_ids"])] = 1
-    batch = {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask,
-             "num_tokens": int(attention_mask.sum())}
-    if "label" in features[0]:
-        batch["labels"] = np.array([f["label"] for f in features], dtype="int64")
-    return batch
-
-
-def forward_logits(model, batch):
-    out = model(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
-                attention_mask=batch["attention_mask"], return_dict=True)
-    return out.logits if hasattr(out, "logits") else out[0]
-
-
-def classification_loss(model, batch):
-    import paddle.nn.functional as F
-
-    return F.cross_entropy(forward_logits(model, batch).astype("float32"), batch["labels"].unsqueeze(-1)).mean()
-
-
-def predict_batch(model, features, pad_id):
-    """Softmax probabilities of one batch, [len(features), num_labels]."""
-    import paddle
-    import paddle.nn.functional as F
-
-    batch = collate([{k: v for k, v in f.items() if k != "label"} for f in features], pad_id=pad_id)
-    batch.pop("num_tokens")
-    with paddle.no_grad():
-        logits = forward_logits(model, to_tensors(batch))
-    return F.softmax(logits.astype("float32"), axis=-1).numpy()
-
-
-def predict_probabilities(model, features, batch_size, pad_id, desc="predict"):
-    """Softmax probabilities [n, num_labels], in input order, in the batches evaluation cuts (by length)."""
-    from evaluation import length_sorted_units
-
-    probs = [None] * len(features)
-    bar = progress_bar(len(features), desc)
-    for unit in length_sorted_units([len(f["input_ids"]) for f in features], batch_size):
-        for i, row in zip(unit, predict_batch(model, [features[i] for i in unit], pad_id)):
-            probs[i] = row
-        bar.update(len(unit))
-    bar.close()
-    return np.stack(probs) if probs else np.zeros((0, 0))
-
-
-def eval_loss(model, features, pad_id):
-    """[summed cross-entropy, rows] of one labelled batch."""
-    batch = collate(features, pad_id=pad_id)
-    batch.pop("num_tokens")
-    return [float(classification_loss(model, to_tensors(batch))) * len(features), len(features)]
-
-
-# ----------------------------------------------------------------------------
-# evaluation reports
-# ----------------------------------------------------------------------------
-def write_reports(report, label_names, output_dir, step, split="dev"):
-    """classification_report.json and confusion_matrix.tsv (rows: gold, columns: predicted); _test for the test split."""
-    suffix = "" if split == "dev" else f"_{split}"
-    write_json_atomic(os.path.join(output_dir, f"classification_report{suffix}.json"), {"step": step, "labels": label_names, **report})
-    lines = ["gold\\predicted\t" + "\t".join(label_names)]
-    lines += [name + "\t" + "\t".join(str(c) for c in row) for name, row in zip(label_names, report["confusion_matrix"])]
-    path = os.path.join(output_dir, f"confusion_matrix{suffix}.tsv")
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(path + ".tmp", path)
-
-
-def write_predictions(path, rows, probs, label_names):
-    """One JSON line per row: its text(s), gold label when known, predicted label and probability."""
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        for row, p in zip(rows, probs):
-            best = int(np.argmax(p))
-            record = {**row, "prediction": label_names[best] if best < len(label_names) else str(best), "probability": round(float(p[best]), 4)}
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(path + ".tmp", path)
-
-
-def label_names_of(model, model_dir=None):
-    """The label map saved with a model (label_map.json), else its config's id2label."""
-    path = os.path.join(model_dir, LABEL_MAP_FILE) if model_dir else None
-    if path and os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            id2label = json.load(f)["id2label"]
-    else:
-        id2label = getattr(unwrap_model(model).config, "id2label", None) or {}
-    return [id2label.get(str(i), id2label.get(i, str(i))) for i in range(len(id2label))]
-
-
-def majority_accuracy(train_labels, dev_labels):
-    """Accuracy (0-100) of always predicting the most frequent training label: the bar to beat."""
-    majority = max(set(train_labels), key=train_labels.count)
-    return round(100.0 * sum(1 for y in dev_labels if y == majority) / max(len(dev_labels), 1), 4)
-
 
 # ----------------------------------------------------------------------------
 # main
@@ -289,7 +125,6 @@ def build_model(cfg, tokenizer, label_names):
 
 
 def main(cfg):
-    from evaluation import length_sorted_units
 
     validate_config(cfg)
     device = tu.start_run(cfg)
@@ -319,7 +154,6 @@ def main(cfg):
     if "dev" in data and "train" in data:
         baseline = majority_accuracy([r["label"] for r in data["train"]], [r["label"] for r in data["dev"]])
         log(f"majority-class baseline on dev: accuracy {baseline}")
-    samples = {}
 
     def predict_fn(model_, split, unit):
         feats = [features[split][i] for i in unit]
@@ -334,13 +168,10 @@ def main(cfg):
         report = classification_report([f["label"] for f in features[split]], preds, label_names)
         write_reports(report, label_names, cfg["output_dir"], step, split)
         write_predictions(os.path.join(cfg["output_dir"], f"predictions_{split}.jsonl"), data[split], probs, label_names)
-        if split == "dev":
-            samples["rows"] = [
-                {"text": r["text"][:200], "label": r["label"], "prediction": label_names[p], "probability": round(float(probs[i][p]), 4)}
-                for i, (r, p) in enumerate(list(zip(data["dev"], preds))[: cfg["num_eval_samples_logged"]])
-            ]
+        rows = [{"text": r["text"][:200], "label": r["label"], "prediction": label_names[p], "probability": round(float(probs[i][p]), 4)}
+                for i, (r, p) in enumerate(list(zip(data[split], preds))[: cfg["num_eval_samples_logged"]])] if split == "dev" else []
         loss = sum(out["loss"][0] for out in outputs) / max(sum(out["loss"][1] for out in outputs), 1)
-        return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "loss": loss}
+        return tu.Scored({"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "loss": loss}, rows)
 
     task = tu.TrainingTask(
         config=cfg,
@@ -357,11 +188,22 @@ def main(cfg):
         metric_for_best="accuracy",
         extra_files={LABEL_MAP_FILE: {"id2label": {str(i): n for i, n in enumerate(label_names)}, "label2id": label2id}},
         staged_files=staged,
-        sample_rows_fn=lambda: samples.get("rows"),
         group_by_length=cfg["group_by_length"],
     )
     return tu.run_training(task)
 
 
+def run(config=None, **overrides):
+    """Run from Python (a notebook cell): `run(max_steps=50)`, `run("configs/x.py", learning_rate=3e-4)` or
+    `run({...})`. The same checks and outputs as `python train_classification.py`; returns the results (all_results.json's
+    content). Bad input raises the typed error (paddle_finetune.errors) with the message the command prints."""
+    return tu.run_in_process(main, CONFIG, "train_classification.py", config, overrides)
+
+
+def cli(argv=None):
+    """`python train_classification.py --key=value ...`: exits 0, 2 with one `error:` line, or 128+N after signal N."""
+    tu.run_main(main, CONFIG, prog="train_classification.py", doc=__doc__, argv=argv)
+
+
 if __name__ == "__main__":
-    tu.run_main(main, CONFIG, prog="train_classification.py", doc=__doc__)
+    cli()

@@ -9,22 +9,23 @@ labels are the inputs, shifted by one inside the loss. Perplexity is exp of the 
 Generate with `tools/generate_text.py MODEL_DIR "prompt" --strategy greedy|top_k|top_p`.
 Every key below can be overridden; `python train_clm.py --help` lists them.
 
-Imports: the engine (train_utils) and the project's modules it names; paddle and paddlenlp inside the
-functions (so `--help` answers without loading them).
+Imports: the engine facade (train_utils) and the package's modules it names; paddle and paddlenlp inside
+the functions (so `--help` answers without loading them).
 """
+
 import functools
 import os
 
-import numpy as np
-
 import train_utils as tu
-from batching import to_tensors
-from configuration import (check_model_config, check_rules, numeric_rule, one_of, positive, resolve_greater_is_better,
-                           training_rules)
-from distributed import is_main_process
-from reporting import log, write_json_atomic
-from data_utils import decode_tokens, load_text_splits
-from metrics import loss_and_perplexity
+from paddle_finetune.configuration import (check_model_config, check_rules, numeric_rule, one_of, positive,
+                                           resolve_greater_is_better, training_rules)
+from paddle_finetune.data.splits import load_text_splits
+from paddle_finetune.evaluation.perplexity import loss_and_perplexity
+from paddle_finetune.evaluation.sharding import in_order_units
+from paddle_finetune.reporting.console import log
+from paddle_finetune.reporting.files import write_json_atomic
+from paddle_finetune.runtime.distributed import is_main_process
+from paddle_finetune.tasks.causal_lm import batch_loss, build_blocks, clm_loss, collate, end_of_text_id, generate_text
 
 CONFIG = dict(
     # --- run ---
@@ -92,8 +93,6 @@ CONFIG = dict(
     wandb_run_name="",  # "" = wandb picks one
 )
 
-
-
 SAMPLE_FILES = {"train": os.path.join("sample_lm", "train.txt"), "dev": os.path.join("sample_lm", "dev.txt")}
 
 
@@ -110,101 +109,6 @@ def validate_config(cfg):
         from paddlenlp.transformers import GPTConfig
 
         check_model_config(cfg["model_config"], GPTConfig, [("hidden_size", "num_attention_heads")])
-
-
-# ----------------------------------------------------------------------------
-# data
-# ----------------------------------------------------------------------------
-def end_of_text_id(tokenizer):
-    """GPT tokenizers have an eos token; a BERT-style char vocab ends texts with [SEP]."""
-    return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
-
-
-def encode(text, tokenizer):
-    return tokenizer.convert_tokens_to_ids(tokenizer.tokenize(text))
-
-
-def build_blocks(texts, tokenizer, block_size):
-    """Join the texts, each ended by end-of-text, and cut into full blocks.
-
-    The remainder is dropped (every block then has the same length and no padding),
-    unless it is all there is.
-    """
-    eot = end_of_text_id(tokenizer)
-    stream = [i for t in texts for i in encode(t, tokenizer) + [eot]]
-    starts = range(0, max(len(stream) - block_size + 1, 1), block_size)
-    return [{"input_ids": stream[s:s + block_size]} for s in starts]
-
-
-def collate(features, rng=None, pad_id=0):
-    """Stack blocks; a short block (tiny corpus) is padded and its padding ignored by the loss."""
-    length = max(len(f["input_ids"]) for f in features)
-    input_ids = np.full((len(features), length), pad_id, dtype="int64")
-    labels = np.full((len(features), length), -100, dtype="int64")
-    for i, f in enumerate(features):
-        input_ids[i, : len(f["input_ids"])] = f["input_ids"]
-        labels[i, : len(f["input_ids"])] = f["input_ids"]
-    return {"input_ids": input_ids, "labels": labels, "num_tokens": int((labels != -100).sum())}
-
-
-def clm_logits(model, input_ids):
-    out = model(input_ids=input_ids, use_cache=False, return_dict=True)
-    return out.logits if hasattr(out, "logits") else out[0]
-
-
-def clm_loss(model, batch):
-    """Next-token cross-entropy: position t predicts token t+1 (paddlenlp's GPT criterion does not shift)."""
-    import paddle
-    import paddle.nn.functional as F
-
-    logits = clm_logits(model, batch["input_ids"])[:, :-1]
-    labels = batch["labels"][:, 1:].flatten()
-    positions = paddle.nonzero(labels != -100).flatten()
-    chosen = paddle.gather(logits.reshape([-1, logits.shape[-1]]), positions)
-    return F.cross_entropy(chosen.astype("float32"), paddle.gather(labels, positions).unsqueeze(-1)).mean()
-
-
-def batch_loss(model, features, pad_id):
-    """[summed next-token loss, predicted tokens] of one batch of blocks (zeros when it predicts nothing)."""
-    batch = collate(features, pad_id=pad_id)
-    predicted = int((batch["labels"][:, 1:] != -100).sum())
-    batch.pop("num_tokens")
-    if not predicted:
-        return [0.0, 0]
-    return [float(clm_loss(model, to_tensors(batch))) * predicted, predicted]
-
-
-# ----------------------------------------------------------------------------
-# generation (also used by tools/generate_text.py)
-# ----------------------------------------------------------------------------
-STRATEGIES = ("greedy", "top_k", "top_p")
-
-
-def generate_text(model, tokenizer, prompt, strategy="greedy", max_new_tokens=50, top_k=5, top_p=0.9, temperature=1.0, seed=None):
-    """Continue prompt. greedy is deterministic; top_k / top_p sample (seeded when seed is given)."""
-    import paddle
-
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-    ids = encode(prompt, tokenizer)
-    if not ids:
-        ids = [end_of_text_id(tokenizer)]  # an empty prompt starts a new text
-    if seed is not None:
-        paddle.seed(seed)
-    sampling = dict(decode_strategy="sampling", temperature=temperature,
-                    top_k=top_k if strategy == "top_k" else 0, top_p=top_p if strategy == "top_p" else 1.0)
-    model.eval()
-    with paddle.no_grad():
-        generated, _ = model.generate(
-            input_ids=paddle.to_tensor([ids], dtype="int64"),
-            max_new_tokens=max_new_tokens,
-            eos_token_id=end_of_text_id(tokenizer),
-            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_of_text_id(tokenizer),
-            use_cache=True,
-            **(dict(decode_strategy="greedy_search") if strategy == "greedy" else sampling),
-        )
-    return decode_tokens(tokenizer, generated[0].numpy())
-
 
 # ----------------------------------------------------------------------------
 # main
@@ -223,7 +127,6 @@ def build_model(cfg, tokenizer):
 
 
 def main(cfg):
-    from evaluation import in_order_units
 
     validate_config(cfg)
     device = tu.start_run(cfg)
@@ -242,7 +145,7 @@ def main(cfg):
         return batch_loss(model_, [features[split][i] for i in unit], pad_id)
 
     def score_fn(split, outputs, step):
-        return loss_and_perplexity(outputs)
+        return tu.Scored(loss_and_perplexity(outputs))
 
     task = tu.TrainingTask(
         config=cfg,
@@ -270,5 +173,17 @@ def main(cfg):
     return state
 
 
+def run(config=None, **overrides):
+    """Run from Python (a notebook cell): `run(max_steps=50)`, `run("configs/x.py", learning_rate=3e-4)` or
+    `run({...})`. The same checks and outputs as `python train_clm.py`; returns the results (all_results.json's
+    content). Bad input raises the typed error (paddle_finetune.errors) with the message the command prints."""
+    return tu.run_in_process(main, CONFIG, "train_clm.py", config, overrides)
+
+
+def cli(argv=None):
+    """`python train_clm.py --key=value ...`: exits 0, 2 with one `error:` line, or 128+N after signal N."""
+    tu.run_main(main, CONFIG, prog="train_clm.py", doc=__doc__, argv=argv)
+
+
 if __name__ == "__main__":
-    tu.run_main(main, CONFIG, prog="train_clm.py", doc=__doc__)
+    cli()

@@ -4,10 +4,8 @@ import os
 import pickle
 
 import numpy as np
-
-import checkpoints
-import train_utils as tu
-
+from paddle_finetune.checkpoints.storage import save_checkpoint
+from paddle_finetune.training.optimization import build_optimizer
 OPTIMIZER_CONFIG = {"learning_rate": 0.01, "warmup_steps": 0, "warmup_proportion": 0.1, "adam_epsilon": 1e-8,
                     "weight_decay": 0.01, "max_grad_norm": 1.0}
 
@@ -43,7 +41,7 @@ def train_steps(model, optimizer, scheduler, steps, seed=0):
 
 def tiny_run(seed=0, steps=2):
     model = tiny_bart(seed)
-    optimizer, scheduler = tu.build_optimizer(model, OPTIMIZER_CONFIG, 20)
+    optimizer, scheduler = build_optimizer(model, OPTIMIZER_CONFIG, 20)
     train_steps(model, optimizer, scheduler, steps)
     return model, optimizer, scheduler
 
@@ -51,7 +49,7 @@ def tiny_run(seed=0, steps=2):
 def save_tiny_checkpoint(out, step, config=None, **kwargs):
     model, optimizer, scheduler = tiny_run(steps=2)
     os.makedirs(out, exist_ok=True)
-    return checkpoints.save_checkpoint(out, step, model, None, optimizer, scheduler, None,
+    return save_checkpoint(out, step, model, None, optimizer, scheduler, None,
                                        {"global_step": step, "epoch": 0, "position": step}, config or {"seed": 42}, **kwargs)
 
 

@@ -1,8 +1,15 @@
-import os
-import sys
+"""Shared by every test: each test starts outside any run (runtime.state's process-wide default), so a test
+that failed mid-run cannot leak its run.log, warnings or claims into the next one."""
+import pytest
 
-# Tests import the project's top-level modules (train_utils, data_utils, ...) and
-# tools/ as a package, wherever pytest is started from.
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+from paddle_finetune.reporting.console import reset_console
+from paddle_finetune.runtime import state
+
+
+@pytest.fixture(autouse=True)
+def outside_any_run():
+    yield
+    current = state.current()
+    if current.active:  # a run a test left open (an exception between begin and end)
+        state.end(current)
+    reset_console()

@@ -11,14 +11,12 @@ import os
 import runpy
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-import train_utils  # noqa: E402
-from checkpoints import unwrap_model  # noqa: E402
-from distributed import get_rank  # noqa: E402
+import train_utils
+from paddle_finetune.models.weights import unwrap_model
+from paddle_finetune.paths import PROJECT_ROOT
+from paddle_finetune.runtime.distributed import get_rank
 
 
 def write_param_digest(model, directory, rank):
@@ -41,9 +39,9 @@ def main():
         write_param_digest(task.model, directory, get_rank())
         return state
 
-    train_utils.run_training = run_training_then_digest
+    train_utils.run_training = run_training_then_digest  # the trainers call tu.run_training
     sys.argv = [script, *args]
-    runpy.run_path(os.path.join(ROOT, script), run_name="__main__")
+    runpy.run_path(os.path.join(PROJECT_ROOT, script), run_name="__main__")
 
 
 if __name__ == "__main__":

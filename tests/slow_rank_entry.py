@@ -11,16 +11,14 @@ import runpy
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-import evaluation  # noqa: E402
-from distributed import get_rank  # noqa: E402
+from paddle_finetune.paths import PROJECT_ROOT
+from paddle_finetune.runtime.distributed import get_rank
+from paddle_finetune.training import evaluate_only
 
 
 def main():
     slow_rank, seconds, script, *args = sys.argv[1:]
-    evaluate_split = evaluation.evaluate_split
+    evaluate_split = evaluate_only.evaluate_split
     slept = []
 
     def slow_predict(predict_fn):
@@ -35,9 +33,9 @@ def main():
     def slow_evaluate_split(model, split, units, predict_fn, *rest, **kwargs):
         return evaluate_split(model, split, units, slow_predict(predict_fn), *rest, **kwargs)
 
-    evaluation.evaluate_split = slow_evaluate_split
+    evaluate_only.evaluate_split = slow_evaluate_split  # where the engine looks it up
     sys.argv = [script, *args]
-    runpy.run_path(os.path.join(ROOT, script), run_name="__main__")
+    runpy.run_path(os.path.join(PROJECT_ROOT, script), run_name="__main__")
 
 
 if __name__ == "__main__":

@@ -13,9 +13,14 @@ import time
 
 import pytest
 
-import checkpoints
-import train_utils as tu
+from paddle_finetune.checkpoints import storage
 from helpers import tiny_bart_arg
+from paddle_finetune.checkpoints.files import COMPLETE_MARKER, OPTIMIZER_FILE, TRAINER_STATE_FILE, checkpoint_step
+from paddle_finetune.checkpoints.listing import latest_checkpoint, list_checkpoints, rotate_checkpoints
+from paddle_finetune.checkpoints.output_dir import clean_stale_temp_dirs
+from paddle_finetune.checkpoints.resume import resolve_resume
+from paddle_finetune.checkpoints.storage import read_checkpoint, save_checkpoint
+from paddle_finetune.training.optimization import build_optimizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = tiny_bart_arg(dropout=0.1)
@@ -85,7 +90,7 @@ def test_sigkill_between_checkpoints_then_resume_logs_the_same_losses(reference,
     proc.communicate(timeout=30)
     killed_at = max(logged_steps(out))
     assert proc.returncode == -signal.SIGKILL and killed_at < MAX_STEPS, "the run finished before the kill"
-    assert checkpoints.latest_checkpoint(out) is not None
+    assert latest_checkpoint(out) is not None
     result = run(out, "--resume_from_checkpoint=auto")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resumed from" in result.stdout
@@ -96,11 +101,11 @@ def test_sigkill_between_checkpoints_then_resume_logs_the_same_losses(reference,
 def test_resume_across_and_at_an_epoch_boundary(reference, tmp_path, checkpoint):
     """checkpoint-2 is mid-epoch (the resume crosses into epoch 1); checkpoint-4 ends epoch 0 exactly."""
     out = tmp_path / "out"
-    shutil.copytree(reference, out, ignore=lambda d, names: [n for n in names if checkpoints.checkpoint_step(n) not in (None, checkpoint)])
+    shutil.copytree(reference, out, ignore=lambda d, names: [n for n in names if checkpoint_step(n) not in (None, checkpoint)])
     # What a SIGKILL leaves: lines past the checkpoint, the last one cut in half.
     lines = (out / "train_log.jsonl").read_text().splitlines(keepends=True)
     (out / "train_log.jsonl").write_text("".join(lines[: checkpoint + 1]) + lines[checkpoint + 1][:20])
-    state = json.loads((out / f"checkpoint-{checkpoint}" / checkpoints.TRAINER_STATE_FILE).read_text())["train_state"]
+    state = json.loads((out / f"checkpoint-{checkpoint}" / TRAINER_STATE_FILE).read_text())["train_state"]
     assert (state["epoch"], state["position"]) == divmod(checkpoint, STEPS_PER_EPOCH)
     result = run(out, "--resume_from_checkpoint=auto")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -113,17 +118,17 @@ def test_auto_resume_skips_a_damaged_newest_checkpoint_and_still_matches(referen
     """checkpoint-4's optimizer truncated (a disk that filled up, a bad copy): auto says so, resumes from
     checkpoint-2, saves a good checkpoint-4 over the bad one, and logs the same losses."""
     out = tmp_path / "out"
-    shutil.copytree(reference, out, ignore=lambda d, names: [n for n in names if checkpoints.checkpoint_step(n) not in (None, 2, 4)])
+    shutil.copytree(reference, out, ignore=lambda d, names: [n for n in names if checkpoint_step(n) not in (None, 2, 4)])
     lines = (out / "train_log.jsonl").read_text().splitlines(keepends=True)
     (out / "train_log.jsonl").write_text("".join(lines[:4]))
-    damaged = out / "checkpoint-4" / checkpoints.OPTIMIZER_FILE
+    damaged = out / "checkpoint-4" / OPTIMIZER_FILE
     damaged.write_bytes(damaged.read_bytes()[:1000])
     result = run(out, "--resume_from_checkpoint=auto")
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"skipping checkpoint-4: {damaged}: 1000 bytes" in result.stdout
     assert "using checkpoint-2, the newest checkpoint that reads" in result.stdout
     assert_same_losses(out, reference)
-    checkpoints.read_checkpoint(str(out / "checkpoint-4"))  # replaced by a good one
+    read_checkpoint(str(out / "checkpoint-4"))  # replaced by a good one
 
 
 # ---------------------------------------------------------------------------- atomic checkpoints
@@ -132,7 +137,7 @@ def make_checkpoint(out, step, complete=True):
     os.makedirs(path)
     open(os.path.join(path, "model_state.pdparams"), "w").close()
     if complete:
-        open(os.path.join(path, checkpoints.COMPLETE_MARKER), "w").close()
+        open(os.path.join(path, COMPLETE_MARKER), "w").close()
     return path
 
 
@@ -143,10 +148,10 @@ def test_auto_never_picks_an_incomplete_or_temporary_checkpoint(tmp_path):
     good = save_tiny_checkpoint(out, 4)
     make_checkpoint(out, 6, complete=False)  # killed while writing the old non-atomic way
     os.makedirs(os.path.join(out, ".tmp-checkpoint-8-1234"))  # killed mid-save
-    open(os.path.join(out, ".tmp-checkpoint-8-1234", checkpoints.COMPLETE_MARKER), "w").close()
-    assert checkpoints.list_checkpoints(out) == [good]
-    assert checkpoints.resolve_resume({"resume_from_checkpoint": "auto", "output_dir": out}).path == good
-    checkpoints.clean_stale_temp_dirs(out)
+    open(os.path.join(out, ".tmp-checkpoint-8-1234", COMPLETE_MARKER), "w").close()
+    assert list_checkpoints(out) == [good]
+    assert resolve_resume({"resume_from_checkpoint": "auto", "output_dir": out}).path == good
+    clean_stale_temp_dirs(out)
     assert not os.path.exists(os.path.join(out, ".tmp-checkpoint-8-1234"))
 
 
@@ -156,20 +161,20 @@ def test_a_crash_inside_save_leaves_the_previous_checkpoint_the_newest(tmp_path,
     paddle.set_device("cpu")
     model = paddle.nn.Linear(2, 2)
     model.save_pretrained = lambda d, **kwargs: paddle.save(model.state_dict(), os.path.join(d, "model_state.pdparams"))
-    optimizer, scheduler = tu.build_optimizer(model, {"learning_rate": 0.1, "warmup_steps": 0, "warmup_proportion": 0.0,
+    optimizer, scheduler = build_optimizer(model, {"learning_rate": 0.1, "warmup_steps": 0, "warmup_proportion": 0.0,
                                                       "adam_epsilon": 1e-8, "weight_decay": 0.0, "max_grad_norm": 1.0}, 10)
     out = str(tmp_path)
     args = (model, None, optimizer, scheduler, None, {"global_step": 2}, {})
-    first = checkpoints.save_checkpoint(out, 2, *args)
+    first = save_checkpoint(out, 2, *args)
 
     def dies_on_optimizer(*a, **k):
         raise KeyboardInterrupt("killed mid-save")
 
-    monkeypatch.setattr(checkpoints, "optimizer_state", dies_on_optimizer)
+    monkeypatch.setattr(storage, "optimizer_state", dies_on_optimizer)  # where save_checkpoint looks it up
     with pytest.raises(KeyboardInterrupt):
-        checkpoints.save_checkpoint(out, 4, *args)
+        save_checkpoint(out, 4, *args)
     assert not os.path.exists(os.path.join(out, "checkpoint-4"))
-    assert checkpoints.latest_checkpoint(out) == first
+    assert latest_checkpoint(out) == first
     assert [n for n in os.listdir(out) if n.startswith(".tmp-")], "the half-written save stays in a temp dir"
 
 
@@ -177,10 +182,10 @@ def test_rotation_keeps_the_best_and_the_newest(tmp_path):
     out = str(tmp_path)
     paths = [make_checkpoint(out, s) for s in (10, 20, 30, 40, 50)]
     make_checkpoint(out, 60, complete=False)  # incomplete: neither counted nor "newest"
-    removed = checkpoints.rotate_checkpoints(out, 2, keep=[paths[0]])
-    assert checkpoints.list_checkpoints(out) == [paths[0], paths[-1]]
+    removed = rotate_checkpoints(out, 2, keep=[paths[0]])
+    assert list_checkpoints(out) == [paths[0], paths[-1]]
     assert sorted(removed) == sorted(paths[1:4])
-    assert checkpoints.rotate_checkpoints(out, 1, keep=[paths[0]]) == []  # best and newest both survive a limit of 1
+    assert rotate_checkpoints(out, 1, keep=[paths[0]]) == []  # best and newest both survive a limit of 1
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -191,8 +196,8 @@ def test_signal_saves_a_checkpoint_and_exits(tmp_path, sig):
     stdout, _ = proc.communicate(timeout=60)
     assert proc.returncode == 128 + sig, stdout[-3000:]
     assert f"received {signal.Signals(sig).name}" in stdout and "stopped by signal at step" in stdout
-    latest = checkpoints.latest_checkpoint(out)
-    assert latest is not None and checkpoints.checkpoint_step(os.path.basename(latest)) == max(logged_steps(out))
+    latest = latest_checkpoint(out)
+    assert latest is not None and checkpoint_step(os.path.basename(latest)) == max(logged_steps(out))
     assert not [n for n in os.listdir(out) if n.startswith(".tmp-")]
 
 
@@ -223,8 +228,7 @@ def loss(model, batch):
     out = real_loss(model, batch)
     return out * float("nan") if len(calls) > 2 else out
 train.seq2seq_loss = loss
-sys.argv = ["train.py", *sys.argv[1:]]
-tu.run_main(train.main, train.CONFIG, prog="train.py")
+train.cli(sys.argv[1:])
 """
 
 
@@ -235,7 +239,7 @@ def test_nan_loss_in_fp32_stops_with_an_error_and_keeps_the_last_checkpoint(tmp_
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     assert "loss is nan at step 3 (fp32, no loss scaling): stopping" in result.stderr
     assert f"The last good checkpoint is kept: {out / 'checkpoint-2'}" in result.stderr
-    assert checkpoints.latest_checkpoint(str(out)) == str(out / "checkpoint-2")
+    assert latest_checkpoint(str(out)) == str(out / "checkpoint-2")
     assert logged_steps(str(out)) == [1, 2], "the NaN step is neither applied nor logged"
 
 

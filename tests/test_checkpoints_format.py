@@ -8,11 +8,16 @@ import shutil
 
 import numpy as np
 import pytest
-
-import checkpoints
-import rng
-import train_utils as tu
 from checkpoint_helpers import OPTIMIZER_CONFIG, crafted_pickle, save_tiny_checkpoint, tiny_bart, tiny_run, train_steps
+from paddle_finetune.checkpoints.files import COMPLETE_MARKER, FORMAT, RANK_RNG_FILE, _digest
+from paddle_finetune.checkpoints.listing import resolve_model_dir
+from paddle_finetune.checkpoints.optimizer_state import apply_optimizer_state, create_accumulators, optimizer_state
+from paddle_finetune.checkpoints.resume import resolve_resume
+from paddle_finetune.checkpoints.storage import load_checkpoint, load_rank_rng, read_checkpoint, save_checkpoint
+from paddle_finetune.errors import CheckpointError
+from paddle_finetune.models.weights import load_model_dir, read_pickled_state_dict
+from paddle_finetune.runtime.rng import dropout_rng, get_rng_state, paddle_cpu_rng_checkpoints, rng_state_from_json, rng_state_to_json, set_rng_state, set_seed
+from paddle_finetune.training.optimization import build_optimizer
 
 
 # ---------------------------------------------------------------------------- format
@@ -20,11 +25,11 @@ def test_checkpoint_holds_no_pickle_and_a_manifest_of_every_file(tmp_path):
     path = save_tiny_checkpoint(str(tmp_path), 2)
     names = set(os.listdir(path))
     assert {"model.safetensors", "config.json", "optimizer.safetensors", "optimizer.json", "trainer_state.json",
-            "train_config.json", checkpoints.COMPLETE_MARKER} <= names
+            "train_config.json", COMPLETE_MARKER} <= names
     assert not [n for n in names if n.endswith((".pdparams", ".pdopt", ".pdstate", ".pkl"))]
-    manifest = json.loads(open(os.path.join(path, checkpoints.COMPLETE_MARKER)).read())
-    assert manifest["format"] == checkpoints.FORMAT and manifest["step"] == 2
-    assert set(manifest["files"]) == names - {checkpoints.COMPLETE_MARKER}
+    manifest = json.loads(open(os.path.join(path, COMPLETE_MARKER)).read())
+    assert manifest["format"] == FORMAT and manifest["step"] == 2
+    assert set(manifest["files"]) == names - {COMPLETE_MARKER}
     state = json.loads(open(os.path.join(path, "trainer_state.json")).read())
     assert {"train_state", "lr_scheduler", "scaler", "rng", "world_size", "data_fingerprint"} <= set(state)
     assert set(state["rng"]) >= {"python", "numpy", "paddle", "dropout"}
@@ -38,10 +43,10 @@ def test_checkpoint_holds_no_pickle_and_a_manifest_of_every_file(tmp_path):
 def test_save_load_round_trip_continues_exactly(tmp_path):
     """A fresh model and optimizer loaded from a checkpoint take the same next steps as the originals."""
     model, optimizer, scheduler = tiny_run(steps=3)
-    path = checkpoints.save_checkpoint(str(tmp_path), 3, model, None, optimizer, scheduler, None, {"global_step": 3}, {})
+    path = save_checkpoint(str(tmp_path), 3, model, None, optimizer, scheduler, None, {"global_step": 3}, {})
     fresh = tiny_bart(seed=123)
-    fresh_opt, fresh_sched = tu.build_optimizer(fresh, OPTIMIZER_CONFIG, 20)
-    saved = checkpoints.load_checkpoint(path, fresh, fresh_opt, fresh_sched, None)
+    fresh_opt, fresh_sched = build_optimizer(fresh, OPTIMIZER_CONFIG, 20)
+    saved = load_checkpoint(path, fresh, fresh_opt, fresh_sched, None)
     assert saved["train_state"]["global_step"] == 3 and saved["world_size"] == 1
     assert fresh_sched.get_lr() == scheduler.get_lr()
     import paddle
@@ -59,38 +64,38 @@ def test_rng_state_round_trips_through_json():
     import paddle
 
     paddle.set_device("cpu")
-    rng.set_seed(3, rank=1)
-    random.random(), np.random.randn(), paddle.rand([2]), rng.dropout_rng.random(3)
-    data = json.loads(json.dumps(rng.rng_state_to_json(rng.get_rng_state())))
+    set_seed(3, rank=1)
+    random.random(), np.random.randn(), paddle.rand([2]), dropout_rng.random(3)
+    data = json.loads(json.dumps(rng_state_to_json(get_rng_state())))
 
     def draws():
-        return random.random(), np.random.rand(), np.random.randn(), paddle.rand([3]).numpy().tolist(), rng.dropout_rng.random(2).tolist()
+        return random.random(), np.random.rand(), np.random.randn(), paddle.rand([3]).numpy().tolist(), dropout_rng.random(2).tolist()
 
     want = draws()
-    rng.set_rng_state(rng.rng_state_from_json(data))
+    set_rng_state(rng_state_from_json(data))
     got = draws()
-    if not rng.paddle_cpu_rng_checkpoints():  # paddle 2.6 keeps no engine state (the loop reseeds it per step instead)
+    if not paddle_cpu_rng_checkpoints():  # paddle 2.6 keeps no engine state (the loop reseeds it per step instead)
         got, want = got[:3] + got[4:], want[:3] + want[4:]
     assert got == want
     with pytest.raises(ValueError, match="numpy's key"):
-        rng.rng_state_from_json({**data, "numpy": {**data["numpy"], "key": [1, 2, 3]}})
+        rng_state_from_json({**data, "numpy": {**data["numpy"], "key": [1, 2, 3]}})
 
 
 def test_rank_rng_is_json_and_filed_into_the_checkpoint(tmp_path):
     out = str(tmp_path)
     model, optimizer, scheduler = tiny_run()
-    rank0 = rng.rng_state_to_json(rng.get_rng_state())
+    rank0 = rng_state_to_json(get_rng_state())
     np.random.rand()  # rank 1's state: another one
-    rank1 = rng.rng_state_to_json(rng.get_rng_state())
+    rank1 = rng_state_to_json(get_rng_state())
     # every rank's state, as all_gather hands them to each writer
-    path = checkpoints.save_checkpoint(out, 2, model, None, optimizer, scheduler, None, {"global_step": 2}, {}, rng_states=[rank0, rank1])
-    name = checkpoints.RANK_RNG_FILE.format(rank=1)
-    assert name.endswith(".json") and json.loads(open(os.path.join(path, name)).read()) == {"format": checkpoints.FORMAT, "rank": 1, "rng": rank1}
-    contents = checkpoints.read_checkpoint(path)
+    path = save_checkpoint(out, 2, model, None, optimizer, scheduler, None, {"global_step": 2}, {}, rng_states=[rank0, rank1])
+    name = RANK_RNG_FILE.format(rank=1)
+    assert name.endswith(".json") and json.loads(open(os.path.join(path, name)).read()) == {"format": FORMAT, "rank": 1, "rng": rank1}
+    contents = read_checkpoint(path)
     assert set(contents.rank_rng) == {1}
     assert contents.trainer_state["rng"] == rank0 and contents.trainer_state["world_size"] == 2
-    assert checkpoints.load_rank_rng(contents, 1, None) is contents.rank_rng[1]
-    assert checkpoints.load_rank_rng(contents, 0, "rank 0's") == "rank 0's"
+    assert load_rank_rng(contents, 1, None) is contents.rank_rng[1]
+    assert load_rank_rng(contents, 0, "rank 0's") == "rank 0's"
 
 
 # ---------------------------------------------------------------------------- integrity
@@ -104,9 +109,9 @@ def rewrite(path, name, data, update_manifest=False):
     with open(os.path.join(path, name), "wb") as f:
         f.write(data)
     if update_manifest:
-        marker = os.path.join(path, checkpoints.COMPLETE_MARKER)
+        marker = os.path.join(path, COMPLETE_MARKER)
         manifest = json.loads(open(marker).read())
-        manifest["files"][name] = checkpoints._digest(os.path.join(path, name))
+        manifest["files"][name] = _digest(os.path.join(path, name))
         open(marker, "w").write(json.dumps(manifest))
 
 
@@ -137,11 +142,11 @@ def test_read_checkpoint_names_the_bad_file(saved, case, pattern):
     elif case == "missing file":
         os.remove(os.path.join(saved, "optimizer.json"))
     elif case == "incomplete marker":
-        rewrite(saved, checkpoints.COMPLETE_MARKER, read_bytes(saved, checkpoints.COMPLETE_MARKER)[:50])
+        rewrite(saved, COMPLETE_MARKER, read_bytes(saved, COMPLETE_MARKER)[:50])
     elif case == "damaged tokenizer-side file":
         rewrite(saved, "config.json", read_bytes(saved, "config.json").replace(b"16", b"17", 1))
-    with pytest.raises(checkpoints.CheckpointError, match=pattern) as e:
-        checkpoints.read_checkpoint(saved)
+    with pytest.raises(CheckpointError, match=pattern) as e:
+        read_checkpoint(saved)
     assert "\n" not in str(e.value) and saved in str(e.value)
 
 
@@ -150,15 +155,15 @@ def test_auto_falls_back_to_the_newest_checkpoint_that_reads(tmp_path, capsys):
     good = save_tiny_checkpoint(out, 2)
     bad = save_tiny_checkpoint(out, 4)
     rewrite(bad, "model.safetensors", read_bytes(bad, "model.safetensors")[:-10])
-    contents = checkpoints.resolve_resume({"resume_from_checkpoint": "auto", "output_dir": out})
+    contents = resolve_resume({"resume_from_checkpoint": "auto", "output_dir": out})
     assert contents.path == good and os.fspath(contents) == good and str(contents) == good
     logged = capsys.readouterr().out
     assert "skipping checkpoint-4" in logged and "model.safetensors" in logged and "using checkpoint-2" in logged
-    with pytest.raises(checkpoints.CheckpointError, match=r"checkpoint-4/model\.safetensors: \d+ bytes"):
-        checkpoints.resolve_resume({"resume_from_checkpoint": bad, "output_dir": out})
+    with pytest.raises(CheckpointError, match=r"checkpoint-4/model\.safetensors: \d+ bytes"):
+        resolve_resume({"resume_from_checkpoint": bad, "output_dir": out})
     rewrite(good, "trainer_state.json", b"{}")
-    with pytest.raises(checkpoints.CheckpointError, match="no checkpoint in .* can be read: checkpoint-4: .*; checkpoint-2: "):
-        checkpoints.resolve_resume({"resume_from_checkpoint": "auto", "output_dir": out})
+    with pytest.raises(CheckpointError, match="no checkpoint in .* can be read: checkpoint-4: .*; checkpoint-2: "):
+        resolve_resume({"resume_from_checkpoint": "auto", "output_dir": out})
 
 
 def test_old_pickled_checkpoint_is_refused_on_resume_with_advice(tmp_path):
@@ -166,9 +171,9 @@ def test_old_pickled_checkpoint_is_refused_on_resume_with_advice(tmp_path):
     path.mkdir()
     for name in ("model_state.pdparams", "optimizer.pdopt", "trainer_state.pdparams"):
         (path / name).write_bytes(b"not read")
-    (path / checkpoints.COMPLETE_MARKER).write_text("step 6\n")
-    with pytest.raises(checkpoints.CheckpointError, match="old pickled format .* never unpickled on resume .* --pretrained_model="):
-        checkpoints.read_checkpoint(str(path))
+    (path / COMPLETE_MARKER).write_text("step 6\n")
+    with pytest.raises(CheckpointError, match="old pickled format .* never unpickled on resume .* --pretrained_model="):
+        read_checkpoint(str(path))
 
 
 # ---------------------------------------------------------------------------- exact weights
@@ -181,7 +186,7 @@ def test_a_genuine_round_trip_is_never_refused(tmp_path):
 
     bart = tiny_bart()
     bart.save_pretrained(str(tmp_path / "bart"), safe_serialization=True)
-    loaded = checkpoints.load_model_dir(AutoModelForConditionalGeneration, str(tmp_path / "bart"))
+    loaded = load_model_dir(AutoModelForConditionalGeneration, str(tmp_path / "bart"))
     assert type(loaded).__name__ == "BartForConditionalGeneration"
     assert all(np.array_equal(v.numpy(), loaded.state_dict()[k].numpy()) for k, v in bart.state_dict().items())
     assert loaded.generation_config.decoder_start_token_id == 2
@@ -192,7 +197,7 @@ def test_a_genuine_round_trip_is_never_refused(tmp_path):
         model = cls(config)
         directory = str(tmp_path / cls.__name__)
         model.save_pretrained(directory, safe_serialization=True)
-        again = checkpoints.load_model_dir(auto, directory)
+        again = load_model_dir(auto, directory)
         assert type(again) is cls
         assert all(np.array_equal(v.numpy(), again.state_dict()[k].numpy()) for k, v in model.state_dict().items())
 
@@ -209,20 +214,20 @@ def test_foreign_missing_or_misshaped_weights_are_refused_naming_the_keys(tmp_pa
 
     foreign = {f"encoder.layer.{i}.weight": np.zeros(3, np.float32) for i in range(3)}
     save_file(foreign, path)
-    with pytest.raises(checkpoints.CheckpointError, match=r"do not match BartForConditionalGeneration: missing .* and \d+ more; unexpected encoder\.layer\.0\.weight"):
-        checkpoints.load_model_dir(BartForConditionalGeneration, directory)
+    with pytest.raises(CheckpointError, match=r"do not match BartForConditionalGeneration: missing .* and \d+ more; unexpected encoder\.layer\.0\.weight"):
+        load_model_dir(BartForConditionalGeneration, directory)
 
     save_file({k: v for k, v in weights.items() if k != "final_logits_bias"}, path)
-    with pytest.raises(checkpoints.CheckpointError, match=r"missing final_logits_bias$"):
-        checkpoints.load_model_dir(BartForConditionalGeneration, directory)
+    with pytest.raises(CheckpointError, match=r"missing final_logits_bias$"):
+        load_model_dir(BartForConditionalGeneration, directory)
 
     save_file({**weights, "lm_head_weight": np.zeros((61, 16), np.float32)}, path)
-    with pytest.raises(checkpoints.CheckpointError, match=r"wrong shape lm_head_weight \[61, 16\] \(model \[60, 16\]\)"):
-        checkpoints.load_model_dir(BartForConditionalGeneration, directory)
+    with pytest.raises(CheckpointError, match=r"wrong shape lm_head_weight \[61, 16\] \(model \[60, 16\]\)"):
+        load_model_dir(BartForConditionalGeneration, directory)
 
     save_file({**weights, "bart.shared.weight": weights["bart.shared.weight"] + 1}, path)
-    with pytest.raises(checkpoints.CheckpointError, match="tied weights .*bart.shared.weight.* differ"):
-        checkpoints.load_model_dir(BartForConditionalGeneration, directory)
+    with pytest.raises(CheckpointError, match="tied weights .*bart.shared.weight.* differ"):
+        load_model_dir(BartForConditionalGeneration, directory)
 
 
 def test_pretrained_base_model_into_a_model_with_a_new_head(tmp_path, capsys):
@@ -236,40 +241,40 @@ def test_pretrained_base_model_into_a_model_with_a_new_head(tmp_path, capsys):
     base = BertModel(config)
     directory = str(tmp_path / "base")
     base.save_pretrained(directory, safe_serialization=True)
-    with pytest.raises(checkpoints.CheckpointError, match="missing"):
-        checkpoints.load_model_dir(BertForSequenceClassification, directory, num_labels=4)
-    model = checkpoints.load_model_dir(BertForSequenceClassification, directory, allow_new_head=True, num_labels=4)
+    with pytest.raises(CheckpointError, match="missing"):
+        load_model_dir(BertForSequenceClassification, directory, num_labels=4)
+    model = load_model_dir(BertForSequenceClassification, directory, allow_new_head=True, num_labels=4)
     assert model.classifier.weight.shape == [16, 4]
     assert np.array_equal(model.bert.embeddings.word_embeddings.weight.numpy(), base.embeddings.word_embeddings.weight.numpy())
     assert "newly initialized (not in the file): classifier.bias, classifier.weight" in capsys.readouterr().out
     weights = load_file(os.path.join(directory, "model.safetensors"))
     save_file({k: v for k, v in weights.items() if not k.startswith("pooler.")}, os.path.join(directory, "model.safetensors"))
-    with pytest.raises(checkpoints.CheckpointError, match="missing bert.pooler.dense.bias, bert.pooler.dense.weight"):
-        checkpoints.load_model_dir(BertForSequenceClassification, directory, allow_new_head=True, num_labels=4)
+    with pytest.raises(CheckpointError, match="missing bert.pooler.dense.bias, bert.pooler.dense.weight"):
+        load_model_dir(BertForSequenceClassification, directory, allow_new_head=True, num_labels=4)
 
 
 def test_load_checkpoint_refuses_weights_of_another_model(tmp_path):
     path = save_tiny_checkpoint(str(tmp_path), 2)
     other = tiny_bart(vocab=70)
-    optimizer, scheduler = tu.build_optimizer(other, OPTIMIZER_CONFIG, 20)
-    with pytest.raises(checkpoints.CheckpointError, match=r"wrong shape .*\[60, 16\] \(model \[70, 16\]\)"):
-        checkpoints.load_checkpoint(path, other, optimizer, scheduler, None)
+    optimizer, scheduler = build_optimizer(other, OPTIMIZER_CONFIG, 20)
+    with pytest.raises(CheckpointError, match=r"wrong shape .*\[60, 16\] \(model \[70, 16\]\)"):
+        load_checkpoint(path, other, optimizer, scheduler, None)
 
 
 def test_optimizer_state_of_unknown_parameters_is_refused(tmp_path):
     path = save_tiny_checkpoint(str(tmp_path), 2)
-    contents = checkpoints.read_checkpoint(path)
+    contents = read_checkpoint(path)
     contents.optimizer["bart.nonexistent.weight/moment1"] = np.zeros(3, np.float32)
     model = tiny_bart()
-    optimizer, scheduler = tu.build_optimizer(model, OPTIMIZER_CONFIG, 20)
-    with pytest.raises(checkpoints.CheckpointError, match="state for bart.nonexistent.weight, which is not a parameter"):
-        checkpoints.load_checkpoint(contents, model, optimizer, scheduler, None)
+    optimizer, scheduler = build_optimizer(model, OPTIMIZER_CONFIG, 20)
+    with pytest.raises(CheckpointError, match="state for bart.nonexistent.weight, which is not a parameter"):
+        load_checkpoint(contents, model, optimizer, scheduler, None)
     del contents.optimizer["bart.nonexistent.weight/moment1"]
     del contents.optimizer["lm_head_weight/moment2"]
     model = tiny_bart()
-    optimizer, scheduler = tu.build_optimizer(model, OPTIMIZER_CONFIG, 20)
-    with pytest.raises(checkpoints.CheckpointError, match="optimizer state does not match: missing lm_head_weight/moment2"):
-        checkpoints.load_checkpoint(contents, model, optimizer, scheduler, None)
+    optimizer, scheduler = build_optimizer(model, OPTIMIZER_CONFIG, 20)
+    with pytest.raises(CheckpointError, match="optimizer state does not match: missing lm_head_weight/moment2"):
+        load_checkpoint(contents, model, optimizer, scheduler, None)
 
 
 # ---------------------------------------------------------------------------- pickles
@@ -278,7 +283,7 @@ def test_restricted_unpickler_reads_what_paddle_save_writes(tmp_path):
 
     model = tiny_bart()
     paddle.save(model.state_dict(), str(tmp_path / "model_state.pdparams"))
-    weights = checkpoints.read_pickled_state_dict("x", (tmp_path / "model_state.pdparams").read_bytes())
+    weights = read_pickled_state_dict("x", (tmp_path / "model_state.pdparams").read_bytes())
     assert set(weights) == set(model.state_dict())
     assert all(np.array_equal(weights[k], v.numpy()) for k, v in model.state_dict().items())
 
@@ -293,15 +298,15 @@ def test_crafted_model_state_pdparams_never_runs(tmp_path, wrap):
     tiny_bart().save_pretrained(str(directory), safe_serialization=True)
     os.remove(directory / "model.safetensors")
     (directory / "model_state.pdparams").write_bytes(crafted_pickle(str(marker), wrap))
-    with pytest.raises(checkpoints.CheckpointError, match=r"model_state\.pdparams: not a plain paddle state_dict .*refusing builtins\.exec"):
-        checkpoints.load_model_dir(AutoModelForConditionalGeneration, str(directory))
+    with pytest.raises(CheckpointError, match=r"model_state\.pdparams: not a plain paddle state_dict .*refusing builtins\.exec"):
+        load_model_dir(AutoModelForConditionalGeneration, str(directory))
     assert not marker.exists()
 
 
 def test_object_arrays_are_refused_even_without_code(tmp_path):
     data = pickle.dumps({"w": np.array([1, "x"], dtype=object)}, protocol=4)
-    with pytest.raises(checkpoints.CheckpointError, match="not a plain paddle state_dict|not a numeric array"):
-        checkpoints.read_pickled_state_dict("m.pdparams", data)
+    with pytest.raises(CheckpointError, match="not a plain paddle state_dict|not a numeric array"):
+        read_pickled_state_dict("m.pdparams", data)
 
 
 def plant_pickles(path, marker):
@@ -321,31 +326,31 @@ def test_no_crafted_pickle_runs_on_resume_or_load(tmp_path):
     # 1. a valid new checkpoint with pickles planted next to its files: read and loaded, never unpickled
     planted = save_tiny_checkpoint(out, 2)
     plant_pickles(planted, marker)
-    contents = checkpoints.resolve_resume({"resume_from_checkpoint": "auto", "output_dir": out})
+    contents = resolve_resume({"resume_from_checkpoint": "auto", "output_dir": out})
     model = tiny_bart()
-    checkpoints.load_checkpoint(contents, model, *tu.build_optimizer(model, OPTIMIZER_CONFIG, 20), None)
-    checkpoints.load_model_dir(AutoModelForConditionalGeneration, checkpoints.resolve_model_dir(out))
+    load_checkpoint(contents, model, *build_optimizer(model, OPTIMIZER_CONFIG, 20), None)
+    load_model_dir(AutoModelForConditionalGeneration, resolve_model_dir(out))
     # 2. an old-format checkpoint made of crafted pickles: refused on resume, its model refused to load
     old = os.path.join(out, "checkpoint-4")
     os.makedirs(old)
     shutil.copy(os.path.join(planted, "config.json"), old)
     plant_pickles(old, marker)
-    open(os.path.join(old, checkpoints.COMPLETE_MARKER), "w").write("step 4\n")
-    with pytest.raises(checkpoints.CheckpointError, match="old pickled format"):
-        checkpoints.resolve_resume({"resume_from_checkpoint": old, "output_dir": out})
-    assert checkpoints.resolve_resume({"resume_from_checkpoint": "auto", "output_dir": out}).path == planted
-    with pytest.raises(checkpoints.CheckpointError, match="refusing builtins.exec"):
-        checkpoints.load_model_dir(AutoModelForConditionalGeneration, old)
+    open(os.path.join(old, COMPLETE_MARKER), "w").write("step 4\n")
+    with pytest.raises(CheckpointError, match="old pickled format"):
+        resolve_resume({"resume_from_checkpoint": old, "output_dir": out})
+    assert resolve_resume({"resume_from_checkpoint": "auto", "output_dir": out}).path == planted
+    with pytest.raises(CheckpointError, match="refusing builtins.exec"):
+        load_model_dir(AutoModelForConditionalGeneration, old)
     # 3. pickle bytes in place of each new-format file (checksums updated, as by a forger)
     for name in ("model.safetensors", "optimizer.safetensors", "trainer_state.json", "optimizer.json"):
         victim = os.path.join(out, f"checkpoint-{10 + len(name)}")
         shutil.copytree(planted, victim)
         rewrite(victim, name, crafted_pickle(marker, lambda p: {"state": p}), update_manifest=True)
-        with pytest.raises(checkpoints.CheckpointError, match=name.replace(".", r"\.")):
-            checkpoints.read_checkpoint(victim)
+        with pytest.raises(CheckpointError, match=name.replace(".", r"\.")):
+            read_checkpoint(victim)
         if name == "model.safetensors":
-            with pytest.raises(checkpoints.CheckpointError, match="not a safetensors file"):
-                checkpoints.load_model_dir(AutoModelForConditionalGeneration, victim)
+            with pytest.raises(CheckpointError, match="not a safetensors file"):
+                load_model_dir(AutoModelForConditionalGeneration, victim)
         shutil.rmtree(victim)
     assert not os.path.exists(marker)
 
@@ -363,20 +368,20 @@ def test_master_weights_of_a_low_precision_model_round_trip():
         paddle.set_default_dtype("float32")
     optimizer = paddle.optimizer.AdamW(learning_rate=0.1, parameters=model.parameters(), multi_precision=True)
     # CPU has no bf16 matmul to take a real step: create the state as the first step would, then change it
-    checkpoints.create_accumulators(optimizer, model.parameters())
-    arrays, meta = checkpoints.optimizer_state(optimizer, model)
+    create_accumulators(optimizer, model.parameters())
+    arrays, meta = optimizer_state(optimizer, model)
     assert {"weight/master_weight", "weight/moment1", "bias/beta2_pow_acc"} <= set(arrays)
     arrays = {k: v + 1 for k, v in arrays.items()}
     fresh = paddle.optimizer.AdamW(learning_rate=0.1, parameters=model.parameters(), multi_precision=True)
-    checkpoints.apply_optimizer_state(fresh, model, arrays, meta, "optimizer.safetensors")
-    again, _ = checkpoints.optimizer_state(fresh, model)
+    apply_optimizer_state(fresh, model, arrays, meta, "optimizer.safetensors")
+    again, _ = optimizer_state(fresh, model)
     assert sorted(again) == sorted(arrays) and all(np.array_equal(arrays[k], again[k]) for k in arrays)
 
 
 def test_a_forged_manifest_cannot_point_outside_the_checkpoint(saved):
-    marker = os.path.join(saved, checkpoints.COMPLETE_MARKER)
+    marker = os.path.join(saved, COMPLETE_MARKER)
     manifest = json.loads(open(marker).read())
     manifest["files"]["../../../../dev/zero"] = {"size": 1, "sha256": "0" * 64}
     open(marker, "w").write(json.dumps(manifest))
-    with pytest.raises(checkpoints.CheckpointError, match=r"CHECKPOINT_COMPLETE: bad entry '\.\./\.\./\.\./\.\./dev/zero'"):
-        checkpoints.read_checkpoint(saved)
+    with pytest.raises(CheckpointError, match=r"CHECKPOINT_COMPLETE: bad entry '\.\./\.\./\.\./\.\./dev/zero'"):
+        read_checkpoint(saved)

@@ -8,22 +8,22 @@ import time
 
 import pytest
 
-import checkpoints
-from configuration import ConfigError
-from helpers import ROOT
+from paddle_finetune.checkpoints.files import LOCK_FILE
+from paddle_finetune.checkpoints.output_dir import claim_output_dir, open_output_dir, release_output_dir
+from paddle_finetune.errors import ConfigError
+from paddle_finetune.training.session import Run
 
 CLAIM_AND_SLEEP = """
 import sys, time
-sys.path.insert(0, {root!r})
-import checkpoints
-claim = checkpoints.claim_output_dir({{"output_dir": {out!r}}})
+from paddle_finetune.checkpoints.output_dir import claim_output_dir
+claim = claim_output_dir({{"output_dir": {out!r}}})
 print("claimed", flush=True)
 time.sleep(60)
 """
 
 
 def claim_in_another_process(out):
-    proc = subprocess.Popen([sys.executable, "-c", CLAIM_AND_SLEEP.format(root=ROOT, out=str(out))],
+    proc = subprocess.Popen([sys.executable, "-c", CLAIM_AND_SLEEP.format(out=str(out))],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "claimed", proc.stderr.read()
     return proc
@@ -40,11 +40,11 @@ def test_a_second_run_on_the_same_output_dir_fails_at_once_naming_the_holder(tmp
     try:
         started = time.time()
         with pytest.raises(ConfigError) as e:
-            checkpoints.claim_output_dir({"output_dir": str(out)})
+            claim_output_dir({"output_dir": str(out)})
         assert time.time() - started < 2
         assert str(e.value) == (f"output_dir {out.resolve()} is in use by another run (pid {holder.pid}); "
                                 "wait for it to finish, stop it, or pick another --output_dir")
-        assert (out / checkpoints.LOCK_FILE).read_text().strip() == str(holder.pid), "the refused run leaves the lock alone"
+        assert (out / LOCK_FILE).read_text().strip() == str(holder.pid), "the refused run leaves the lock alone"
     finally:
         holder.kill()
         holder.wait()
@@ -55,14 +55,14 @@ def test_a_lock_whose_holder_died_is_taken_over(tmp_path, capsys):
     holder = claim_in_another_process(out)
     holder.send_signal(signal.SIGKILL)  # no cleanup runs: the lock file stays, the flock goes with the process
     holder.wait()
-    assert (out / checkpoints.LOCK_FILE).read_text().strip() == str(holder.pid)
-    claim = checkpoints.claim_output_dir({"output_dir": str(out)})
+    assert (out / LOCK_FILE).read_text().strip() == str(holder.pid)
+    claim = claim_output_dir({"output_dir": str(out)})
     try:
-        assert (out / checkpoints.LOCK_FILE).read_text().strip() == str(os.getpid())
+        assert (out / LOCK_FILE).read_text().strip() == str(os.getpid())
         assert f"taking over the lock of pid {holder.pid}" in capsys.readouterr().out
     finally:
-        checkpoints.release_output_dir(claim, keep=True)
-    assert not (out / checkpoints.LOCK_FILE).exists(), "a finished run leaves no lock behind"
+        release_output_dir(claim, keep=True)
+    assert not (out / LOCK_FILE).exists(), "a finished run leaves no lock behind"
 
 
 def test_the_lock_counts_only_if_the_path_still_names_the_locked_file(tmp_path, monkeypatch):
@@ -72,7 +72,7 @@ def test_the_lock_counts_only_if_the_path_still_names_the_locked_file(tmp_path, 
 
     out = tmp_path / "out"
     out.mkdir()
-    lock = out / checkpoints.LOCK_FILE
+    lock = out / LOCK_FILE
     lock.write_text("111\n")
     real_flock, calls = fcntl.flock, []
 
@@ -84,35 +84,34 @@ def test_the_lock_counts_only_if_the_path_still_names_the_locked_file(tmp_path, 
         return real_flock(fd, op)
 
     monkeypatch.setattr(fcntl, "flock", flock_after_the_holder_left)
-    claim = checkpoints.claim_output_dir({"output_dir": str(out)})
+    claim = claim_output_dir({"output_dir": str(out)})
     try:
         assert len(calls) == 2
         assert os.path.samestat(os.fstat(claim.fd), os.stat(lock))
         assert lock.read_text().strip() == str(os.getpid())
     finally:
-        checkpoints.release_output_dir(claim, keep=True)
+        release_output_dir(claim, keep=True)
 
 
 def test_unwritable_output_dir_is_found_up_front(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     with pytest.raises(ConfigError, match=f"output_dir {blocker}/out: {blocker} exists and is not a directory"):
-        checkpoints.claim_output_dir({"output_dir": str(blocker / "out")})
+        claim_output_dir({"output_dir": str(blocker / "out")})
     with pytest.raises(ConfigError, match="exists and is not a directory"):
-        checkpoints.claim_output_dir({"output_dir": str(blocker)})
+        claim_output_dir({"output_dir": str(blocker)})
     assert blocker.read_text() == "x"
 
 
 CLAIM_AS = """
 import fcntl, os, sys
-sys.path.insert(0, {root!r})
-import checkpoints
-from configuration import ConfigError
+from paddle_finetune.checkpoints.output_dir import claim_output_dir
+from paddle_finetune.errors import ConfigError
 if os.geteuid() == 0:  # imports done as root (the interpreter lives under /root), the claim as nobody
     os.setgid(65534)
     os.setuid(65534)
 try:
-    checkpoints.claim_output_dir({{"output_dir": {out!r}}})
+    claim_output_dir({{"output_dir": {out!r}}})
 except ConfigError as e:
     print(e)
 """
@@ -120,7 +119,7 @@ except ConfigError as e:
 
 def claim_as_nobody(out):
     """Root ignores permission bits, so the read-only case claims as `nobody` in a child process."""
-    result = subprocess.run([sys.executable, "-c", CLAIM_AS.format(root=ROOT, out=str(out))], capture_output=True,
+    result = subprocess.run([sys.executable, "-c", CLAIM_AS.format(out=str(out))], capture_output=True,
                             text=True, timeout=120)
     return result.stdout.strip() or result.stderr[-2000:]
 
@@ -154,23 +153,23 @@ def test_a_refused_run_leaves_output_dir_byte_identical(tmp_path):
     (out / "checkpoint-2").mkdir(parents=True)
     (out / "checkpoint-2" / "model.safetensors").write_bytes(b"weights")
     (out / "train_log.jsonl").write_text('{"step": 1}\n')
-    (out / checkpoints.LOCK_FILE).write_text("99999999\n")
+    (out / LOCK_FILE).write_text("99999999\n")
     before = snapshot(out)
     with pytest.raises(ConfigError, match="is not empty .*nothing was changed"):
-        checkpoints.claim_output_dir({"output_dir": str(out)})
+        claim_output_dir({"output_dir": str(out)})
     assert snapshot(out) == before
     # a new output_dir (and parents) created by the claim is removed again when the run is refused later
     fresh = tmp_path / "a" / "b" / "out"
     with pytest.raises(RuntimeError, match="bad data"):
-        with checkpoints.claimed_output_dir({"output_dir": str(fresh)}):
-            assert (fresh / checkpoints.LOCK_FILE).exists()
+        with Run({"output_dir": str(fresh)}):
+            assert (fresh / LOCK_FILE).exists()
             raise RuntimeError("bad data")
     assert not (tmp_path / "a").exists()
     # an existing empty output_dir stays, empty
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(RuntimeError):
-        with checkpoints.claimed_output_dir({"output_dir": str(empty)}):
+        with Run({"output_dir": str(empty)}):
             raise RuntimeError("refused")
     assert os.listdir(empty) == []
 
@@ -183,17 +182,17 @@ def test_overwrite_deletes_nothing_until_open_output_dir(tmp_path):
     config = {"output_dir": str(out), "overwrite_output_dir": True}
     before = snapshot(out)
     with pytest.raises(RuntimeError):
-        with checkpoints.claimed_output_dir(config):
+        with Run(config):
             raise RuntimeError("refused after the claim")
     assert snapshot(out) == before, "overwrite_output_dir must not delete anything before every check passed"
 
     staged = tmp_path / "staged"
     staged.mkdir()
     (staged / "vocab.txt").write_text("[PAD]\n")
-    with checkpoints.claimed_output_dir(config) as claim:
-        checkpoints.open_output_dir(config, staged=str(staged))
-        assert claim.opened
-        assert sorted(os.listdir(out)) == [checkpoints.LOCK_FILE, "run.log", "train_config.json", "vocab.txt", "wandb"]
+    with Run(config) as run:
+        open_output_dir(config, staged=str(staged))
+        assert run.state.claims[str(out)].opened
+        assert sorted(os.listdir(out)) == [LOCK_FILE, "run.log", "train_config.json", "vocab.txt", "wandb"]
     assert not staged.exists()
     assert sorted(os.listdir(out)) == ["run.log", "train_config.json", "vocab.txt", "wandb"], "kept after open, lock dropped"
 
@@ -201,6 +200,6 @@ def test_overwrite_deletes_nothing_until_open_output_dir(tmp_path):
 def test_other_ranks_do_not_lock(tmp_path, monkeypatch):
     monkeypatch.setenv("PADDLE_TRAINER_ID", "1")
     monkeypatch.setenv("PADDLE_TRAINERS_NUM", "2")
-    claim = checkpoints.claim_output_dir({"output_dir": str(tmp_path / "out")})
+    claim = claim_output_dir({"output_dir": str(tmp_path / "out")})
     assert claim.fd is None and not (tmp_path / "out").exists()
-    checkpoints.release_output_dir(claim)
+    release_output_dir(claim)

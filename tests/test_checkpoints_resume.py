@@ -9,11 +9,15 @@ import sys
 
 import numpy as np
 import pytest
-
-import checkpoints
 from checkpoint_helpers import crafted_pickle, save_tiny_checkpoint, tiny_bart
 from helpers import ROOT, read_jsonl, run_entry, tiny_bart_arg
 from test_checkpoints import make_checkpoint
+from paddle_finetune.checkpoints.files import COMPLETE_MARKER, best_checkpoint_name
+from paddle_finetune.checkpoints.listing import list_checkpoints, resolve_best_checkpoint, resolve_model_dir, rotate_checkpoints
+from paddle_finetune.checkpoints.resume import check_max_steps, check_resume_compatible, data_fingerprint, resume_mismatches
+from paddle_finetune.checkpoints.storage import normalize_train_state, read_checkpoint, write_run_state
+from paddle_finetune.errors import CheckpointError
+from paddle_finetune.models.weights import load_model_dir
 
 CONFIG = {"seed": 42, "train_batch_size": 8, "learning_rate": 1e-3, "max_steps": 10, "logging_steps": 10,
           "output_dir": "out", "model_config": {"d_model": 32}, "report_to": "wandb"}
@@ -23,51 +27,51 @@ CONFIG = {"seed": 42, "train_batch_size": 8, "learning_rate": 1e-3, "max_steps":
 def test_resume_mismatches_splits_safe_and_unsafe_keys():
     new = {**CONFIG, "seed": 1, "train_batch_size": 16, "max_steps": 20, "report_to": "none", "output_dir": "moved",
            "model_config": {"d_model": 64}, "fast_kernels": False}
-    unsafe, safe = checkpoints.resume_mismatches(CONFIG, new)
+    unsafe, safe = resume_mismatches(CONFIG, new)
     assert unsafe == [("fast_kernels", "(unset)", False), ("model_config", {"d_model": 32}, {"d_model": 64}),
                       ("seed", 42, 1), ("train_batch_size", 8, 16)]
     assert safe == [("max_steps", 10, 20), ("output_dir", "out", "moved"), ("report_to", "wandb", "none")]
     # the config as train_config.json holds it (JSON: tuples become lists) compares equal
-    assert checkpoints.resume_mismatches({"x": [1, 2]}, {"x": (1, 2)}) == ([], [])
+    assert resume_mismatches({"x": [1, 2]}, {"x": (1, 2)}) == ([], [])
 
 
 @pytest.fixture()
 def contents(tmp_path):
-    path = save_tiny_checkpoint(str(tmp_path), 4, config=CONFIG, data_fingerprint=checkpoints.data_fingerprint([{"a": [1]}]))
-    return checkpoints.read_checkpoint(path)
+    path = save_tiny_checkpoint(str(tmp_path), 4, config=CONFIG, data_fingerprint=data_fingerprint([{"a": [1]}]))
+    return read_checkpoint(path)
 
 
 def test_unsafe_changes_are_refused_in_one_line_naming_each_key_and_the_override(contents):
     fingerprint = contents.trainer_state["data_fingerprint"]
-    with pytest.raises(checkpoints.CheckpointError) as e:
-        checkpoints.check_resume_compatible(contents, {**CONFIG, "train_batch_size": 16, "seed": 1}, 1, fingerprint)
+    with pytest.raises(CheckpointError) as e:
+        check_resume_compatible(contents, {**CONFIG, "train_batch_size": 16, "seed": 1}, 1, fingerprint)
     message = str(e.value)
     assert "\n" not in message
     assert "seed 42 -> 1, train_batch_size 8 -> 16;" in message and "--resume_ignore_mismatch=True" in message
-    lines = checkpoints.check_resume_compatible(contents, {**CONFIG, "seed": 1}, 1, fingerprint, ignore_mismatch=True)
+    lines = check_resume_compatible(contents, {**CONFIG, "seed": 1}, 1, fingerprint, ignore_mismatch=True)
     assert len(lines) == 1 and lines[0].startswith("WARNING: resume_ignore_mismatch=True") and "seed 42 -> 1" in lines[0]
 
 
 def test_safe_changes_are_allowed_and_logged(contents):
-    lines = checkpoints.check_resume_compatible(contents, {**CONFIG, "max_steps": 30, "logging_steps": 1}, 1,
+    lines = check_resume_compatible(contents, {**CONFIG, "max_steps": 30, "logging_steps": 1}, 1,
                                                 contents.trainer_state["data_fingerprint"])
     assert lines == ["resuming from checkpoint-4 with changed settings (allowed): logging_steps 10 -> 1, max_steps 10 -> 30"]
     # a path works as well as read contents
-    assert checkpoints.check_resume_compatible(contents.path, CONFIG, 1, contents.trainer_state["data_fingerprint"]) == []
+    assert check_resume_compatible(contents.path, CONFIG, 1, contents.trainer_state["data_fingerprint"]) == []
 
 
 def test_other_ranks_or_other_training_data_are_refused(contents):
     fingerprint = contents.trainer_state["data_fingerprint"]
-    with pytest.raises(checkpoints.CheckpointError, match="ranks 1 -> 2"):
-        checkpoints.check_resume_compatible(contents, CONFIG, 2, fingerprint)
-    other = checkpoints.data_fingerprint([{"a": [2]}])
-    with pytest.raises(checkpoints.CheckpointError, match="training data .*sha256:.* -> .*sha256:"):
-        checkpoints.check_resume_compatible(contents, CONFIG, 1, other)
+    with pytest.raises(CheckpointError, match="ranks 1 -> 2"):
+        check_resume_compatible(contents, CONFIG, 2, fingerprint)
+    other = data_fingerprint([{"a": [2]}])
+    with pytest.raises(CheckpointError, match="training data .*sha256:.* -> .*sha256:"):
+        check_resume_compatible(contents, CONFIG, 1, other)
 
 
 def test_data_fingerprint_covers_content_and_order():
     a, b = {"input_ids": [2, 5, 3], "labels": [7, 3]}, {"input_ids": [2, 6, 3], "labels": [8, 3]}
-    fp = checkpoints.data_fingerprint
+    fp = data_fingerprint
     assert fp([a, b]) == fp([dict(reversed(list(a.items()))), b])  # key order inside a feature is not data
     assert fp([a, b]) != fp([b, a])
     assert fp([a, b]) != fp([a, {**b, "labels": [8, 4]}])
@@ -76,54 +80,54 @@ def test_data_fingerprint_covers_content_and_order():
 
 
 def test_max_steps_below_the_checkpoint_is_an_error():
-    checkpoints.check_max_steps(8, 8)
-    with pytest.raises(checkpoints.CheckpointError, match="max_steps is 5, below step 8 of checkpoint-8: raise --max_steps"):
-        checkpoints.check_max_steps(8, 5, "checkpoint-8")
+    check_max_steps(8, 8)
+    with pytest.raises(CheckpointError, match="max_steps is 5, below step 8 of checkpoint-8: raise --max_steps"):
+        check_max_steps(8, 5, "checkpoint-8")
 
 
 # ---------------------------------------------------------------------------- the best checkpoint by name
 def test_best_checkpoint_is_a_name_resolved_in_the_current_output_dir(tmp_path):
-    state = checkpoints.normalize_train_state({"global_step": 40, "best_checkpoint": "/old/place/out/checkpoint-30",
+    state = normalize_train_state({"global_step": 40, "best_checkpoint": "/old/place/out/checkpoint-30",
                                                "best_metric": 12.5, "metric_for_best": "rougeL"})
     assert state["best_checkpoint"] == "checkpoint-30" and state["best_step"] == 30
     out = str(tmp_path)
     make_checkpoint(out, 30)
-    checkpoints.write_run_state(out, state)
+    write_run_state(out, state)
     saved = json.loads(open(os.path.join(out, "trainer_state.json")).read())
     assert (saved["best_checkpoint"], saved["best_step"], saved["best_metric"], saved["metric_for_best"]) == ("checkpoint-30", 30, 12.5, "rougeL")
-    assert checkpoints.resolve_best_checkpoint(out, "/old/place/out/checkpoint-30") == os.path.join(out, "checkpoint-30")
-    assert checkpoints.resolve_best_checkpoint(out, "checkpoint-20") is None
+    assert resolve_best_checkpoint(out, "/old/place/out/checkpoint-30") == os.path.join(out, "checkpoint-30")
+    assert resolve_best_checkpoint(out, "checkpoint-20") is None
 
 
 def test_rotation_keeps_the_best_by_name_even_off_the_save_steps(tmp_path):
     out = str(tmp_path)
     paths = {s: make_checkpoint(out, s) for s in (10, 20, 25, 30, 40)}  # 25: saved because it was the best
-    removed = checkpoints.rotate_checkpoints(out, 2, keep=["checkpoint-25"])
-    assert checkpoints.list_checkpoints(out) == [paths[25], paths[40]]
+    removed = rotate_checkpoints(out, 2, keep=["checkpoint-25"])
+    assert list_checkpoints(out) == [paths[25], paths[40]]
     assert sorted(removed) == sorted([paths[10], paths[20], paths[30]])
     make_checkpoint(out, 50)
     # an old absolute path from another place still protects the checkpoint of that name here
-    checkpoints.rotate_checkpoints(out, 2, keep=["/elsewhere/out/checkpoint-25"])
-    assert checkpoints.list_checkpoints(out) == [paths[25], os.path.join(out, "checkpoint-50")]
+    rotate_checkpoints(out, 2, keep=["/elsewhere/out/checkpoint-25"])
+    assert list_checkpoints(out) == [paths[25], os.path.join(out, "checkpoint-50")]
 
 
 def test_resolve_model_dir_picks_final_model_then_best_then_newest(tmp_path, capsys):
-    from data_utils import DataError
+    from paddle_finetune.errors import DataError
 
     out = tmp_path / "out"
     best, newest = save_tiny_checkpoint(str(out), 2), save_tiny_checkpoint(str(out), 4)
-    assert checkpoints.resolve_model_dir(str(out)) == newest
+    assert resolve_model_dir(str(out)) == newest
     assert "newest checkpoint of" in capsys.readouterr().err
-    checkpoints.write_run_state(str(out), {"best_checkpoint": "/gone/out/checkpoint-2", "best_metric": 9.0, "metric_for_best": "rougeL"})
-    assert checkpoints.resolve_model_dir(str(out)) == best
+    write_run_state(str(out), {"best_checkpoint": "/gone/out/checkpoint-2", "best_metric": 9.0, "metric_for_best": "rougeL"})
+    assert resolve_model_dir(str(out)) == best
     assert f"using the best checkpoint of {out}: checkpoint-2 (rougeL=9.0)" in capsys.readouterr().err
-    assert checkpoints.resolve_model_dir(newest) == newest  # a model dir as given
+    assert resolve_model_dir(newest) == newest  # a model dir as given
     tiny_bart().save_pretrained(str(out), safe_serialization=True)  # the engine's final export
     (out / "train_config.json").write_text("{}")
-    assert checkpoints.resolve_model_dir(str(out)) == str(out)
+    assert resolve_model_dir(str(out)) == str(out)
     assert "final model" in capsys.readouterr().err
     with pytest.raises(DataError, match="no model found"):
-        checkpoints.resolve_model_dir(str(tmp_path / "empty"))
+        resolve_model_dir(str(tmp_path / "empty"))
 
 
 def test_old_checkpoint_weights_still_load_for_prediction(tmp_path):
@@ -137,12 +141,12 @@ def test_old_checkpoint_weights_still_load_for_prediction(tmp_path):
     model.save_pretrained(str(old))  # paddlenlp's default: pickled model_state.pdparams
     paddle.save({"opt": 1}, str(old / "optimizer.pdopt"))
     (old / "trainer_state.pdparams").write_bytes(b"x")
-    (old / checkpoints.COMPLETE_MARKER).write_text("step 6\n")
-    loaded = checkpoints.load_model_dir(AutoModelForConditionalGeneration, checkpoints.resolve_model_dir(str(old)))
+    (old / COMPLETE_MARKER).write_text("step 6\n")
+    loaded = load_model_dir(AutoModelForConditionalGeneration, resolve_model_dir(str(old)))
     assert all(np.array_equal(v.numpy(), loaded.state_dict()[k].numpy()) for k, v in model.state_dict().items())
     (old / "model_state.pdparams").write_bytes(crafted_pickle(str(tmp_path / "PWNED")))
-    with pytest.raises(checkpoints.CheckpointError, match="refusing builtins.exec"):
-        checkpoints.load_model_dir(AutoModelForConditionalGeneration, str(old))
+    with pytest.raises(CheckpointError, match="refusing builtins.exec"):
+        load_model_dir(AutoModelForConditionalGeneration, str(old))
     assert not (tmp_path / "PWNED").exists()
 
 
@@ -170,7 +174,7 @@ def test_e2e_crafted_pickles_in_a_checkpoint_never_run_on_resume(tmp_path):
     for name in os.listdir(old):
         os.remove(old / name)
     plant_pickles(str(old), str(marker))
-    (old / checkpoints.COMPLETE_MARKER).write_text("step 4\n")
+    (old / COMPLETE_MARKER).write_text("step 4\n")
     refused = run_entry(["train.py", f"--output_dir={out}", *RUN, "--max_steps=6", f"--resume_from_checkpoint={old}"])
     assert refused.returncode == 2 and not marker.exists()
     assert refused.stderr.strip().splitlines()[-1].startswith(f"error: {old} is in the old pickled format")
@@ -182,7 +186,7 @@ def test_e2e_a_moved_output_dir_predicts_with_its_best_checkpoint(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     moved = tmp_path / "moved"
     shutil.move(str(out), str(moved))  # trainer_state.json still names checkpoints under the old path
-    best = checkpoints.best_checkpoint_name(json.loads((moved / "trainer_state.json").read_text())["best_checkpoint"])
+    best = best_checkpoint_name(json.loads((moved / "trainer_state.json").read_text())["best_checkpoint"])
     texts = tmp_path / "t.txt"
     texts.write_text("杭州图书馆启动科普讲座系列。\n", encoding="utf-8")
     predicted = run_entry(["tools/predict_summarization.py", str(moved), str(texts), f"--output={tmp_path / 'p.jsonl'}"])
@@ -203,7 +207,7 @@ def test_e2e_predict_cli_never_unpickles_a_crafted_model_dir(tmp_path):
     os.remove(model_dir / "model.safetensors")
     from paddlenlp.transformers import BertTokenizer
 
-    from data_utils import write_char_vocab
+    from paddle_finetune.data.text import write_char_vocab
 
     BertTokenizer(vocab_file=write_char_vocab(["北京"], str(tmp_path / "vocab.txt"))).save_pretrained(str(model_dir))
     marker = tmp_path / "PWNED"

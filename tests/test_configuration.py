@@ -8,8 +8,12 @@ import sys
 
 import pytest
 
-import configuration
-from configuration import ConfigError
+from paddle_finetune.errors import HelpRequested
+
+from paddle_finetune.configuration.help import HELP_WIDTH, compact_repr, config_comments, format_help
+from paddle_finetune.configuration.parse import merge_value, parse_config, parse_report_to
+from paddle_finetune.configuration.rules import at_least, at_most, check_max_lengths, check_model_config, check_rules, finite, less_than, model_config_fields, non_negative, one_of, positive, resolve_greater_is_better
+from paddle_finetune.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULTS = {"seed": 42, "learning_rate": 1e-3, "use_amp": False, "output_dir": "out", "model_config": {"d": 1, "e": 2},
@@ -18,7 +22,7 @@ DEFAULTS = {"seed": 42, "learning_rate": 1e-3, "use_amp": False, "output_dir": "
 
 
 def parse(*argv, defaults=DEFAULTS):
-    return configuration.parse_config(defaults, list(argv))
+    return parse_config(defaults, list(argv))
 
 
 def error_of(fn, *args, **kwargs):
@@ -94,9 +98,9 @@ def test_every_preset_in_configs_parses_against_train_config():
     import train
 
     for name in ("lcsts_new.py", "csl_title.py", "custom_json.json"):
-        cfg = configuration.parse_config(train.CONFIG, [f"--config={name}"])
+        cfg = parse_config(train.CONFIG, [f"--config={name}"])
         assert cfg["output_dir"] != train.CONFIG["output_dir"], name
-    assert configuration.parse_config(train.CONFIG, ["--config=lcsts_new.py"])["device"] == "gpu"
+    assert parse_config(train.CONFIG, ["--config=lcsts_new.py"])["device"] == "gpu"
 
 
 # ---------------------------------------------------------------------------- dict-valued keys merge
@@ -104,7 +108,7 @@ def test_a_partial_dict_merges_one_level_into_the_default():
     assert parse("--model_config={'d': 9}")["model_config"] == {"d": 9, "e": 2}
     assert parse("--model_config={'f': 3}")["model_config"] == {"d": 1, "e": 2, "f": 3}
     nested = {"model_config": {"a": {"x": 1, "y": 2}, "b": 1}}
-    assert configuration.parse_config(nested, ["--model_config={'a': {'x': 5}}"])["model_config"] == {"a": {"x": 5}, "b": 1}
+    assert parse_config(nested, ["--model_config={'a': {'x': 5}}"])["model_config"] == {"a": {"x": 5}, "b": 1}
 
 
 def test_dicts_merge_from_config_files_and_the_command_line_on_top(tmp_path):
@@ -122,15 +126,15 @@ def test_train_model_config_partial_keeps_the_small_bart():
     """--model_config="{'d_model': 96}" replaced the whole dict: a 6+6-layer BART with 8M parameters."""
     import train
 
-    cfg = configuration.parse_config(train.CONFIG, ["--model_config={'d_model': 96}"])
+    cfg = parse_config(train.CONFIG, ["--model_config={'d_model': 96}"])
     assert cfg["model_config"] == {**train.CONFIG["model_config"], "d_model": 96}
     assert train.CONFIG["model_config"]["d_model"] == 128
 
 
 def test_merge_value():
-    assert configuration.merge_value({"a": 1}, {"b": 2}) == {"a": 1, "b": 2}
-    assert configuration.merge_value({"a": 1}, 3) == 3
-    assert configuration.merge_value("x", "y") == "y"
+    assert merge_value({"a": 1}, {"b": 2}) == {"a": 1, "b": 2}
+    assert merge_value({"a": 1}, 3) == 3
+    assert merge_value("x", "y") == "y"
 
 
 # ---------------------------------------------------------------------------- bare flags
@@ -187,7 +191,7 @@ def test_device_is_normalised_in_config_files_and_unknown_devices_fail(tmp_path)
     ("wandb,wandb", ["wandb"]),
 ])
 def test_parse_report_to(value, expected):
-    assert configuration.parse_report_to(value) == expected
+    assert parse_report_to(value) == expected
 
 
 @pytest.mark.parametrize("value, message", [
@@ -199,7 +203,7 @@ def test_parse_report_to(value, expected):
 ])
 def test_parse_report_to_refuses_unknown_targets(value, message):
     with pytest.raises(ConfigError, match=message):
-        configuration.parse_report_to(value)
+        parse_report_to(value)
 
 
 def test_report_to_takes_a_string_or_a_list_and_is_stored_as_one_string(tmp_path):
@@ -240,7 +244,7 @@ CONFIG = dict(
 def test_config_comments_beside_above_and_sections(tmp_path):
     src = tmp_path / "trainer.py"
     src.write_text(SOURCE)
-    comments = configuration.config_comments(str(src), ["seed", "flag", "plain", "model_config", "path"])
+    comments = config_comments(str(src), ["seed", "flag", "plain", "model_config", "path"])
     assert comments == {
         "seed": ("run", "seeds everything"),
         "flag": ("run", "Two lines of explanation above."),
@@ -253,45 +257,53 @@ def test_config_comments_beside_above_and_sections(tmp_path):
 def test_config_comments_of_a_dict_literal_and_a_missing_file(tmp_path):
     src = tmp_path / "trainer.py"
     src.write_text('CONFIG = {\n    # --- run ---\n    "seed": 1,  # the seed\n}\n')
-    assert configuration.config_comments(str(src), ["seed"]) == {"seed": ("run", "the seed")}
-    assert configuration.config_comments(str(tmp_path / "missing.py"), ["seed"]) == {}
+    assert config_comments(str(src), ["seed"]) == {"seed": ("run", "the seed")}
+    assert config_comments(str(tmp_path / "missing.py"), ["seed"]) == {}
 
 
 def test_format_help_lists_every_key_with_comment_default_and_section(tmp_path):
     src = tmp_path / "trainer.py"
     src.write_text(SOURCE)
     defaults = {"seed": 42, "flag": True, "plain": 3, "model_config": {"width": 8, "depth": 2}, "path": "a/b", "added_later": 0}
-    text = configuration.format_help(defaults, "trainer.py", "A trainer.", str(src))
+    text = format_help(defaults, "trainer.py", "A trainer.", str(src))
     lines = text.splitlines()
     assert lines.index("run:") < lines.index("model:") < lines.index("keys:")  # keys not in the source still appear
     assert any(line.startswith("  --seed=42") and line.endswith("seeds everything") for line in lines)
     assert "Two lines of explanation above." in text and "an inner comment" not in text
     assert "--model_config={'width': 8, 'depth': 2}" in text and "--path='a/b'" in text and "--added_later=0" in text
-    assert all(len(line) <= configuration.HELP_WIDTH for line in lines[3:]), "help lines fit the width"
+    assert all(len(line) <= HELP_WIDTH for line in lines[3:]), "help lines fit the width"
 
 
 def test_compact_repr_breaks_a_long_dict_between_items():
     value = {f"key_{i}": i * 1000 for i in range(20)}
-    lines = configuration.compact_repr(value, "  --model_config=", width=60)
+    lines = compact_repr(value, "  --model_config=", width=60)
     assert len(lines) > 1 and all(len(line) <= 60 for line in lines)
     assert " ".join(line.strip() for line in lines) == "--model_config=" + repr(value)
-    assert configuration.compact_repr(7, "  --seed=") == ["  --seed=7"]
+    assert compact_repr(7, "  --seed=") == ["  --seed=7"]
 
 
-def test_help_wins_wherever_it_stands(capsys):
-    with pytest.raises(SystemExit) as e:
+def test_help_wins_wherever_it_stands():
+    with pytest.raises(HelpRequested) as e:  # the CLI prints it and exits 0 (library code never exits)
         parse("--bad_key=1", "--help")
+    assert "--learning_rate=0.001" in e.value.text
+
+
+def test_help_through_the_cli_prints_and_exits_0(capsys):
+    import train
+
+    with pytest.raises(SystemExit) as e:
+        train.cli(["--bad_key=1", "--help"])
     assert e.value.code == 0 and "--learning_rate=0.001" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------------- range rules
 @pytest.mark.parametrize("rule, good, bad, wording", [
-    (configuration.positive, [1, 0.5, 1e-9], [0, -1, -0.5], "must be > 0"),
-    (configuration.non_negative, [0, 3, 0.0], [-1, -1e-9], "must be >= 0"),
-    (configuration.finite, [0, -3, 1e300], [math.inf, -math.inf, math.nan], "must be finite"),
-    (configuration.at_least(1), [1, 2], [0, 0.5], "must be >= 1"),
-    (configuration.at_most(1), [1, 0], [1.01], "must be <= 1"),
-    (configuration.less_than(1), [0.99], [1, 2], "must be < 1"),
+    (positive, [1, 0.5, 1e-9], [0, -1, -0.5], "must be > 0"),
+    (non_negative, [0, 3, 0.0], [-1, -1e-9], "must be >= 0"),
+    (finite, [0, -3, 1e300], [math.inf, -math.inf, math.nan], "must be finite"),
+    (at_least(1), [1, 2], [0, 0.5], "must be >= 1"),
+    (at_most(1), [1, 0], [1.01], "must be <= 1"),
+    (less_than(1), [0.99], [1, 2], "must be < 1"),
 ])
 def test_numeric_rules(rule, good, bad, wording):
     assert all(rule(v) is None for v in good)
@@ -300,12 +312,12 @@ def test_numeric_rules(rule, good, bad, wording):
 
 
 def test_one_of_and_check_rules_name_the_key_and_value():
-    assert configuration.one_of("a", "b")("a") is None
-    assert configuration.one_of("a", "b")("c") == "must be one of 'a', 'b'"
-    rules = {"learning_rate": (configuration.finite, configuration.positive)}
-    configuration.check_rules({"learning_rate": 1e-3}, rules)
-    assert error_of(configuration.check_rules, {"learning_rate": math.inf}, rules) == "learning_rate must be finite, got inf"
-    assert error_of(configuration.check_rules, {"learning_rate": -1.0}, rules) == "learning_rate must be > 0, got -1.0"
+    assert one_of("a", "b")("a") is None
+    assert one_of("a", "b")("c") == "must be one of 'a', 'b'"
+    rules = {"learning_rate": (finite, positive)}
+    check_rules({"learning_rate": 1e-3}, rules)
+    assert error_of(check_rules, {"learning_rate": math.inf}, rules) == "learning_rate must be finite, got inf"
+    assert error_of(check_rules, {"learning_rate": -1.0}, rules) == "learning_rate must be > 0, got -1.0"
 
 
 TRAINERS = ("train", "train_classification", "train_mlm", "train_clm")
@@ -401,7 +413,7 @@ def test_metric_for_best_is_one_of_the_trainers_metrics(name, metrics):
     ("loss", True, True), ("rougeL", False, False),
 ])
 def test_resolve_greater_is_better(metric, value, expected):
-    assert configuration.resolve_greater_is_better(metric, value) is expected
+    assert resolve_greater_is_better(metric, value) is expected
 
 
 @pytest.mark.parametrize("name", TRAINERS)
@@ -431,11 +443,11 @@ def test_every_config_has_the_new_keys(name, metric):
 def test_model_config_fields_of_the_paddlenlp_config_classes():
     from paddlenlp.transformers import BartConfig, BertConfig, GPTConfig
 
-    bart, aliases = configuration.model_config_fields(BartConfig)
+    bart, aliases = model_config_fields(BartConfig)
     assert {"d_model", "encoder_layers", "decoder_attention_heads", "dropout", "max_position_embeddings"} <= set(bart)
     assert aliases["num_encoder_layers"] == "encoder_layers" and bart["d_model"] == 768
-    bert, _ = configuration.model_config_fields(BertConfig)
-    gpt, _ = configuration.model_config_fields(GPTConfig)
+    bert, _ = model_config_fields(BertConfig)
+    gpt, _ = model_config_fields(GPTConfig)
     assert {"hidden_size", "num_attention_heads", "hidden_dropout_prob"} <= set(bert) & set(gpt)
     assert "d_model" not in bert and "seq_length" in gpt
 
@@ -450,7 +462,7 @@ def test_every_default_model_config_passes_its_class(name, class_name, pairs):
     import paddlenlp.transformers as t
 
     model_config = trainer(name).CONFIG["model_config"]
-    fields = configuration.check_model_config(model_config, getattr(t, class_name), pairs)
+    fields = check_model_config(model_config, getattr(t, class_name), pairs)
     assert all(fields[k] == v for k, v in model_config.items())
 
 
@@ -459,30 +471,30 @@ def test_check_model_config_errors_are_one_line_naming_the_key():
 
     pairs = [("d_model", "encoder_attention_heads"), ("d_model", "decoder_attention_heads")]
     base = {"d_model": 128, "encoder_attention_heads": 4, "decoder_attention_heads": 4}
-    message = error_of(configuration.check_model_config, {**base, "d_modle": 96}, BartConfig, pairs)
+    message = error_of(check_model_config, {**base, "d_modle": 96}, BartConfig, pairs)
     assert "unknown key 'd_modle' for BartConfig" in message and "closest valid keys: d_model" in message
-    message = error_of(configuration.check_model_config, {**base, "d_model": "x"}, BartConfig, pairs)
+    message = error_of(check_model_config, {**base, "d_model": "x"}, BartConfig, pairs)
     assert "model_config['d_model'] must be int" in message and "got str 'x'" in message
-    message = error_of(configuration.check_model_config, {**base, "d_model": 96.0}, BartConfig, pairs)
+    message = error_of(check_model_config, {**base, "d_model": 96.0}, BartConfig, pairs)
     assert "model_config['d_model'] must be int" in message
-    message = error_of(configuration.check_model_config, {**base, "scale_embedding": 1}, BartConfig, pairs)
+    message = error_of(check_model_config, {**base, "scale_embedding": 1}, BartConfig, pairs)
     assert "model_config['scale_embedding'] must be bool" in message
-    message = error_of(configuration.check_model_config, {**base, "d_model": 90}, BartConfig, pairs)
+    message = error_of(check_model_config, {**base, "d_model": 90}, BartConfig, pairs)
     assert "model_config['d_model']=90 must be divisible by model_config['encoder_attention_heads']=4" in message
-    message = error_of(configuration.check_model_config, {**base, "decoder_attention_heads": 5}, BartConfig, pairs)
+    message = error_of(check_model_config, {**base, "decoder_attention_heads": 5}, BartConfig, pairs)
     assert "model_config['decoder_attention_heads']=5" in message
-    message = error_of(configuration.check_model_config, {**base, "encoder_attention_heads": 0}, BartConfig, pairs)
+    message = error_of(check_model_config, {**base, "encoder_attention_heads": 0}, BartConfig, pairs)
     assert "model_config['encoder_attention_heads'] must be > 0" in message
-    message = error_of(configuration.check_model_config, {"hidden_size": 100, "num_attention_heads": 12}, BertConfig,
+    message = error_of(check_model_config, {"hidden_size": 100, "num_attention_heads": 12}, BertConfig,
                        [("hidden_size", "num_attention_heads")])
     assert "'hidden_size']=100 must be divisible by model_config['num_attention_heads']=12" in message
-    assert "must be a dict" in error_of(configuration.check_model_config, [1], BertConfig)
+    assert "must be a dict" in error_of(check_model_config, [1], BertConfig)
 
 
 def test_check_model_config_accepts_ints_for_floats_aliases_and_class_defaults():
     from paddlenlp.transformers import BartConfig
 
-    fields = configuration.check_model_config({"dropout": 0, "num_encoder_layers": 3}, BartConfig, [("d_model", "encoder_attention_heads")])
+    fields = check_model_config({"dropout": 0, "num_encoder_layers": 3}, BartConfig, [("d_model", "encoder_attention_heads")])
     assert fields["dropout"] == 0 and fields["encoder_layers"] == 3 and fields["d_model"] == 768  # the class default
 
 
@@ -490,7 +502,7 @@ def test_a_partial_model_config_merged_into_trains_default_passes():
     """{'d_model': 128} alone failed BART's assertion (12 default heads); merged, the CONFIG's 4 heads apply."""
     import train
 
-    cfg = configuration.parse_config(train.CONFIG, ["--model_config={'d_model': 96}"])
+    cfg = parse_config(train.CONFIG, ["--model_config={'d_model': 96}"])
     validate("train", model_config=cfg["model_config"])
     message = error_of(validate, "train", model_config={**train.CONFIG["model_config"], "d_model": 90})
     assert "'d_model']=90" in message
@@ -498,8 +510,8 @@ def test_a_partial_model_config_merged_into_trains_default_passes():
 
 # ---------------------------------------------------------------------------- lengths within the model's positions
 def test_check_max_lengths():
-    configuration.check_max_lengths({"max_source_length": 1024, "max_target_length": 32}, 1024, "pretrained_model 'bart-base'")
-    message = error_of(configuration.check_max_lengths, {"max_source_length": 1025}, 1024, "pretrained_model 'bart-base'")
+    check_max_lengths({"max_source_length": 1024, "max_target_length": 32}, 1024, "pretrained_model 'bart-base'")
+    message = error_of(check_max_lengths, {"max_source_length": 1025}, 1024, "pretrained_model 'bart-base'")
     assert message == "max_source_length=1025 exceeds the model's max_position_embeddings=1024 (pretrained_model 'bart-base')"
 
 

@@ -2,8 +2,10 @@
 import json
 
 import pytest
+from paddle_finetune.data.examples import normalize_column, read_examples
+from paddle_finetune.data.splits import truncate
+from paddle_finetune.data.text import write_char_vocab
 
-from data_utils import normalize_column, read_examples, truncate, write_char_vocab
 
 ROWS = [("北京发布新规，市民关注。", "北京新规"), ('He said "hi, there".', "greeting"), ("第三条", "三")]
 EXPECTED = [{"source": s, "target": t} for s, t in ROWS]

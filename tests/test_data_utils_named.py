@@ -8,10 +8,8 @@ import socket
 import time
 
 import pytest
-
-import data_utils
-from data_utils import DATASET_COLUMNS, DataError, load_named_dataset
-
+from paddle_finetune.data.named import DATASET_COLUMNS, dataset_columns, load_named_dataset
+from paddle_finetune.errors import DataError
 TEXT_LABEL = {"text": "text", "label": "label"}
 
 
@@ -213,7 +211,7 @@ def test_offline_hf_name_not_in_the_cache_fails_fast_with_advice(hf, tmp_path, m
 def test_dataset_columns_for_common_datasets():
     assert DATASET_COLUMNS["yelp_review_full"] == DATASET_COLUMNS["imdb"] == DATASET_COLUMNS["chnsenticorp"] == TEXT_LABEL
     assert DATASET_COLUMNS["wikitext"] == {"text": "text"}
-    assert data_utils.dataset_columns("stanfordnlp/imdb") == TEXT_LABEL and data_utils.dataset_columns("nope") is None
+    assert dataset_columns("stanfordnlp/imdb") == TEXT_LABEL and dataset_columns("nope") is None
 
 
 def test_lcsts_new_through_paddlenlp_yields_source_and_target(tmp_path):

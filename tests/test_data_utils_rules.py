@@ -7,8 +7,11 @@ import json
 import os
 
 import pytest
+from paddle_finetune.data.examples import normalize_column, read_examples
+from paddle_finetune.data.readers import iter_rows
+from paddle_finetune.data.splits import load_texts
+from paddle_finetune.errors import DataError
 
-from data_utils import DataError, iter_rows, load_texts, normalize_column, read_examples
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSL = os.path.join(ROOT, "..", "shared", "data", "csl")

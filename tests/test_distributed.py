@@ -11,9 +11,9 @@ import subprocess
 import sys
 
 import pytest
-
-import checkpoints
 from helpers import tiny_bart_arg
+from paddle_finetune.checkpoints.files import RANK_RNG_FILE
+from paddle_finetune.checkpoints.listing import list_checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGEST_ENTRY = os.path.join("tests", "param_digest_entry.py")  # every rank writes a checksum of its weights
@@ -82,8 +82,8 @@ def test_only_rank_0_writes_and_evaluation_runs_once(two_ranks):
     assert [m["step"] for m in metrics] == [3, 6]
     assert len((out / "predictions_dev.jsonl").read_text().splitlines()) == 2
     assert len((out / "train_log.jsonl").read_text().splitlines()) == MAX_STEPS
-    assert [os.path.basename(p) for p in checkpoints.list_checkpoints(str(out))] == ["checkpoint-3", "checkpoint-6"]
-    assert (out / "checkpoint-3" / checkpoints.RANK_RNG_FILE.format(rank=1)).is_file()
+    assert [os.path.basename(p) for p in list_checkpoints(str(out))] == ["checkpoint-3", "checkpoint-6"]
+    assert (out / "checkpoint-3" / RANK_RNG_FILE.format(rank=1)).is_file()
     assert not [n for n in os.listdir(out) if n.startswith(".tmp-")]
 
 

@@ -13,10 +13,11 @@ import os
 import shutil
 
 import pytest
-
-import checkpoints
 from helpers import read_jsonl, tiny_bart_arg
 from launch_helpers import free_port, start_node, succeeded
+from paddle_finetune.checkpoints.files import RANK_RNG_FILE
+from paddle_finetune.checkpoints.listing import list_checkpoints
+from paddle_finetune.checkpoints.storage import read_checkpoint, training_state_digest
 
 BASE = ["train.py", tiny_bart_arg(dropout=0.1), "--device=cpu", "--report_to=none", "--logging_steps=1", "--save_steps=3",
         "--save_total_limit=0", "--max_train_samples=40", "--max_eval_samples=4", "--eval_batch_size=2",
@@ -81,10 +82,10 @@ def test_each_node_writes_complete_checkpoints_and_the_final_model(full):
     base, results = full
     a, b = base / "full-A", base / "full-B"
     for out in (a, b):
-        assert [os.path.basename(p) for p in checkpoints.list_checkpoints(str(out))] == ["checkpoint-3", "checkpoint-6"]
+        assert [os.path.basename(p) for p in list_checkpoints(str(out))] == ["checkpoint-3", "checkpoint-6"]
         assert not [n for n in os.listdir(out) if n.startswith((".tmp-", ".fs-check-", ".lock"))]
     for step in (3, 6):
-        ca, cb = (checkpoints.read_checkpoint(str(out / f"checkpoint-{step}")) for out in (a, b))
+        ca, cb = (read_checkpoint(str(out / f"checkpoint-{step}")) for out in (a, b))
         assert set(cb.rank_rng) == {1}  # rank 1's RNG reached node 1's own checkpoint (and node 0's)
         # the same checkpoint on both disks: train_config.json differs only by output_dir, as the test names two
         assert {n: e for n, e in ca.files.items() if n != "train_config.json"} == {n: e for n, e in cb.files.items() if n != "train_config.json"}
@@ -107,11 +108,11 @@ def test_resume_auto_on_both_nodes_continues_exactly(full, after_full):
         assert abs(r["loss"] - u["loss"]) <= 1e-5, (resumed, uninterrupted)
     assert "resumed from" in (base / "resume-A" / "run.log").read_text()
     for name in "AB":
-        again = checkpoints.read_checkpoint(str(base / f"resume-{name}" / "checkpoint-6"))
-        first = checkpoints.read_checkpoint(str(base / f"full-{name}" / "checkpoint-6"))
-        assert checkpoints.training_state_digest(again) == checkpoints.training_state_digest(first)
+        again = read_checkpoint(str(base / f"resume-{name}" / "checkpoint-6"))
+        first = read_checkpoint(str(base / f"full-{name}" / "checkpoint-6"))
+        assert training_state_digest(again) == training_state_digest(first)
         assert again.trainer_state["rng"] == first.trainer_state["rng"]  # rank 0's, as JSON
-        rank1 = checkpoints.RANK_RNG_FILE.format(rank=1)
+        rank1 = RANK_RNG_FILE.format(rank=1)
         assert (base / f"resume-{name}" / "checkpoint-6" / rank1).read_bytes() == (base / f"full-{name}" / "checkpoint-6" / rank1).read_bytes()
 
 

@@ -7,53 +7,56 @@ import shutil
 
 import pytest
 
-import checkpoints
-import distributed
-import multinode
 from checkpoint_helpers import save_tiny_checkpoint
-from configuration import ConfigError
+from paddle_finetune.checkpoints.files import LOCK_FILE, SAFE_WEIGHTS_FILE
+from paddle_finetune.checkpoints.output_dir import claim_node_output_dir
+from paddle_finetune.checkpoints.storage import CheckpointContents, read_checkpoint, training_state_digest
+from paddle_finetune.errors import ConfigError
+from paddle_finetune.training.session import Run
+from paddle_finetune.runtime.distributed import first_error, node_leader
+from paddle_finetune.runtime.multinode import check_output_dir_sharing, check_round, check_same_across_ranks, describe_writers, sharing_problem, short_fingerprint, writers_for
 
 
 def test_node_leader_is_the_first_rank_of_the_node():
     # the launcher numbers node n's ranks offset_n + local rank
-    assert [distributed.node_leader(r, r % 4) for r in range(8)] == [0, 0, 0, 0, 4, 4, 4, 4]
+    assert [node_leader(r, r % 4) for r in range(8)] == [0, 0, 0, 0, 4, 4, 4, 4]
 
 
 def test_a_shared_disk_leaves_rank_0_the_only_writer():
-    assert multinode.writers_for([True] * 4, [0, 0, 2, 2]) == [0, 0, 0, 0]
+    assert writers_for([True] * 4, [0, 0, 2, 2]) == [0, 0, 0, 0]
 
 
 def test_a_node_without_rank_0s_output_dir_gets_its_first_rank_as_writer():
-    assert multinode.writers_for([True, True, False, False], [0, 0, 2, 2]) == [0, 0, 2, 2]
-    assert multinode.describe_writers([0, 0, 2, 2]) == "rank 0 for ranks 0, 1; rank 2 for ranks 2, 3"
+    assert writers_for([True, True, False, False], [0, 0, 2, 2]) == [0, 0, 2, 2]
+    assert describe_writers([0, 0, 2, 2]) == "rank 0 for ranks 0, 1; rank 2 for ranks 2, 3"
 
 
 def test_ranks_of_one_node_that_disagree_are_refused():
     with pytest.raises(ConfigError, match=r"ranks 2 and 3 run on the same node, but only rank 2 sees rank 0's output_dir"):
-        multinode.writers_for([True, True, True, False], [0, 0, 2, 2])
+        writers_for([True, True, True, False], [0, 0, 2, 2])
 
 
 def test_every_rank_must_see_exactly_its_writers_copy():
     writer_of = [0, 0, 2, 2, 4, 4]
-    assert multinode.sharing_problem([[0], [0], [2], [2], [4], [4]], writer_of) is None
+    assert sharing_problem([[0], [0], [2], [2], [4], [4]], writer_of) is None
     # nodes 2 and 4 share a disk that node 0 does not see
-    assert "rank 2 sees the output_dir of rank 4" in multinode.sharing_problem([[0], [0], [2, 4], [2, 4], [2, 4], [2, 4]], writer_of)
-    assert "rank 3 does not see the output_dir its node's rank 2 writes" in multinode.sharing_problem([[0], [0], [2], [], [4], [4]], writer_of)
+    assert "rank 2 sees the output_dir of rank 4" in sharing_problem([[0], [0], [2, 4], [2, 4], [2, 4], [2, 4]], writer_of)
+    assert "rank 3 does not see the output_dir its node's rank 2 writes" in sharing_problem([[0], [0], [2], [], [4], [4]], writer_of)
 
 
 def test_values_that_differ_across_ranks_name_the_first_rank():
-    multinode.check_same_across_ranks(["a", "a"], "x", "fix it")
+    check_same_across_ranks(["a", "a"], "x", "fix it")
     with pytest.raises(ConfigError, match=r"^x differs between rank 0 \(a\) and rank 2 \(b\): fix it$"):
-        multinode.check_same_across_ranks(["a", "a", "b", "c"], "x", "fix it")
-    assert multinode.short_fingerprint("sha256:" + "ab" * 32 + " (40 features)") == "sha256:abababababab (40 features)"
-    assert distributed.first_error([None, None, "bad", "worse"]) == (2, "bad")
-    assert distributed.first_error([None, None]) is None
+        check_same_across_ranks(["a", "a", "b", "c"], "x", "fix it")
+    assert short_fingerprint("sha256:" + "ab" * 32 + " (40 features)") == "sha256:abababababab (40 features)"
+    assert first_error([None, None, "bad", "worse"]) == (2, "bad")
+    assert first_error([None, None]) is None
 
 
 def test_one_process_round_sees_its_own_file_and_leaves_nothing(tmp_path):
-    assert multinode.check_round(str(tmp_path), [0]) == [[0]]
+    assert check_round(str(tmp_path), [0]) == [[0]]
     assert os.listdir(tmp_path) == []
-    assert multinode.check_output_dir_sharing({"output_dir": str(tmp_path)}) == [0]  # one process: no check at all
+    assert check_output_dir_sharing({"output_dir": str(tmp_path)}) == [0]  # one process: no check at all
 
 
 def test_a_node_writer_claims_its_own_output_dir_and_a_refused_run_undoes_it(tmp_path, monkeypatch):
@@ -62,10 +65,10 @@ def test_a_node_writer_claims_its_own_output_dir_and_a_refused_run_undoes_it(tmp
     out = tmp_path / "node1" / "out"
     config = {"output_dir": str(out)}
     with pytest.raises(RuntimeError):
-        with checkpoints.claimed_output_dir(config):  # rank 1: no claim here, as in run_main
+        with Run(config):  # rank 1: no claim here, as in run_main
             assert not out.exists()
-            checkpoints.claim_node_output_dir(config)  # the start-up check found it is this node's writer
-            assert (out / checkpoints.LOCK_FILE).read_text().strip() == str(os.getpid())
+            claim_node_output_dir(config)  # the start-up check found it is this node's writer
+            assert (out / LOCK_FILE).read_text().strip() == str(os.getpid())
             raise RuntimeError("refused later")
     assert not (tmp_path / "node1").exists()
 
@@ -73,9 +76,9 @@ def test_a_node_writer_claims_its_own_output_dir_and_a_refused_run_undoes_it(tmp
 def test_a_node_writer_refuses_a_used_output_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("PADDLE_TRAINER_ID", "1")
     (tmp_path / "old.txt").write_text("a previous run")
-    with checkpoints.claimed_output_dir({"output_dir": str(tmp_path)}):
+    with Run({"output_dir": str(tmp_path)}):
         with pytest.raises(ConfigError, match="is not empty"):
-            checkpoints.claim_node_output_dir({"output_dir": str(tmp_path)})
+            claim_node_output_dir({"output_dir": str(tmp_path)})
     assert os.listdir(tmp_path) == ["old.txt"]
 
 
@@ -83,23 +86,21 @@ def test_state_digest_tells_checkpoints_apart_but_not_their_tokenizer_files(tmp_
     path = save_tiny_checkpoint(str(tmp_path / "a"), 4)
     copy = str(tmp_path / "b" / "checkpoint-4")
     shutil.copytree(path, copy)
-    contents = checkpoints.read_checkpoint(path)
-    digest = checkpoints.training_state_digest(contents)
-    assert checkpoints.training_state_digest(checkpoints.read_checkpoint(copy)) == digest
+    contents = read_checkpoint(path)
+    digest = training_state_digest(contents)
+    assert training_state_digest(read_checkpoint(copy)) == digest
     elsewhere = {**contents.files, "tokenizer_config.json": {"size": 1, "sha256": "0" * 64}}
-    assert checkpoints.training_state_digest(checkpoints.CheckpointContents(**{**vars(contents), "files": elsewhere})) == digest
-    moved = {**contents.files, checkpoints.SAFE_WEIGHTS_FILE: {"size": 1, "sha256": "1" * 64}}
-    assert checkpoints.training_state_digest(checkpoints.CheckpointContents(**{**vars(contents), "files": moved})) != digest
-    later = checkpoints.CheckpointContents(**{**vars(contents), "step": 5})
-    assert checkpoints.training_state_digest(later) != digest
+    assert training_state_digest(CheckpointContents(**{**vars(contents), "files": elsewhere})) == digest
+    moved = {**contents.files, SAFE_WEIGHTS_FILE: {"size": 1, "sha256": "1" * 64}}
+    assert training_state_digest(CheckpointContents(**{**vars(contents), "files": moved})) != digest
+    later = CheckpointContents(**{**vars(contents), "step": 5})
+    assert training_state_digest(later) != digest
 
 
 THREADS_PROBE = """
-import sys
-sys.path.insert(0, {root!r})
 import numpy as np
-import train_utils as tu
-tu.setup_device("cpu")
+from paddle_finetune.runtime.environment import setup_device
+setup_device("cpu")
 import paddle
 rng = np.random.default_rng(0)
 same = []

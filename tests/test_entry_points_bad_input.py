@@ -126,7 +126,7 @@ def make_pretrained_dirs(d):
     from paddlenlp.transformers import (BartConfig, BartForConditionalGeneration, BertConfig, BertForMaskedLM,
                                         BertTokenizer, GPTConfig, GPTForCausalLM)
 
-    from data_utils import write_char_vocab
+    from paddle_finetune.data.text import write_char_vocab
 
     texts = [r["content"] + r["title"] for r in USER_SUMMARIES] + [t for t, _ in USER_LABELLED] + USER_LINES
     vocab = write_char_vocab(texts, str(d / "vocab" / "vocab.txt"))
@@ -349,8 +349,7 @@ def test_the_tokenizer_message_of_a_weights_only_dir_is_said_once(world):
 
 CLAIM_AS_NOBODY = """
 import fcntl, os, sys, unicodedata  # what the claim and the error line import late: nobody cannot read the
-sys.path.insert(0, {root!r})        # interpreter's own modules
-import tqdm
+import tqdm                          # interpreter's own modules
 import train, train_utils as tu
 os.setgid(65534)  # imports done as root (the interpreter lives under /root), the run as nobody
 os.setuid(65534)

@@ -1,20 +1,23 @@
 """evaluation.py: the units a split is cut into, how ranks share them, and the rules that pick the kept model."""
 import pytest
 
-import evaluation
+from paddle_finetune.training.state import TrainState
+from paddle_finetune.training.task import Scored
+from paddle_finetune.evaluation.selection import is_better, should_stop_early, update_best
+from paddle_finetune.evaluation.sharding import evaluate_split, in_order_units, length_sorted_units, shard_units
 
 
 # ---------------------------------------------------------------------------- units and shards
 def test_length_sorted_units_are_the_batches_one_process_cuts():
     lengths = [5, 9, 9, 1, 7, 3, 9]
-    units = evaluation.length_sorted_units(lengths, 3)
+    units = length_sorted_units(lengths, 3)
     assert units == [[1, 2, 6], [4, 0, 5], [3]]  # longest first; ties keep row order (a stable sort)
     assert sorted(i for u in units for i in u) == list(range(len(lengths)))
 
 
 def test_ranks_get_whole_units_round_robin_and_together_all_of_them():
-    units = evaluation.length_sorted_units(list(range(100)), 8)  # 13 units, the longest first
-    shards = [evaluation.shard_units(len(units), rank, 2) for rank in range(2)]
+    units = length_sorted_units(list(range(100)), 8)  # 13 units, the longest first
+    shards = [shard_units(len(units), rank, 2) for rank in range(2)]
     assert shards == [list(range(0, 13, 2)), list(range(1, 13, 2))]
     rows = [sum(len(units[i]) for i in shard) for shard in shards]
     assert sum(rows) == 100 and abs(rows[0] - rows[1]) <= 8  # about half each
@@ -23,8 +26,8 @@ def test_ranks_get_whole_units_round_robin_and_together_all_of_them():
 
 
 def test_in_order_units_keep_row_order():
-    assert evaluation.in_order_units(7, 3) == [[0, 1, 2], [3, 4, 5], [6]]
-    assert evaluation.in_order_units(0, 3) == []
+    assert in_order_units(7, 3) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert in_order_units(0, 3) == []
 
 
 def test_single_process_evaluation_scores_every_unit_in_order():
@@ -49,11 +52,11 @@ def test_single_process_evaluation_scores_every_unit_in_order():
 
     def score(split, outputs, step):
         seen.append((split, outputs, step))
-        return {"n": sum(len(o["rows"]) for o in outputs)}
+        return Scored({"n": sum(len(o["rows"]) for o in outputs)}, [{"row": 1}])
 
     model = Model()
-    metrics = evaluation.evaluate_split(model, "dev", units, predict, score, step=7)
-    assert metrics == {"n": 3.0} and seen == [("dev", [{"rows": [2, 0]}, {"rows": [1]}], 7)]
+    metrics, rows = evaluate_split(model, "dev", units, predict, score, step=7)
+    assert metrics == {"n": 3.0} and rows == [{"row": 1}] and seen == [("dev", [{"rows": [2, 0]}, {"rows": [1]}], 7)]
     assert model.training, "the model is put back in training mode"
 
 
@@ -69,23 +72,23 @@ def test_single_process_evaluation_scores_every_unit_in_order():
     (0.85, 1.0, False, 0.1, True),
 ])
 def test_is_better(value, best, greater, threshold, expected):
-    assert evaluation.is_better(value, best, greater, threshold) is expected
+    assert is_better(value, best, greater, threshold) is expected
 
 
 def test_update_best_tracks_every_evaluation_and_counts_patience():
-    state = {"best_metric": None, "best_step": None, "best_checkpoint": None}
+    state = TrainState()
     history = [(3, 4.66), (6, 3.0), (9, 5.49), (12, 5.5), (15, 0.0)]
-    improved = [evaluation.update_best(state, {"rougeL": v}, step, "rougeL", True, threshold=0.1) for step, v in history]
+    improved = [update_best(state, {"rougeL": v}, step, "rougeL", True, threshold=0.1) for step, v in history]
     assert improved == [True, False, True, True, False]
-    assert (state["best_step"], state["best_metric"]) == (12, 5.5)  # 5.5 beats 5.49, by less than the threshold
+    assert (state.best_step, state.best_metric) == (12, 5.5)  # 5.5 beats 5.49, by less than the threshold
     # patience counts evaluations that did not beat the best by more than the threshold: 12 (0.01) and 15 (worse)
-    assert state["evals_without_improvement"] == 2
-    assert evaluation.should_stop_early(state, 2) and not evaluation.should_stop_early(state, 3)
-    assert not evaluation.should_stop_early(state, 0), "patience 0 is off"
+    assert state.evals_without_improvement == 2
+    assert should_stop_early(state, 2) and not should_stop_early(state, 3)
+    assert not should_stop_early(state, 0), "patience 0 is off"
 
 
 def test_lower_is_better_metrics():
-    state = {}
+    state = TrainState()
     for step, ppl in [(10, 50.0), (20, 40.0), (30, 45.0)]:
-        evaluation.update_best(state, {"perplexity": ppl}, step, "perplexity", False)
-    assert (state["best_step"], state["best_metric"], state["evals_without_improvement"]) == (20, 40.0, 1)
+        update_best(state, {"perplexity": ppl}, step, "perplexity", False)
+    assert (state.best_step, state.best_metric, state.evals_without_improvement) == (20, 40.0, 1)

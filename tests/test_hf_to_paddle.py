@@ -10,22 +10,21 @@ import sys
 
 import numpy as np
 import pytest
+from paddle_finetune.conversion.architectures import ARCHITECTURES, GENERATIVE, build_paddle_config_kwargs, build_rules
+from paddle_finetune.conversion.to_paddle import convert, ensure_paddle_checkpoint, is_hf_checkpoint_dir, no_tokenizer_message
+from paddle_finetune.conversion.to_paddle import MARKER_FILE
+from paddle_finetune.conversion.hf_weights import load_hf_state_dict, map_state_dict, rename_legacy_keys
+from paddle_finetune.conversion.tokenizers import TOKENIZER_SIDE_FILES, TOKENIZER_VOCAB_FILES, has_tokenizer
+from paddle_finetune.errors import ConversionError
+from paddle_finetune.conversion.tokenizers import _read_json
+from paddle_finetune.conversion import to_paddle as conversion_convert
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 paddle = pytest.importorskip("paddle")
 pnt = pytest.importorskip("paddlenlp.transformers")
 from safetensors.numpy import load_file, save_file  # noqa: E402
-
-import hf_to_paddle as conv  # noqa: E402
-from hf_to_paddle import (  # noqa: E402
-    ConversionError,
-    convert,
-    ensure_paddle_checkpoint,
-    has_tokenizer,
-    is_hf_checkpoint_dir,
-)
-from tools import convert_hf_to_paddle as cli  # noqa: E402
+from paddle_finetune.commands import convert_hf_to_paddle as cli  # noqa: E402
 
 TOL = 1e-4
 WORDS = "the quick brown fox jumps over lazy dog hello world test this is paddle model ##s ##ing ##ed".split()
@@ -159,7 +158,7 @@ def test_convert_and_verify(tmp_path, vocab_dir, arch, kind, fmt):
     assert v["max_abs_diff"] <= TOL, v
     assert v["padded_tokens"] > 0
     assert v["tokenizer_identical"], v
-    if arch in conv.GENERATIVE:
+    if arch in GENERATIVE:
         assert v["greedy_identical"], v
         assert len(v["greedy_hf"][0]) == 8
     if arch == "BertForMaskedLM":  # paddlenlp has a pooler HF's MLM lacks; unused by the logits
@@ -169,7 +168,7 @@ def test_convert_and_verify(tmp_path, vocab_dir, arch, kind, fmt):
     assert v["passed"]
     assert os.path.isfile(os.path.join(dst, "model.safetensors"))
     assert not [f for f in os.listdir(dst) if f.endswith(".pdparams")]  # no pickles
-    assert os.path.isfile(os.path.join(dst, conv.MARKER_FILE))
+    assert os.path.isfile(os.path.join(dst, MARKER_FILE))
     assert not is_hf_checkpoint_dir(dst)
 
 
@@ -354,7 +353,7 @@ def test_cli_help_and_exit_codes(tmp_path, seqcls_dir, capsys):
     # An impossible tolerance must make --verify exit non-zero.
     assert cli.main([seqcls_dir, str(tmp_path / "strict"), "--verify", "--tolerance", "-1"]) == 1
     assert "Verification failed: max abs diff" in capsys.readouterr().err
-    assert not (tmp_path / "strict" / conv.MARKER_FILE).exists()
+    assert not (tmp_path / "strict" / MARKER_FILE).exists()
     assert cli.main([str(tmp_path / "nowhere"), str(tmp_path / "x")]) == 1
 
 
@@ -365,7 +364,7 @@ def test_ensure_paddle_checkpoint_converts_once(tmp_path, vocab_dir, monkeypatch
 
     out = ensure_paddle_checkpoint(src)
     assert out == str(tmp_path / "my-bert-paddle")
-    assert os.path.isfile(os.path.join(out, conv.MARKER_FILE))
+    assert os.path.isfile(os.path.join(out, MARKER_FILE))
     assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]  # temp dir renamed away
     assert not is_hf_checkpoint_dir(out)
     pnt.BertForSequenceClassification.from_pretrained(out)
@@ -373,7 +372,7 @@ def test_ensure_paddle_checkpoint_converts_once(tmp_path, vocab_dir, monkeypatch
     def no_reconvert(*a, **k):
         raise AssertionError("converted twice")
 
-    monkeypatch.setattr(conv, "convert", no_reconvert)
+    monkeypatch.setattr(conversion_convert, "convert", no_reconvert)
     assert ensure_paddle_checkpoint(src) == out
     assert ensure_paddle_checkpoint(src + "/") == out
     # Non-HF inputs pass through untouched.
@@ -386,7 +385,7 @@ def test_ensure_paddle_checkpoint_cache_dir_and_refresh(tmp_path, vocab_dir):
     src = make_hf_dir(tmp_path / "hf", "BertModel", vocab_dir)
     cache = str(tmp_path / "cache" / "converted")
     assert ensure_paddle_checkpoint(src, cache_dir=cache) == cache
-    marker = os.path.join(cache, conv.MARKER_FILE)
+    marker = os.path.join(cache, MARKER_FILE)
     with open(marker, encoding="utf-8") as f:
         first = json.load(f)
 
@@ -444,7 +443,7 @@ def test_real_minilm_checkpoint(tmp_path):
 # ------------------------------------------- weights-only sources, --tokenizer DIR, safetensors output
 def _drop_tokenizer(src):
     """Make src a weights-only export: config.json and weights, no tokenizer files."""
-    for name in conv.TOKENIZER_VOCAB_FILES + conv.TOKENIZER_SIDE_FILES:
+    for name in TOKENIZER_VOCAB_FILES + TOKENIZER_SIDE_FILES:
         if os.path.exists(os.path.join(src, name)):
             os.remove(os.path.join(src, name))
     assert not has_tokenizer(src) and is_hf_checkpoint_dir(src)
@@ -452,7 +451,7 @@ def _drop_tokenizer(src):
 
 
 def _marker(dst):
-    with open(os.path.join(dst, conv.MARKER_FILE), encoding="utf-8") as f:
+    with open(os.path.join(dst, MARKER_FILE), encoding="utf-8") as f:
         return json.load(f)
 
 
@@ -476,7 +475,7 @@ def test_weights_only_dir_converts_and_says_no_tokenizer(tmp_path, vocab_dir, ar
     assert marker["verify"]["max_abs_diff"] <= TOL and "tokenizer_identical" not in marker["verify"]
     assert not has_tokenizer(dst)
     getattr(pnt, marker["paddle_class"]).from_pretrained(dst)
-    message = conv.no_tokenizer_message(dst)
+    message = no_tokenizer_message(dst)
     expected_vocab = "vocab.txt" if arch.startswith("Bert") else "vocab.json + merges.txt"
     assert src in message and expected_vocab in message and f"{src} {dst} --tokenizer DIR" in message
 
@@ -519,15 +518,15 @@ def test_tokenizer_dir_errors(tmp_path, vocab_dir, capsys):
 
 def _in_memory_paddle_model(src, arch):
     """The converted model built in memory from the library's own mapping, never saved or reloaded."""
-    hf_cfg = conv._read_json(os.path.join(src, "config.json"))
-    spec = conv.ARCHITECTURES[arch]
+    hf_cfg = _read_json(os.path.join(src, "config.json"))
+    spec = ARCHITECTURES[arch]
     model_cls = getattr(pnt, spec["paddle_class"])
-    model = model_cls(model_cls.config_class(**conv.build_paddle_config_kwargs(arch, hf_cfg)))
+    model = model_cls(model_cls.config_class(**build_paddle_config_kwargs(arch, hf_cfg)))
     model.eval()
-    state, _, _ = conv.load_hf_state_dict(src)
-    state, _ = conv.rename_legacy_keys(state)
-    rules, ignored, placeholders = conv.build_rules(arch, hf_cfg)
-    mapped, _ = conv.map_state_dict(state, rules, ignored, placeholders,
+    state, _, _ = load_hf_state_dict(src)
+    state, _ = rename_legacy_keys(state)
+    rules, ignored, placeholders = build_rules(arch, hf_cfg)
+    mapped, _ = map_state_dict(state, rules, ignored, placeholders,
                                     {k: tuple(v.shape) for k, v in model.state_dict().items()})
     model.set_state_dict(mapped)
     return model, mapped
@@ -544,7 +543,7 @@ def test_output_is_safetensors_and_from_pretrained_reproduces_it(tmp_path, vocab
     report = convert(src, str(dst))
     assert (dst / "model.safetensors").is_file()
     assert not [f for f in os.listdir(dst) if f.endswith((".pdparams", ".pdopt", ".pkl", ".bin"))]
-    assert sorted(report["files"]) == sorted(f for f in os.listdir(dst) if f != conv.MARKER_FILE)
+    assert sorted(report["files"]) == sorted(f for f in os.listdir(dst) if f != MARKER_FILE)
     with safe_open(str(dst / "model.safetensors"), framework="np") as f:
         assert f.metadata() == {"format": "np"}  # paddlenlp's; HF writes "pt"
 
@@ -593,7 +592,7 @@ def test_is_hf_checkpoint_dir_tells_converted_dirs_apart(tmp_path, seqcls_dir):
     assert not is_hf_checkpoint_dir(str(dst))
     bare = tmp_path / "bare"  # what a failed --verify leaves: no marker
     shutil.copytree(dst, bare)
-    os.remove(bare / conv.MARKER_FILE)
+    os.remove(bare / MARKER_FILE)
     assert not is_hf_checkpoint_dir(str(bare))  # config.json has paddlenlp_version
     cfg = json.loads((bare / "config.json").read_text(encoding="utf-8"))
     del cfg["paddlenlp_version"]
@@ -611,7 +610,7 @@ def test_reconverting_into_an_old_output_dir_removes_stale_files(tmp_path, vocab
     marker = _marker(str(dst))
     marker.pop("files")
     marker["converter_version"] = 1
-    (dst / conv.MARKER_FILE).write_text(json.dumps(marker), encoding="utf-8")
+    (dst / MARKER_FILE).write_text(json.dumps(marker), encoding="utf-8")
     (dst / "notes.txt").write_text("mine")
 
     weights_only = tmp_path / "weights-only"
@@ -628,7 +627,7 @@ def test_reconverting_into_an_old_output_dir_removes_stale_files(tmp_path, vocab
 
 def test_ensure_paddle_checkpoint_on_a_weights_only_dir(tmp_path, vocab_dir, monkeypatch, caplog):
     src = _drop_tokenizer(make_hf_dir(tmp_path / "my-bert", "BertForSequenceClassification", vocab_dir))
-    with caplog.at_level("WARNING", logger="hf_to_paddle"):
+    with caplog.at_level("WARNING", logger="paddle_finetune.conversion"):
         out = ensure_paddle_checkpoint(src)
     assert out == str(tmp_path / "my-bert-paddle")
     assert not has_tokenizer(out) and _marker(out)["tokenizer_class"] is None
@@ -639,16 +638,16 @@ def test_ensure_paddle_checkpoint_on_a_weights_only_dir(tmp_path, vocab_dir, mon
     tok_dir = tmp_path / "tokenizer"
     _save_hf_tokenizer(tok_dir, "BertForSequenceClassification", "wordpiece", vocab_dir)
     assert cli.main([src, out, "--tokenizer", str(tok_dir)]) == 0
-    real_convert = conv.convert
+    real_convert = convert
 
     def no_reconvert(*a, **k):
         raise AssertionError("converted again")
 
-    monkeypatch.setattr(conv, "convert", no_reconvert)
+    monkeypatch.setattr(conversion_convert, "convert", no_reconvert)
     assert ensure_paddle_checkpoint(src) == out and has_tokenizer(out)
 
     # Or: tokenizer files put into the source itself make the next call reconvert, with them.
-    monkeypatch.setattr(conv, "convert", real_convert)
+    monkeypatch.setattr(conversion_convert, "convert", real_convert)
     _save_hf_tokenizer(src, "BertForSequenceClassification", "wordpiece", vocab_dir)
     assert ensure_paddle_checkpoint(src) == out
     assert has_tokenizer(out) and _marker(out)["tokenizer_source"] == src

@@ -12,8 +12,8 @@ import re
 
 import pytest
 from rouge_score import rouge_scorer
+from paddle_finetune.evaluation.rouge import rouge_lcs_length, rouge_pair_scores, rouge_scores, tokenize_for_rouge
 
-from metrics import rouge_lcs_length, rouge_pair_scores, rouge_scores, tokenize_for_rouge
 
 TOL = 1e-6  # on the 0-100 scale
 TYPES = ["rouge1", "rouge2", "rougeL"]

@@ -134,7 +134,7 @@ def test_a_headerless_tsv_is_read_by_index_only_and_empty_references_are_not_sco
     records = read_jsonl(output)
     assert [r["prediction"] for r in records] == [p["prediction"] for p in summarizer["test"]]
     assert [r["reference"] for r in records] == [r[1] for r in rows]
-    from metrics import rouge_scores
+    from paddle_finetune.evaluation.rouge import rouge_scores
 
     scored = [i for i in range(12) if i != 3]
     expected = rouge_scores([summarizer["test"][i]["prediction"] for i in scored], [rows[i][1] for i in scored])

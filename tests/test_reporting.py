@@ -12,7 +12,14 @@ import sys
 import numpy as np
 import pytest
 
-import reporting
+from paddle_finetune.errors import ConfigError
+from paddle_finetune.runtime import state
+from paddle_finetune.training.session import Run
+from paddle_finetune.reporting.console import DEBUG_ENV, _show_warning, attach_run_log, debug, error, log, warn, warn_once
+from paddle_finetune.reporting.curves import plot_training_curves, training_curve_panels
+from paddle_finetune.reporting.dashboards import Reporting, _next_record_file, open_reporting, parse_targets
+from paddle_finetune.reporting.files import read_jsonl, summary_lines, write_results
+from paddle_finetune.reporting.progress import PROGRESS_ENV, ProgressBar, progress_bar
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAMP = r"\[\d\d:\d\d:\d\d\] "
@@ -20,13 +27,14 @@ STAMP = r"\[\d\d:\d\d:\d\d\] "
 
 @pytest.fixture(autouse=True)
 def fresh_run_log():
-    """Each test starts with nothing buffered and no run.log attached."""
-    reporting.close_run_log()
-    reporting._run_log.pending.clear()
-    reporting._run_log.dropped = 0
+    """Each test runs inside a run state of its own: nothing buffered, no run.log attached."""
+    run = state.begin()
     yield
-    reporting.close_run_log()
-    reporting._run_log.pending.clear()
+    state.end(run)
+
+
+def close_run_log():
+    state.current().run_log.close()
 
 
 def run_log_lines(out):
@@ -43,91 +51,78 @@ class Clock:
 
 # ---------------------------------------------------------------------------- log lines and run.log
 def test_log_and_warn_lines_are_timestamped_on_stdout(capsys):
-    reporting.log("hello")
-    reporting.warn("careful")
+    log("hello")
+    warn("careful")
     out = capsys.readouterr().out.splitlines()
     assert re.fullmatch(STAMP + "hello", out[0]) and re.fullmatch(STAMP + "WARNING: careful", out[1])
 
 
 def test_run_log_buffers_until_attached_then_appends_and_resume_appends(tmp_path, capsys):
     out = tmp_path / "out"
-    reporting.log("before the output dir may be written")
-    reporting.warn_once("a warning before attach")
+    log("before the output dir may be written")
+    warn_once("a warning before attach")
     assert not out.exists(), "nothing may touch output_dir before attach_run_log"
-    assert reporting.attach_run_log(str(out)) == str(out / "run.log")
-    reporting.log("after attach")
-    reporting.close_run_log()
+    assert attach_run_log(str(out)) == str(out / "run.log")
+    log("after attach")
+    close_run_log()
     console = capsys.readouterr().out.splitlines()
     lines = run_log_lines(out)
     assert lines[0].startswith("==== ") and lines[1:] == console, "run.log holds exactly the console lines, timestamps included"
     assert any("WARNING: a warning before attach" in line for line in lines)
 
-    reporting.log("the resumed run")  # a second process (resume) appends to the same file
-    reporting.attach_run_log(str(out))
-    reporting.close_run_log()
+    log("the resumed run")  # a second process (resume) appends to the same file
+    attach_run_log(str(out))
+    close_run_log()
     lines = run_log_lines(out)
     assert sum(line.startswith("==== ") for line in lines) == 2 and lines[-1].endswith("the resumed run")
     assert lines[1].endswith("before the output dir may be written"), "the first run's lines are kept"
 
 
 def test_a_run_that_never_attaches_writes_nothing(tmp_path):
-    reporting.log("refused: output_dir is not empty")
-    reporting.error("output_dir is not empty")
+    log("refused: output_dir is not empty")
+    error("output_dir is not empty")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_error_goes_to_stderr_and_run_log(tmp_path, capsys):
-    reporting.attach_run_log(str(tmp_path))
-    reporting.error("loss is nan at step 3")
-    reporting.close_run_log()
+    attach_run_log(str(tmp_path))
+    error("loss is nan at step 3")
+    close_run_log()
     assert capsys.readouterr().err == "error: loss is nan at step 3\n"
     assert run_log_lines(tmp_path)[-1] == "error: loss is nan at step 3"
 
 
-def test_uncaught_exception_traceback_is_appended_to_run_log(tmp_path, capsys):
-    reporting.attach_run_log(str(tmp_path))
-    try:
-        raise ValueError("boom")
-    except ValueError:
-        sys.excepthook(*sys.exc_info())
-    reporting.close_run_log()
-    text = (tmp_path / "run.log").read_text(encoding="utf-8")
-    assert "Traceback (most recent call last)" in text and "ValueError: boom" in text
-    assert "ValueError: boom" in capsys.readouterr().err, "the previous hook still prints it"
-    assert sys.excepthook is not reporting._excepthook, "close_run_log restores the hook"
+def test_uncaught_exception_traceback_is_appended_to_run_log_by_the_run(tmp_path, capsys):
+    """The run that owns run.log records the traceback of what ended it (no sys.excepthook swapping)."""
+    close_run_log()
+    state.end(state.current())  # this test's own run, through the real owner
+    hook = sys.excepthook
+    with pytest.raises(ValueError, match="boom"):
+        with Run({"output_dir": str(tmp_path / "out")}):
+            attach_run_log(str(tmp_path / "out"))
+            assert sys.excepthook is hook, "a run never swaps sys.excepthook"
+            raise ValueError("boom")
+    text = (tmp_path / "out" / "run.log").read_text(encoding="utf-8")
+    assert "Traceback (most recent call last)" in text and text.count("ValueError: boom") == 1
+    assert not state.current().active and state.current().run_log.file is None, "the run released run.log"
+    state.begin()  # for the fixture's end
 
 
-def test_a_hook_installed_on_top_of_ours_keeps_working_across_runs(tmp_path, capsys):
-    """wandb installs its excepthook after ours, prints the traceback and calls ours: no double print,
-    no unhooking it at close, no hooks calling each other after a second attach."""
-    printed = []
-
-    def wandb_like(exc_type, exc, tb):
-        printed.append(str(exc))
-        inner(exc_type, exc, tb)
-
-    before = sys.excepthook
-    try:
-        reporting.attach_run_log(str(tmp_path))
-        inner = sys.excepthook
-        sys.excepthook = wandb_like
-        reporting.close_run_log()
-        assert sys.excepthook is wandb_like, "close_run_log leaves a hook installed since"
-        reporting.attach_run_log(str(tmp_path))
-        sys.excepthook(ValueError, ValueError("boom"), None)
-        reporting.close_run_log()
-    finally:
-        sys.excepthook = before
-        reporting._run_log.previous_excepthook = None
-    assert printed == ["boom"] and "boom" not in capsys.readouterr().err, "printed once, by the top hook"
-    assert (tmp_path / "run.log").read_text(encoding="utf-8").count("ValueError: boom") == 1
+def test_a_typed_error_is_one_error_line_in_run_log(tmp_path):
+    state.end(state.current())
+    with pytest.raises(ConfigError):
+        with Run({"output_dir": str(tmp_path / "out")}):
+            attach_run_log(str(tmp_path / "out"))
+            raise ConfigError("learning_rate must be > 0, got -1")
+    assert run_log_lines(tmp_path / "out")[-1] == "error: learning_rate must be > 0, got -1"
+    state.begin()
 
 
 def test_temporary_checkpoint_paths_never_reach_console_or_run_log(tmp_path, capsys):
-    reporting.attach_run_log(str(tmp_path))
-    reporting.log("Model weights saved in out/.tmp-checkpoint-75-9382/model_state.pdparams")
-    reporting.log("wrote out/trainer_state.json.tmp9382")
-    reporting.close_run_log()
+    attach_run_log(str(tmp_path))
+    log("Model weights saved in out/.tmp-checkpoint-75-9382/model_state.pdparams")
+    log("wrote out/trainer_state.json.tmp9382")
+    close_run_log()
     console = capsys.readouterr().out
     for text in (console, (tmp_path / "run.log").read_text(encoding="utf-8")):
         assert ".tmp" not in text
@@ -136,38 +131,38 @@ def test_temporary_checkpoint_paths_never_reach_console_or_run_log(tmp_path, cap
 
 def test_other_ranks_are_silent(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PADDLE_TRAINER_ID", "1")
-    reporting.log("rank 1 speaks")
-    reporting.warn("rank 1 warns")
-    with reporting.progress_bar(10, "train") as bar:
+    log("rank 1 speaks")
+    warn("rank 1 warns")
+    with progress_bar(10, "train") as bar:
         bar.update(10)
-    assert reporting.attach_run_log(str(tmp_path / "out")) is None and not (tmp_path / "out").exists()
-    assert reporting.write_results(str(tmp_path), {"train_loss": 1.0}) == {} and list(tmp_path.iterdir()) == []
-    assert reporting.plot_training_curves(str(tmp_path)) is None
+    assert attach_run_log(str(tmp_path / "out")) is None and not (tmp_path / "out").exists()
+    assert write_results(str(tmp_path), {"train_loss": 1.0}) == {} and list(tmp_path.iterdir()) == []
+    assert plot_training_curves(str(tmp_path)) is None
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
-    reporting.error("rank 1 dies")  # ... except to say why it stops
+    error("rank 1 dies")  # ... except to say why it stops
     assert "error: rank 1 dies" in capsys.readouterr().err
 
 
 def test_other_ranks_keep_library_warnings_on_their_own_stderr(capsys, monkeypatch):
     monkeypatch.setenv("PADDLE_TRAINER_ID", "1")
-    reporting._show_warning(UserWarning("gloo is slow"), UserWarning, "/x/lib.py", 7)
+    _show_warning(UserWarning("gloo is slow"), UserWarning, "/x/lib.py", 7)
     captured = capsys.readouterr()
     assert captured.out == "" and re.fullmatch(STAMP + r"rank 1 WARNING: UserWarning: gloo is slow \(lib\.py:7\)\n", captured.err)
 
 
 def test_debug_lines_only_with_the_debug_switch(capsys, monkeypatch):
-    reporting.debug("paddlenlp: Configuration saved in x")
+    debug("paddlenlp: Configuration saved in x")
     assert capsys.readouterr().out == ""
-    monkeypatch.setenv(reporting.DEBUG_ENV, "1")
-    reporting.debug("paddlenlp: Configuration saved in x")
+    monkeypatch.setenv(DEBUG_ENV, "1")
+    debug("paddlenlp: Configuration saved in x")
     assert re.fullmatch(STAMP + "DEBUG paddlenlp: Configuration saved in x\n", capsys.readouterr().out)
 
 
 # ---------------------------------------------------------------------------- progress bars
 def test_plain_bar_prints_a_line_every_tenth_with_rate_and_eta_then_a_final_line(capsys):
     clock = Clock()
-    bar = reporting.ProgressBar(100, "train", mode="plain", clock=clock)
+    bar = ProgressBar(100, "train", mode="plain", clock=clock)
     for _ in range(100):
         clock.t += 1.0
         bar.update(1)
@@ -185,7 +180,7 @@ def test_plain_bar_prints_a_line_every_tenth_with_rate_and_eta_then_a_final_line
 
 def test_plain_bar_on_a_slow_run_prints_every_30_seconds(capsys):
     clock = Clock()
-    bar = reporting.ProgressBar(1000, "train", mode="plain", clock=clock)
+    bar = ProgressBar(1000, "train", mode="plain", clock=clock)
     for _ in range(10):  # 10 steps of 10 s: 1% of the total, but 100 s
         clock.t += 10.0
         bar.update(1)
@@ -196,7 +191,7 @@ def test_plain_bar_on_a_slow_run_prints_every_30_seconds(capsys):
 
 def test_plain_quick_bar_prints_only_its_final_line(capsys):
     clock = Clock()
-    with reporting.ProgressBar(8, "eval", mode="plain", clock=clock) as bar:
+    with ProgressBar(8, "eval", mode="plain", clock=clock) as bar:
         for _ in range(8):
             clock.t += 0.05
             bar.update(1)
@@ -206,7 +201,7 @@ def test_plain_quick_bar_prints_only_its_final_line(capsys):
 
 def test_resumed_bar_counts_rate_and_eta_from_where_it_started(capsys):
     clock = Clock()
-    bar = reporting.ProgressBar(100, "train", initial=50, mode="plain", clock=clock)
+    bar = ProgressBar(100, "train", initial=50, mode="plain", clock=clock)
     for _ in range(10):
         clock.t += 2.0
         bar.update(1)
@@ -216,7 +211,7 @@ def test_resumed_bar_counts_rate_and_eta_from_where_it_started(capsys):
 
 
 def test_bar_on_a_terminal_is_tqdm_on_stderr_and_ends_with_one_log_line(capsys):
-    bar = reporting.ProgressBar(5, "train", mode="bar")
+    bar = ProgressBar(5, "train", mode="bar")
     for _ in range(5):
         bar.update(1)
     bar.set_postfix(loss="1.0")
@@ -227,22 +222,22 @@ def test_bar_on_a_terminal_is_tqdm_on_stderr_and_ends_with_one_log_line(capsys):
 
 
 def test_progress_bar_picks_plain_lines_when_stderr_is_not_a_terminal(capsys, monkeypatch):
-    assert reporting.progress_bar(10, "x").mode == "plain"  # pytest's capture is not a terminal
-    monkeypatch.setenv(reporting.PROGRESS_ENV, "off")
-    bar = reporting.progress_bar(10, "x")
+    assert progress_bar(10, "x").mode == "plain"  # pytest's capture is not a terminal
+    monkeypatch.setenv(PROGRESS_ENV, "off")
+    bar = progress_bar(10, "x")
     bar.update(10)
     bar.close()
     assert bar.mode == "off" and capsys.readouterr() == ("", "")
 
 
 def test_plain_progress_lines_are_in_run_log(tmp_path, capsys):
-    reporting.attach_run_log(str(tmp_path))
+    attach_run_log(str(tmp_path))
     clock = Clock()
-    with reporting.ProgressBar(20, "train", mode="plain", clock=clock) as bar:
+    with ProgressBar(20, "train", mode="plain", clock=clock) as bar:
         for _ in range(20):
             clock.t += 1.0
             bar.update(1)
-    reporting.close_run_log()
+    close_run_log()
     captured = capsys.readouterr()
     assert captured.out == "", "progress goes to stderr, with the bar: a CLI's stdout is its data"
     assert run_log_lines(tmp_path)[1:] == captured.err.splitlines()
@@ -251,7 +246,7 @@ def test_plain_progress_lines_are_in_run_log(tmp_path, capsys):
 # ---------------------------------------------------------------------------- result files
 def test_write_results_merges_all_results_and_splits_by_prefix(tmp_path):
     (tmp_path / "all_results.json").write_text(json.dumps({"earlier": 1, "eval_rougeL": 1.0}))
-    merged = reporting.write_results(str(tmp_path), {
+    merged = write_results(str(tmp_path), {
         "train_loss": np.float32(0.5), "train_runtime": 12.5, "eval_rougeL": np.float64(30.25), "eval_step": 20,
         "test_rougeL": 28.0, "predict_gen_len": 13.0, "epoch": 3.0, "final_model": "out/checkpoint-20",
     })
@@ -264,14 +259,14 @@ def test_write_results_merges_all_results_and_splits_by_prefix(tmp_path):
     assert read("train_results.json") == {"train_loss": 0.5, "train_runtime": 12.5}
     assert read("eval_results.json") == {"eval_rougeL": 30.25, "eval_step": 20}
     assert read("predict_results.json") == {"test_rougeL": 28.0, "predict_gen_len": 13.0}
-    reporting.write_results(str(tmp_path), {"test_rouge1": 30.0})  # later results merge into each file
+    write_results(str(tmp_path), {"test_rouge1": 30.0})  # later results merge into each file
     assert read("predict_results.json") == {"test_rougeL": 28.0, "predict_gen_len": 13.0, "test_rouge1": 30.0}
     assert read("all_results.json")["train_loss"] == 0.5
     assert not [p for p in os.listdir(tmp_path) if ".tmp" in p]
 
 
 def test_summary_lines_name_steps_speed_best_test_and_final_model():
-    lines = reporting.summary_lines({
+    lines = summary_lines({
         "train_steps": 378, "epoch": 6.0, "train_runtime": 55.24, "train_tokens_per_second": 3702.1, "train_loss": 0.123456,
         "metric_for_best": "rougeL", "best_metric": 99.9, "best_step": 378, "best_checkpoint": "out/checkpoint-378",
         "eval_rouge1": 99.95, "eval_rougeL": 99.9, "eval_runtime": 3.2, "final_model_step": 378,
@@ -285,15 +280,15 @@ def test_summary_lines_name_steps_speed_best_test_and_final_model():
         "  test         rougeL=97.5",
         "  final model  out (step 378)",
     ]
-    assert reporting.summary_lines({}) == []
-    assert reporting.summary_lines({"train_runtime": 4000}) == ["summary:", "  trained      in 1h06m40s"]
+    assert summary_lines({}) == []
+    assert summary_lines({"train_runtime": 4000}) == ["summary:", "  trained      in 1h06m40s"]
 
 
 def test_read_jsonl_skips_a_line_cut_in_half(tmp_path):
     path = tmp_path / "log.jsonl"
     path.write_text('{"step": 1}\n\n{"step": 2}\n{"step": 3, "lo', encoding="utf-8")
-    assert reporting.read_jsonl(str(path)) == [{"step": 1}, {"step": 2}]
-    assert reporting.read_jsonl(str(tmp_path / "missing.jsonl")) == []
+    assert read_jsonl(str(path)) == [{"step": 1}, {"step": 2}]
+    assert read_jsonl(str(tmp_path / "missing.jsonl")) == []
 
 
 # ---------------------------------------------------------------------------- VisualDL
@@ -318,7 +313,7 @@ CONFIG = {"learning_rate": 1e-3, "model_config": {"d_model": 32}, "use_amp": Fal
 
 
 def test_visualdl_scalars_and_config_read_back_with_visualdl_reader(tmp_path):
-    rep = reporting.open_reporting(["visualdl"], CONFIG, str(tmp_path))
+    rep = open_reporting(["visualdl"], CONFIG, str(tmp_path))
     assert rep.wandb_run_id is None and rep.wandb_run is None
     for step in (1, 2, 3):
         rep.scalars({"train/loss": 4.0 - step, "train/lr": 1e-3 / step, "train/tokens_per_s": 1000.0 + step}, step)
@@ -342,12 +337,12 @@ def test_visualdl_scalars_and_config_read_back_with_visualdl_reader(tmp_path):
 
 
 def test_visualdl_on_resume_keeps_one_run_without_the_replayed_steps(tmp_path):
-    rep = reporting.open_reporting(["visualdl"], CONFIG, str(tmp_path))
+    rep = open_reporting(["visualdl"], CONFIG, str(tmp_path))
     for step in range(1, 7):  # the first run reached step 6; its last checkpoint is step 4
         rep.scalars({"train/loss": float(step)}, step)
     rep.scalars({"eval/rougeL": 10.0}, 4)
     rep.flush()  # then it was killed: no close
-    rep = reporting.open_reporting(["visualdl"], CONFIG, str(tmp_path), resume_step=4)
+    rep = open_reporting(["visualdl"], CONFIG, str(tmp_path), resume_step=4)
     for step in range(5, 9):
         rep.scalars({"train/loss": 100.0 + step}, step)
     rep.scalars({"eval/rougeL": 20.0}, 8)
@@ -360,40 +355,40 @@ def test_visualdl_on_resume_keeps_one_run_without_the_replayed_steps(tmp_path):
 
 
 def test_visualdl_new_run_in_the_same_second_gets_a_later_file(tmp_path):
-    first = reporting.open_reporting(["visualdl"], CONFIG, str(tmp_path))
+    first = open_reporting(["visualdl"], CONFIG, str(tmp_path))
     first.scalars({"train/loss": 1.0}, 1)
     first.close()
-    second = reporting.open_reporting(["visualdl"], CONFIG, str(tmp_path))  # overwrite: a new run, same dir
+    second = open_reporting(["visualdl"], CONFIG, str(tmp_path))  # overwrite: a new run, same dir
     second.scalars({"train/loss": 2.0}, 1)
     second.close()
     names = sorted(os.listdir(tmp_path / "visualdl"))
     assert len(names) == 2 and visualdl_scalars(tmp_path / "visualdl", "train/loss") == [(1, 2.0)]
-    assert reporting._next_record_file(["vdlrecords.9999999999.log"]) == "vdlrecords.10000000000.log"
+    assert _next_record_file(["vdlrecords.9999999999.log"]) == "vdlrecords.10000000000.log"
 
 
 def test_visualdl_resume_from_a_file_cut_mid_record_keeps_what_is_readable(tmp_path):
-    rep = reporting.open_reporting(["visualdl"], CONFIG, str(tmp_path))
+    rep = open_reporting(["visualdl"], CONFIG, str(tmp_path))
     for step in range(1, 5):
         rep.scalars({"train/loss": float(step)}, step)
     rep.close()
     path = tmp_path / "visualdl" / os.listdir(tmp_path / "visualdl")[0]
     path.write_bytes(path.read_bytes()[:-5])  # a kill mid-write
-    rep = reporting.open_reporting(["visualdl"], CONFIG, str(tmp_path), resume_step=4)
+    rep = open_reporting(["visualdl"], CONFIG, str(tmp_path), resume_step=4)
     rep.close()
     assert visualdl_scalars(tmp_path / "visualdl", "train/loss") == [(1, 1.0), (2, 2.0), (3, 3.0)]
 
 
 def test_no_targets_is_a_reporting_that_does_nothing(tmp_path):
-    rep = reporting.open_reporting([], CONFIG, str(tmp_path))
+    rep = open_reporting([], CONFIG, str(tmp_path))
     rep.scalars({"train/loss": 1.0}, 1)
     rep.table("t", ["a"], [[1]], 1)
     rep.summary({"x": 1})
     rep.flush()
     rep.close()
     assert rep.wandb_run_id is None and list(tmp_path.iterdir()) == []
-    assert reporting.parse_targets("wandb, visualdl") == ["wandb", "visualdl"] and reporting.parse_targets("none") == []
+    assert parse_targets("wandb, visualdl") == ["wandb", "visualdl"] and parse_targets("none") == []
     with pytest.raises(ValueError, match="tensorboard"):
-        reporting.open_reporting(["tensorboard"], CONFIG, str(tmp_path))
+        open_reporting(["tensorboard"], CONFIG, str(tmp_path))
 
 
 class FakeWandbRun:
@@ -412,7 +407,7 @@ class FakeWandbRun:
 
 def test_wandb_steps_replayed_after_a_resume_are_not_sent_again(capsys):
     run = FakeWandbRun(step=6)  # an online run resumed from the checkpoint at step 4 already has step 6
-    rep = reporting.Reporting(wandb_run=run)
+    rep = Reporting(wandb_run=run)
     assert rep.wandb_run_id == "abc123"
     for step in (5, 6, 7):
         rep.scalars({"train/loss": np.float32(step)}, step)
@@ -436,7 +431,7 @@ def write_logs(out, train_steps=(10, 20, 30), eval_steps=(15, 30)):
 
 def test_curve_panels_read_train_and_dev_records_and_skip_test_results(tmp_path):
     write_logs(tmp_path)
-    panels = reporting.training_curve_panels(str(tmp_path))
+    panels = training_curve_panels(str(tmp_path))
     assert [p[0] for p in panels] == ["train loss", "learning rate", "eval rouge1", "eval rougeL", "eval gen_len"]
     assert panels[0][1:3] == ([10, 20, 30], [5.0, 4.0, 3.0])
     assert panels[3][1:3] == ([15, 30], [5.0, 10.0]), "the test record at step 30 is not a dev point"
@@ -447,33 +442,33 @@ def test_plot_training_curves_writes_a_png_with_the_best_step(tmp_path):
 
     write_logs(tmp_path)
     (tmp_path / "trainer_state.json").write_text(json.dumps({"best_checkpoint": str(tmp_path / "checkpoint-30"), "metric_for_best": "rougeL"}))
-    path = reporting.plot_training_curves(str(tmp_path))
+    path = plot_training_curves(str(tmp_path))
     assert path == str(tmp_path / "training_curves.png")
     height, width, _ = matplotlib.image.imread(path).shape
     assert width > 1000 and height > 600
     assert not [p for p in os.listdir(tmp_path) if ".tmp" in p]
-    other = reporting.plot_training_curves(str(tmp_path), out_path=str(tmp_path / "c.png"), best_step=15)
+    other = plot_training_curves(str(tmp_path), out_path=str(tmp_path / "c.png"), best_step=15)
     assert other == str(tmp_path / "c.png") and os.path.getsize(other) > 10000
 
 
 def test_plot_training_curves_with_missing_empty_or_single_point_logs(tmp_path):
-    assert reporting.plot_training_curves(str(tmp_path / "nothing")) is None
+    assert plot_training_curves(str(tmp_path / "nothing")) is None
     (tmp_path / "train_log.jsonl").write_text("")
     (tmp_path / "metrics.jsonl").write_text("")
-    assert reporting.plot_training_curves(str(tmp_path)) is None and not (tmp_path / "training_curves.png").exists()
+    assert plot_training_curves(str(tmp_path)) is None and not (tmp_path / "training_curves.png").exists()
     write_logs(tmp_path, train_steps=(1,), eval_steps=(1,))
-    assert reporting.plot_training_curves(str(tmp_path), best_step=1) is not None
+    assert plot_training_curves(str(tmp_path), best_step=1) is not None
     (tmp_path / "train_log.jsonl").unlink()
-    assert reporting.plot_training_curves(str(tmp_path)) is not None, "eval records alone still draw"
+    assert plot_training_curves(str(tmp_path)) is not None, "eval records alone still draw"
 
 
 # ---------------------------------------------------------------------------- library chatter (subprocess)
 QUIET_PROBE = r"""
 import os, sys, warnings
-sys.path.insert(0, {root!r})
-import reporting, train_utils
-train_utils.record_launch_env()  # what run_main does first: before paddle (zlib on paddle 2.6)
-reporting.quiet_libraries()
+from paddle_finetune.reporting.console import log, quiet_libraries
+from paddle_finetune.runtime.environment import record_launch_env
+record_launch_env()  # what run_main does first: before paddle (zlib on paddle 2.6)
+quiet_libraries()
 import paddle
 from paddlenlp.transformers import BartConfig, BartForConditionalGeneration
 from paddlenlp.utils.log import logger
@@ -484,13 +479,13 @@ model.save_pretrained(tmp)
 BartForConditionalGeneration.from_pretrained(tmp)
 logger.warning("a paddlenlp warning")
 warnings.warn("a python warning")
-reporting.log("done")
+log("done")
 """
 
 
 def run_quiet_probe(tmp_path, **env):
     script = tmp_path / "probe.py"
-    script.write_text(QUIET_PROBE.format(root=ROOT, out=str(tmp_path)), encoding="utf-8")
+    script.write_text(QUIET_PROBE.format(out=str(tmp_path)), encoding="utf-8")
     return subprocess.run([sys.executable, str(script)], check=False, capture_output=True, text=True, timeout=300,
                           env={**os.environ, **env}, cwd=str(tmp_path))
 
@@ -509,7 +504,7 @@ def test_quiet_libraries_routes_paddlenlp_and_python_warnings_into_our_log(tmp_p
 
 
 def test_quiet_libraries_debug_switch_shows_the_chatter_with_final_paths(tmp_path):
-    result = run_quiet_probe(tmp_path, **{reporting.DEBUG_ENV: "1"})
+    result = run_quiet_probe(tmp_path, **{DEBUG_ENV: "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"DEBUG paddlenlp: Model weights saved in {tmp_path}/checkpoint-3/model_state.pdparams" in result.stdout
     assert ".tmp-checkpoint" not in result.stdout + result.stderr

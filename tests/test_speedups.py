@@ -11,13 +11,17 @@ import os
 
 import numpy as np
 import pytest
-
-import batching
-import rng
-import speedups
+from paddle_finetune.speedups import versions as speedup_versions
 import train
-import train_utils as tu
-
+from paddle_finetune.data.batching import epoch_batches, to_tensors
+from paddle_finetune.runtime.environment import _launch_env, cpu_threads, setup_device
+from paddle_finetune.runtime.rng import get_rng_state, set_rng_state, set_seed
+from paddle_finetune.speedups.generation import beam_scorer_process, fast_beam_search
+from paddle_finetune.speedups.layers import use_fast_cpu_kernels
+from paddle_finetune.speedups.process import keep_freed_memory, mkl_cpu_type
+from paddle_finetune.speedups.versions import WRITTEN_FOR, version_supported
+from paddle_finetune.tasks.summarization import collate, generate_ids, load_split, seq2seq_loss, special_ids, tokenize_examples
+from paddle_finetune.training.optimization import build_optimizer
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -25,11 +29,11 @@ def _tiny_setup(tmp_path, seed=7, dropout=0.1):
     import paddle
     from paddlenlp.transformers import BartConfig, BartForConditionalGeneration, BertTokenizer
 
-    from data_utils import write_char_vocab
+    from paddle_finetune.data.text import write_char_vocab
 
     paddle.set_device("cpu")
     cfg = dict(train.CONFIG, max_source_length=64, max_target_length=16, learning_rate=3e-3, warmup_steps=1)
-    rows = train.load_split(cfg, os.path.join(ROOT, "datasets", "sample_summarization", "train.jsonl"), "train")[:48]
+    rows = load_split(cfg, os.path.join(ROOT, "datasets", "sample_summarization", "train.jsonl"), "train")[:48]
     vocab = write_char_vocab((t for r in rows for t in (r["source"], r["target"])), str(tmp_path / "vocab.txt"))
     tok = BertTokenizer(vocab_file=vocab)
     paddle.seed(seed)
@@ -38,11 +42,11 @@ def _tiny_setup(tmp_path, seed=7, dropout=0.1):
                         dropout=dropout, attention_dropout=dropout, activation_dropout=dropout, pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id,
                         decoder_start_token_id=tok.cls_token_id, forced_eos_token_id=tok.sep_token_id)
     model = BartForConditionalGeneration(config)
-    ids = train.special_ids(tok, model)
-    feats = train.tokenize_examples(rows, tok, cfg, ids["eos"])
+    ids = special_ids(tok, model)
+    feats = tokenize_examples(rows, tok, cfg, ids["eos"])
     lengths = [len(f["input_ids"]) + len(f["labels"]) for f in feats]
-    batches = [train.collate([feats[i] for i in b], pad_id=ids["pad"], decoder_start_id=ids["decoder_start"])
-               for b in batching.epoch_batches(lengths, 8, 1, 0, 42, 0, True)]
+    batches = [collate([feats[i] for i in b], pad_id=ids["pad"], decoder_start_id=ids["decoder_start"])
+               for b in epoch_batches(lengths, 8, 1, 0, 42, 0, True)]
     return cfg, model, batches
 
 
@@ -50,13 +54,13 @@ def _train_losses(cfg, model, batches, steps, seed=11):
     """The step of train_utils.run_training (fp32): loss, backward, clip + AdamW, schedule."""
     import paddle
 
-    optimizer, scheduler = tu.build_optimizer(model, cfg, steps)
+    optimizer, scheduler = build_optimizer(model, cfg, steps)
     paddle.seed(seed)
     model.train()
     losses = []
     for batch in batches[:steps]:
-        batch = {k: v for k, v in batch.items() if k != "num_tokens"}
-        loss = train.seq2seq_loss(model, batching.to_tensors(batch))
+        batch = batch.arrays
+        loss = seq2seq_loss(model, to_tensors(batch))
         loss.backward()
         optimizer.step()
         optimizer.clear_grad()
@@ -90,7 +94,7 @@ def test_fast_linear_same_gradients():
     paddle.seed(0)
     ref = paddle.nn.Linear(24, 40)
     fast = copy.deepcopy(ref)
-    assert speedups.use_fast_cpu_kernels(fast)["linear"] == 1
+    assert use_fast_cpu_kernels(fast)["linear"] == 1
     _assert_same_layer(ref, fast, paddle.randn([3, 5, 24]), rtol=1e-5)
 
 
@@ -104,7 +108,7 @@ def test_fast_layer_norm_same_gradients():
         ref.weight.set_value(paddle.randn([48]))
         ref.bias.set_value(paddle.randn([48]))
     fast = copy.deepcopy(ref)
-    assert speedups.use_fast_cpu_kernels(fast)["layer_norm"] == 1
+    assert use_fast_cpu_kernels(fast)["layer_norm"] == 1
     # off-centre and wide, so mean and variance both matter
     _assert_same_layer(ref, fast, paddle.randn([4, 7, 48]) * 3.0 + 1.5, rtol=1e-4)
 
@@ -116,7 +120,7 @@ def test_fast_attention_mask_same_outputs_and_gradients():
     paddle.seed(1)
     ref = paddle.nn.MultiHeadAttention(32, 4)
     fast = copy.deepcopy(ref)
-    counts = speedups.use_fast_cpu_kernels(fast)
+    counts = use_fast_cpu_kernels(fast)
     assert counts["attention"] == 1 and counts["linear"] == 4
     query, memory = paddle.randn([3, 5, 32]), paddle.randn([3, 9, 32])
     padding = paddle.to_tensor(np.array([[0] * 9, [0] * 6 + [1] * 3, [0] * 2 + [1] * 7]), dtype="float32")
@@ -137,8 +141,8 @@ def test_fast_dropout_is_paddles_formula_on_its_mask():
 
     paddle.set_device("cpu")
     layer = paddle.nn.Dropout(0.25)
-    assert speedups.use_fast_cpu_kernels(layer)["dropout"] == 1
-    rng.set_seed(3)
+    assert use_fast_cpu_kernels(layer)["dropout"] == 1
+    set_seed(3)
     x = paddle.rand([200, 500]) + 0.5  # no zeros, so a zero output is a dropped unit
     x.stop_gradient = False
     y = layer(x)
@@ -157,16 +161,16 @@ def test_fast_dropout_masks_replay_from_saved_rng_state():
 
     paddle.set_device("cpu")
     layer = paddle.nn.Dropout(0.5)
-    speedups.use_fast_cpu_kernels(layer)
+    use_fast_cpu_kernels(layer)
     x = paddle.ones([64, 64])
-    rng.set_seed(5)
+    set_seed(5)
     first = layer(x).numpy()
-    state = rng.get_rng_state()
+    state = get_rng_state()
     after = [layer(x).numpy() for _ in range(2)]
     assert not np.array_equal(after[0], after[1])  # a new mask every call
-    rng.set_rng_state(state)
+    set_rng_state(state)
     np.testing.assert_array_equal(np.stack([layer(x).numpy() for _ in range(2)]), np.stack(after))
-    rng.set_seed(5)
+    set_seed(5)
     np.testing.assert_array_equal(layer(x).numpy(), first)
 
 
@@ -175,13 +179,13 @@ def test_fast_cpu_training_same_losses(tmp_path):
     cfg, model, batches = _tiny_setup(tmp_path, dropout=0.0)
     assert len(batches) >= 5
     fast_model = copy.deepcopy(model)
-    counts = speedups.use_fast_cpu_kernels(fast_model)
+    counts = use_fast_cpu_kernels(fast_model)
     # every q/k/v/out/fc layer, every layer norm and attention of the encoder and decoder
     assert counts["linear"] > 10 and counts["layer_norm"] >= 8 and counts["attention"] == 6 and counts["positions"] == 2
-    batch = batching.to_tensors({k: v for k, v in batches[0].items() if k != "num_tokens"})
+    batch = to_tensors(batches[0].arrays)
     for m in (model, fast_model):
         m.train()
-        train.seq2seq_loss(m, batch).backward()
+        seq2seq_loss(m, batch).backward()
     for (name, p), q in zip(model.named_parameters(), fast_model.parameters()):
         scale = float(np.abs(p.grad.numpy()).max()) + 1e-6  # k_proj biases have an exactly-zero true gradient
         np.testing.assert_allclose(q.grad.numpy(), p.grad.numpy(), rtol=1e-4, atol=1e-4 * scale, err_msg=name)
@@ -194,22 +198,22 @@ def test_fast_cpu_training_same_losses(tmp_path):
 
 def test_fast_cpu_training_with_dropout_learns(tmp_path):
     cfg, model, batches = _tiny_setup(tmp_path, dropout=0.1)
-    assert speedups.use_fast_cpu_kernels(model)["dropout"] > 0
-    rng.set_seed(11)
+    assert use_fast_cpu_kernels(model)["dropout"] > 0
+    set_seed(11)
     losses = _train_losses(cfg, model, batches, steps=6)
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
 
 
 def test_keep_freed_memory_respects_the_users_setting(monkeypatch):
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
-    assert speedups.keep_freed_memory() is False
+    assert keep_freed_memory() is False
 
 
 def test_real_position_loss_equals_full_logits_loss(tmp_path):
     import paddle
     cfg, model, batches = _tiny_setup(tmp_path)
     model.eval()
-    batch = batching.to_tensors({k: v for k, v in batches[0].items() if k != "num_tokens"})
+    batch = to_tensors(batches[0].arrays)
     assert int((batch["labels"] == -100).sum()) > 0  # the batch has padded label slots
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                    decoder_input_ids=batch["decoder_input_ids"], use_cache=False, return_dict=False)
@@ -221,30 +225,30 @@ def test_real_position_loss_equals_full_logits_loss(tmp_path):
     log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
     full = -log_probs[real, labels[real]].mean()  # mean over real target tokens of the full-logits loss
     with paddle.no_grad():
-        ours = train.seq2seq_loss(model, batch)
+        ours = seq2seq_loss(model, batch)
     np.testing.assert_allclose(float(ours), float(full), rtol=1e-5)
 
 
 @pytest.mark.parametrize("threads", ["3", None])
 def test_cpu_threads(monkeypatch, threads):
-    monkeypatch.setitem(tu._launch_env, "OMP_NUM_THREADS", threads)
+    monkeypatch.setitem(_launch_env, "OMP_NUM_THREADS", threads)
     monkeypatch.delenv("PADDLE_LOCAL_SIZE", raising=False)
     monkeypatch.delenv("PADDLE_TRAINERS_NUM", raising=False)
-    assert tu.cpu_threads() == (3 if threads else max(1, os.cpu_count() or 1))
+    assert cpu_threads() == (3 if threads else max(1, os.cpu_count() or 1))
 
 
 @pytest.mark.parametrize("environ, expected", [("1", "all"), ("3", 3), (None, "all")])
 def test_cpu_threads_when_paddle_was_imported_before_the_launch_env_was_recorded(monkeypatch, environ, expected):
     """A script that imports paddle first: its OMP_NUM_THREADS=1 is paddle's default as often as the user's, and
     reading it as the user's ran the benchmark's training on one of two cores (3300 instead of 5400 tok/s)."""
-    monkeypatch.delitem(tu._launch_env, "OMP_NUM_THREADS", raising=False)
+    monkeypatch.delitem(_launch_env, "OMP_NUM_THREADS", raising=False)
     if environ is None:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     else:
         monkeypatch.setenv("OMP_NUM_THREADS", environ)
     for name in ("PADDLE_LOCAL_SIZE", "PADDLE_TRAINERS_NUM", "PADDLE_TRAINER_ID"):
         monkeypatch.delenv(name, raising=False)
-    assert tu.cpu_threads() == (max(1, os.cpu_count() or 1) if expected == "all" else expected)
+    assert cpu_threads() == (max(1, os.cpu_count() or 1) if expected == "all" else expected)
 
 
 
@@ -258,7 +262,7 @@ def test_no_stride_kernels_same_losses(tmp_path):
     try:
         paddle.set_flags({"FLAGS_use_stride_kernel": True})
         strided = _train_losses(cfg, model, batches, steps=4)
-        tu.setup_device("cpu")
+        setup_device("cpu")
         assert paddle.get_flags(["FLAGS_use_stride_kernel"])["FLAGS_use_stride_kernel"] is False
         contiguous = _train_losses(cfg, other, batches, steps=4)
     finally:
@@ -267,26 +271,26 @@ def test_no_stride_kernels_same_losses(tmp_path):
 
 
 def test_fast_beam_search_same_ids(tmp_path):
-    """train.generate_ids' beam search (static cross-attention cache left in place, bookkeeping on numpy)
+    """generate_ids' beam search (static cross-attention cache left in place, bookkeeping on numpy)
     gives paddlenlp's own ids, including hypotheses that end with eos before the length limit."""
     cfg, model, batches = _tiny_setup(tmp_path)
     _train_losses(cfg, model, batches, steps=6)
     model.eval()
-    ids = train.special_ids(None, model)
-    features = [{"input_ids": list(row[row != ids["pad"]]), "labels": [ids["eos"]]} for b in batches[:2] for row in b["input_ids"]]
+    ids = special_ids(None, model)
+    features = [{"input_ids": list(row[row != ids["pad"]]), "labels": [ids["eos"]]} for b in batches[:2] for row in b.arrays["input_ids"]]
     gen_cfg = dict(cfg, num_beams=4, eval_batch_size=8, max_target_length=10, min_target_length=0)
-    reference = train.generate_ids(model, features, gen_cfg, ids)  # inside speedups.fast_beam_search
+    reference = generate_ids(model, features, gen_cfg, ids)  # inside fast_beam_search
     import paddle
     from paddlenlp.generation.utils import BeamSearchScorer
 
-    assert "reorder_cache" not in vars(model) and BeamSearchScorer.process is not speedups.beam_scorer_process  # restored
+    assert "reorder_cache" not in vars(model) and BeamSearchScorer.process is not beam_scorer_process  # restored
     assert any(ids["eos"] in list(row) for row in reference)  # hypotheses finished by eos: the branch that adds them ran
 
     with paddle.no_grad():
         for start in range(0, len(features), 8):
             chunk = features[start:start + 8]
             order = sorted(range(len(chunk)), key=lambda i: -len(chunk[i]["input_ids"]))
-            batch = train.collate([chunk[i] for i in order], pad_id=ids["pad"], decoder_start_id=ids["decoder_start"])
+            batch = collate([chunk[i] for i in order], pad_id=ids["pad"], decoder_start_id=ids["decoder_start"]).arrays
             out, _ = model.generate(input_ids=paddle.to_tensor(batch["input_ids"]), attention_mask=paddle.to_tensor(batch["attention_mask"]),
                                     max_new_tokens=10, min_length=0, decode_strategy="beam_search", num_beams=4,
                                     decoder_start_token_id=ids["decoder_start"], eos_token_id=ids["eos"], pad_token_id=ids["pad"], use_cache=True)
@@ -303,8 +307,8 @@ def test_fast_beam_search_same_ids(tmp_path):
 def test_mkl_cpu_type(tmp_path, vendor, flags, expected):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\ncpu family\t: 26\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
-    assert speedups.mkl_cpu_type(str(cpuinfo)) == expected
-    assert speedups.mkl_cpu_type(str(tmp_path / "missing")) is None
+    assert mkl_cpu_type(str(cpuinfo)) == expected
+    assert mkl_cpu_type(str(tmp_path / "missing")) is None
 
 
 # ---------------------------------------------------------------------------- patches: copies, versions, the switch
@@ -316,7 +320,7 @@ def test_a_deep_copy_of_a_patched_model_is_patched_and_computes_with_its_own_wei
     paddle.set_device("cpu")
     paddle.seed(0)
     model = paddle.nn.Sequential(paddle.nn.Linear(8, 8), paddle.nn.LayerNorm(8))
-    speedups.use_fast_cpu_kernels(model)
+    use_fast_cpu_kernels(model)
     twin = copy.deepcopy(model)
     assert [type(layer) for layer in twin] == [type(layer) for layer in model]
     assert type(twin[0]).__name__ == "FastLinear" and type(twin[1]).__name__ == "FastLayerNorm"
@@ -335,7 +339,7 @@ def test_a_deep_copy_of_a_patched_model_is_patched_and_computes_with_its_own_wei
 @pytest.mark.parametrize("version, supported", [("2.6.2", True), ("3.3.1", True), ("3.0.0", True), ("2.5.2", False),
                                                  ("3.4.0", False), ("0.0.0", False), ("develop", False)])
 def test_patches_know_the_paddle_versions_they_were_written_for(version, supported):
-    assert speedups.version_supported("paddle", version) is supported
+    assert version_supported("paddle", version) is supported
 
 
 def test_outside_those_versions_paddles_own_layers_and_beam_search_run(monkeypatch, capsys):
@@ -343,13 +347,13 @@ def test_outside_those_versions_paddles_own_layers_and_beam_search_run(monkeypat
     from paddlenlp.generation.utils import BeamSearchScorer
 
     paddle.set_device("cpu")
-    monkeypatch.setitem(speedups.WRITTEN_FOR, "paddle", ((9, 0), (9, 9)))
-    monkeypatch.setitem(speedups.WRITTEN_FOR, "paddlenlp", ((9, 0), (9, 9)))
-    monkeypatch.setattr(speedups, "_skipped", set())
+    monkeypatch.setitem(WRITTEN_FOR, "paddle", ((9, 0), (9, 9)))
+    monkeypatch.setitem(WRITTEN_FOR, "paddlenlp", ((9, 0), (9, 9)))
+    monkeypatch.setattr(speedup_versions, "_skipped", set())
     layer = paddle.nn.Linear(4, 4)
-    assert sum(speedups.use_fast_cpu_kernels(layer).values()) == 0 and type(layer) is paddle.nn.Linear
+    assert sum(use_fast_cpu_kernels(layer).values()) == 0 and type(layer) is paddle.nn.Linear
     original = BeamSearchScorer.process
-    with speedups.fast_beam_search(layer):
+    with fast_beam_search(layer):
         assert BeamSearchScorer.process is original and "reorder_cache" not in vars(layer)
     out = capsys.readouterr().out
     assert "outside the versions these patches were written for" in out and "using paddle's own code" in out

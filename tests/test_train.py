@@ -7,6 +7,8 @@ import pytest
 
 import train
 from helpers import CSL, ROOT, read_jsonl, run_entry, tiny_bart_arg
+from paddle_finetune.errors import DataError
+from paddle_finetune.tasks.summarization import collate, decode_ids, load_data, seq2seq_loss
 
 TINY_MODEL = tiny_bart_arg(max_position_embeddings=512)
 # Naming any split means naming them all: the built-in sample is used only when no data is given.
@@ -18,23 +20,23 @@ FEATURES = [{"input_ids": [2, 10, 11, 12, 3], "labels": [20, 21, 3]}, {"input_id
 
 
 def test_labels_padded_with_minus_100_and_decoder_starts_with_decoder_start_token():
-    batch = train.collate(FEATURES, pad_id=0, decoder_start_id=7, ignore_pad=True)
+    batch, num_tokens = collate(FEATURES, pad_id=0, decoder_start_id=7, ignore_pad=True)
     assert batch["input_ids"].tolist() == [[2, 10, 11, 12, 3], [2, 13, 3, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
     assert batch["labels"].tolist() == [[20, 21, 3], [22, 3, -100]]
     # decoder_start (7), not eos (3) as in the seed tutorial; padding never leaks -100 into the inputs
     assert batch["decoder_input_ids"].tolist() == [[7, 20, 21], [7, 22, 0]]
-    assert batch["num_tokens"] == 8 + 5
+    assert num_tokens == 8 + 5
 
 
 def test_pad_labels_with_pad_id_when_not_ignoring_and_pad_to_max():
-    batch = train.collate(FEATURES, pad_id=0, decoder_start_id=7, ignore_pad=False, pad_to=(8, 6))
+    batch, num_tokens = collate(FEATURES, pad_id=0, decoder_start_id=7, ignore_pad=False, pad_to=(8, 6))
     assert batch["input_ids"].shape == (2, 8) and batch["labels"].shape == (2, 6)
     assert batch["labels"][1].tolist() == [22, 3, 0, 0, 0, 0]
 
 
 def test_dynamic_padding_pads_to_the_longest_in_batch_only():
-    batch = train.collate(FEATURES[1:], pad_id=0, decoder_start_id=7)
+    batch, num_tokens = collate(FEATURES[1:], pad_id=0, decoder_start_id=7)
     assert batch["input_ids"].shape == (1, 3) and batch["labels"].shape == (1, 2)
 
 
@@ -65,8 +67,8 @@ def test_real_token_loss_equals_full_logits_cross_entropy_over_real_tokens():
     rng = np.random.RandomState(0)
     feats = [{"input_ids": list(rng.randint(4, 60, size=n)), "labels": list(rng.randint(4, 60, size=m)) + [3]}
              for n, m in [(9, 4), (5, 7), (12, 1)]]
-    batch = {k: paddle.to_tensor(v) for k, v in train.collate(feats, pad_id=0, decoder_start_id=2).items() if k != "num_tokens"}
-    ours = float(train.seq2seq_loss(model, batch))
+    batch = {k: paddle.to_tensor(v) for k, v in collate(feats, pad_id=0, decoder_start_id=2).arrays.items()}
+    ours = float(seq2seq_loss(model, batch))
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                    decoder_input_ids=batch["decoder_input_ids"])
     log_probs = F.log_softmax(logits.reshape([-1, 60]), axis=-1).numpy()
@@ -80,15 +82,15 @@ def test_real_token_loss_equals_full_logits_cross_entropy_over_real_tokens():
 def test_decode_joins_chinese_without_spaces_and_stops_at_eos(tmp_path):
     from paddlenlp.transformers import BertTokenizer
 
-    from data_utils import write_char_vocab
+    from paddle_finetune.data.text import write_char_vocab
 
     tok = BertTokenizer(vocab_file=write_char_vocab(["北京发布新规 bart"], str(tmp_path / "vocab.txt")))
     ids = tok("北京发布新规 bart", add_special_tokens=False)["input_ids"]
     # BertTokenizer drops whitespace, so a space between Chinese and Latin text cannot come back
     # (ROUGE ignores whitespace anyway); between Latin words it does.
-    assert train.decode_ids(tok, [tok.cls_token_id] + ids + [3, 9, 9], eos_id=3, pad_id=0) == "北京发布新规bart"
+    assert decode_ids(tok, [tok.cls_token_id] + ids + [3, 9, 9], eos_id=3, pad_id=0) == "北京发布新规bart"
     ids = tok("bart 北京 paddle", add_special_tokens=False)["input_ids"]
-    assert train.decode_ids(tok, ids, eos_id=3, pad_id=0) == "bart北京paddle"
+    assert decode_ids(tok, ids, eos_id=3, pad_id=0) == "bart北京paddle"
 
 
 def test_lcsts_new_reads_local_files_through_paddlenlp(tmp_path):
@@ -97,25 +99,23 @@ def test_lcsts_new_reads_local_files_through_paddlenlp(tmp_path):
         (tmp_path / name).write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
     cfg = {**train.CONFIG, "dataset_name": "lcsts_new", "train_file": str(tmp_path / "train.json"),
            "dev_file": str(tmp_path / "dev.json")}
-    data = train.load_data(cfg)
+    data = load_data(cfg)
     assert data["train"][2] == {"source": "第2条微博的正文内容", "target": "摘要2"} and len(data["dev"]) == 5
 
 
 def test_lcsts_new_offline_download_fails_with_advice(monkeypatch):
-    import data_utils
-
     def offline(*args, **kwargs):
         raise ConnectionError("no network")
 
     monkeypatch.setattr("paddlenlp.datasets.load_dataset", offline)
-    with pytest.raises(data_utils.DataError, match="lcsts_new.*Offline.*train_file"):
-        train.load_data({**train.CONFIG, "dataset_name": "lcsts_new", "train_file": "", "dev_file": ""})
+    with pytest.raises(DataError, match="lcsts_new.*Offline.*train_file"):
+        load_data({**train.CONFIG, "dataset_name": "lcsts_new", "train_file": "", "dev_file": ""})
 
 
 def test_columns_detected_from_known_names_and_dev_split(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("id,text,summary\n" + "".join(f"{i},正文{i},摘要{i}\n" for i in range(10)), encoding="utf-8")
-    data = train.load_data({**train.CONFIG, "train_file": str(path), "dev_file": "", "dev_size": 3})
+    data = load_data({**train.CONFIG, "train_file": str(path), "dev_file": "", "dev_size": 3})
     assert len(data["train"]) == 7 and len(data["dev"]) == 3
     assert {r["source"] for r in data["train"] + data["dev"]} == {f"正文{i}" for i in range(10)}
 
@@ -201,7 +201,7 @@ def test_pretrained_model_may_be_a_local_hf_directory(tmp_path):
     """An HF BART with a BERT vocab (fnlp/bart-base-chinese's layout) is converted once, cached, and fine-tuned."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from data_utils import write_char_vocab
+    from paddle_finetune.data.text import write_char_vocab
 
     hf_dir = tmp_path / "hf-bart"
     hf_dir.mkdir()

@@ -4,9 +4,8 @@ import os
 
 import numpy as np
 import pytest
-
-import train_clm as clm
 from helpers import CSL, read_jsonl, run_entry
+from paddle_finetune.tasks.causal_lm import build_blocks, clm_logits, clm_loss, collate
 
 TINY_GPT = ("--model_config={'hidden_size': 64, 'num_hidden_layers': 2, 'num_attention_heads': 2, "
             "'intermediate_size': 128, 'max_position_embeddings': 128, 'hidden_dropout_prob': 0.0, "
@@ -16,7 +15,7 @@ TINY_GPT = ("--model_config={'hidden_size': 64, 'num_hidden_layers': 2, 'num_att
 def char_tokenizer(tmp_path, text):
     from paddlenlp.transformers import BertTokenizer
 
-    from data_utils import write_char_vocab
+    from paddle_finetune.data.text import write_char_vocab
 
     return BertTokenizer(vocab_file=write_char_vocab([text], str(tmp_path / "vocab.txt")))
 
@@ -24,12 +23,12 @@ def char_tokenizer(tmp_path, text):
 def test_blocks_join_texts_with_end_of_text_and_drop_the_remainder(tmp_path):
     texts = ["北京科技馆", "上海图书馆推出", "探险家"]
     tok = char_tokenizer(tmp_path, "".join(texts))
-    blocks = clm.build_blocks(texts, tok, 4)
+    blocks = build_blocks(texts, tok, 4)
     stream = [i for t in texts for i in tok.convert_tokens_to_ids(list(t)) + [tok.sep_token_id]]
     assert [b["input_ids"] for b in blocks] == [stream[i:i + 4] for i in range(0, len(stream) - 3, 4)]
-    assert len(clm.build_blocks(["北京"], tok, 64)) == 1  # a tiny corpus keeps its one short block
-    batch = clm.collate([{"input_ids": [5, 6, 7]}, {"input_ids": [8]}], pad_id=0)
-    assert batch["labels"].tolist() == [[5, 6, 7], [8, -100, -100]] and batch["num_tokens"] == 4
+    assert len(build_blocks(["北京"], tok, 64)) == 1  # a tiny corpus keeps its one short block
+    batch, num_tokens = collate([{"input_ids": [5, 6, 7]}, {"input_ids": [8]}], pad_id=0)
+    assert batch["labels"].tolist() == [[5, 6, 7], [8, -100, -100]] and num_tokens == 4
 
 
 def test_loss_is_next_token_cross_entropy():
@@ -42,11 +41,10 @@ def test_loss_is_next_token_cross_entropy():
                                      intermediate_size=32, max_position_embeddings=16, hidden_dropout_prob=0.0,
                                      attention_probs_dropout_prob=0.0))
     model.eval()
-    batch = clm.collate([{"input_ids": [5, 6, 7, 8]}, {"input_ids": [9, 10]}], pad_id=0)
-    batch.pop("num_tokens")
+    batch, num_tokens = collate([{"input_ids": [5, 6, 7, 8]}, {"input_ids": [9, 10]}], pad_id=0)
     tensors = {k: paddle.to_tensor(v) for k, v in batch.items()}
-    loss = float(clm.clm_loss(model, tensors))
-    logits = clm.clm_logits(model, tensors["input_ids"]).numpy()
+    loss = float(clm_loss(model, tensors))
+    logits = clm_logits(model, tensors["input_ids"]).numpy()
     log_probs = F.log_softmax(paddle.to_tensor(logits), axis=-1).numpy()
     targets = [(0, 0, 6), (0, 1, 7), (0, 2, 8), (1, 0, 10)]  # position t predicts token t+1; padding predicts nothing
     assert loss == pytest.approx(-np.mean([log_probs[b, t, y] for b, t, y in targets]), rel=1e-4)

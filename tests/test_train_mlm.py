@@ -4,10 +4,9 @@ import os
 
 import numpy as np
 import pytest
-
-import batching
-import train_mlm as mlm
 from helpers import CSL, read_jsonl, run_entry
+from paddle_finetune.data.batching import batch_rng
+from paddle_finetune.tasks.masked_lm import build_examples, collate, encode_with_masks, random_token_ids, tokenize_with_words
 
 TINY_BERT = ("--model_config={'hidden_size': 64, 'num_hidden_layers': 2, 'num_attention_heads': 2, "
              "'intermediate_size': 128, 'max_position_embeddings': 128, 'hidden_dropout_prob': 0.0, "
@@ -19,7 +18,7 @@ RANDOM_IDS = np.arange(5, 100)
 def char_tokenizer(tmp_path, text):
     from paddlenlp.transformers import BertTokenizer
 
-    from data_utils import write_char_vocab
+    from paddle_finetune.data.text import write_char_vocab
 
     return BertTokenizer(vocab_file=write_char_vocab([text], str(tmp_path / "vocab.txt")))
 
@@ -39,8 +38,8 @@ def test_mask_rate_and_80_10_10_split_over_many_draws():
     features = random_features(rng)
     chosen = as_mask = as_random = as_same = real = 0
     for draw in range(300):
-        batch = mlm.collate(features, batching.batch_rng(1, 0, draw), PAD_ID, MASK_ID, RANDOM_IDS, 0.15)
-        original = mlm.collate(features, np.random.RandomState(0), PAD_ID, MASK_ID, RANDOM_IDS, 0.15)["labels"]  # shape only
+        batch, num_tokens = collate(features, batch_rng(1, 0, draw), PAD_ID, MASK_ID, RANDOM_IDS, 0.15)
+        original = collate(features, np.random.RandomState(0), PAD_ID, MASK_ID, RANDOM_IDS, 0.15).arrays["labels"]  # shape only
         labels, ids = batch["labels"], batch["input_ids"]
         selected = labels != -100
         chosen += selected.sum()
@@ -60,7 +59,7 @@ def test_special_tokens_and_padding_are_never_masked_or_labelled():
     rng = np.random.RandomState(1)
     features = random_features(rng)
     for draw in range(100):
-        batch = mlm.collate(features, batching.batch_rng(2, 0, draw), PAD_ID, MASK_ID, RANDOM_IDS, 0.5)
+        batch, num_tokens = collate(features, batch_rng(2, 0, draw), PAD_ID, MASK_ID, RANDOM_IDS, 0.5)
         for i, f in enumerate(features):
             n = len(f["input_ids"])
             assert batch["labels"][i, 0] == -100 and batch["labels"][i, n - 1] == -100
@@ -70,7 +69,7 @@ def test_special_tokens_and_padding_are_never_masked_or_labelled():
 
 def test_masking_is_reproducible_per_batch_rng_and_differs_across_epochs():
     features = random_features(np.random.RandomState(2))
-    draw = lambda epoch: mlm.collate(features, batching.batch_rng(42, epoch, 3), PAD_ID, MASK_ID, RANDOM_IDS, 0.15)["labels"]
+    draw = lambda epoch: collate(features, batch_rng(42, epoch, 3), PAD_ID, MASK_ID, RANDOM_IDS, 0.15).arrays["labels"]
     assert (draw(0) == draw(0)).all()
     assert not (draw(0) == draw(1)).all()
 
@@ -78,20 +77,20 @@ def test_masking_is_reproducible_per_batch_rng_and_differs_across_epochs():
 def test_at_least_one_token_is_masked_per_batch():
     features = [{"input_ids": [CLS_ID, 50, SEP_ID], "word_ids": [-1, 0, -1]}]
     for draw in range(50):
-        batch = mlm.collate(features, np.random.RandomState(draw), PAD_ID, MASK_ID, RANDOM_IDS, 0.15)
+        batch, num_tokens = collate(features, np.random.RandomState(draw), PAD_ID, MASK_ID, RANDOM_IDS, 0.15)
         assert (batch["labels"] != -100).sum() == 1
 
 
 def test_whole_word_masking_masks_all_characters_of_a_jieba_word(tmp_path):
     text = "探险家蔺琰带领队伍抵达北京。科技馆发布新版服务指南。"
     tok = char_tokenizer(tmp_path, text)
-    ids, words = mlm.tokenize_with_words(text, tok, whole_word_mask=True)
+    ids, words = tokenize_with_words(text, tok, whole_word_mask=True)
     assert len(ids) == len(text) and max(words) < len(text) - 1  # some words have several characters
-    features = mlm.build_examples([text] * 8, tok, 64, line_by_line=True, whole_word_mask=True)
+    features = build_examples([text] * 8, tok, 64, line_by_line=True, whole_word_mask=True)
     multi_char_masked = 0
     for draw in range(200):
-        batch = mlm.collate(features, np.random.RandomState(draw), tok.pad_token_id, tok.mask_token_id,
-                            mlm.random_token_ids(tok), 0.15)
+        batch, num_tokens = collate(features, np.random.RandomState(draw), tok.pad_token_id, tok.mask_token_id,
+                            random_token_ids(tok), 0.15)
         selected = batch["labels"] != -100
         for i, f in enumerate(features):
             word_ids = np.array(f["word_ids"])
@@ -105,17 +104,17 @@ def test_whole_word_masking_masks_all_characters_of_a_jieba_word(tmp_path):
 def test_line_by_line_and_block_layouts(tmp_path):
     texts = ["北京科技馆发布新版服务指南。", "上海图书馆推出公共图书借阅计划。", "探险家蔺琰带领队伍抵达北京。"]
     tok = char_tokenizer(tmp_path, "".join(texts))
-    lines = mlm.build_examples(texts, tok, 10, line_by_line=True, whole_word_mask=False)
+    lines = build_examples(texts, tok, 10, line_by_line=True, whole_word_mask=False)
     assert len(lines) == 3 and all(len(f["input_ids"]) == 10 for f in lines)
     assert all(f["input_ids"][0] == tok.cls_token_id and f["input_ids"][-1] == tok.sep_token_id for f in lines)
-    blocks = mlm.build_examples(texts, tok, 10, line_by_line=False, whole_word_mask=False)
+    blocks = build_examples(texts, tok, 10, line_by_line=False, whole_word_mask=False)
     total = sum(len(t) + 1 for t in texts)  # each text ends with [SEP]
     assert len(blocks) == total // 8 and all(len(f["input_ids"]) == 10 for f in blocks)
 
 
 def test_fill_mask_keeps_literal_mask_tokens(tmp_path):
     tok = char_tokenizer(tmp_path, "探险家带领队伍")
-    ids = mlm.encode_with_masks("探险家[MASK][MASK]带领", tok)
+    ids = encode_with_masks("探险家[MASK][MASK]带领", tok)
     assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
     assert ids[4:6] == [tok.mask_token_id] * 2 and len(ids) == 9
 

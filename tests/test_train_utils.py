@@ -1,16 +1,17 @@
 """train_utils.py, the engine's pure parts: warmup schedule, optimizer groups, step count, device and AMP."""
 import pytest
 
-import reporting
-import train_utils as tu
-
-
-# ---------------------------------------------------------------------------- schedule
+from paddle_finetune.runtime import state
+from paddle_finetune.errors import ConfigError
+from paddle_finetune.runtime.environment import setup_device
+from paddle_finetune.training.amp import AMP_MAX_SKIPPED_STEPS, amp_step_skipped, amp_stop_reason, loss_scale, resolve_amp, skipped_in_a_row
+from paddle_finetune.training.loop import compute_max_steps
+from paddle_finetune.training.optimization import build_optimizer, no_decay_param_names, resolve_warmup
 def _lrs(config, total):
     import paddle
 
     model = paddle.nn.Linear(2, 2)
-    _, sched = tu.build_optimizer(model, {**config, "adam_epsilon": 1e-8, "weight_decay": 0.0, "max_grad_norm": 1.0}, total)
+    _, sched = build_optimizer(model, {**config, "adam_epsilon": 1e-8, "weight_decay": 0.0, "max_grad_norm": 1.0}, total)
     lrs = []
     for _ in range(total + 1):
         lrs.append(sched.get_lr())
@@ -28,8 +29,8 @@ def test_warmup_proportion_then_linear_decay():
 def test_positive_warmup_steps_win_over_proportion():
     lrs = _lrs({"learning_rate": 2.0, "warmup_steps": 4, "warmup_proportion": 0.5}, 20)
     assert lrs[4] == pytest.approx(2.0) and lrs[2] == pytest.approx(1.0)
-    assert tu.resolve_warmup({"warmup_steps": 4, "warmup_proportion": 0.5}) == 4
-    assert tu.resolve_warmup({"warmup_steps": 0, "warmup_proportion": 0.5}) == 0.5
+    assert resolve_warmup({"warmup_steps": 4, "warmup_proportion": 0.5}) == 4
+    assert resolve_warmup({"warmup_steps": 0, "warmup_proportion": 0.5}) == 0.5
 
 
 def test_no_weight_decay_on_bias_and_norm():
@@ -42,14 +43,14 @@ def test_no_weight_decay_on_bias_and_norm():
             self.layer_norm = paddle.nn.LayerNorm(4)
 
     model = Tiny()
-    names = {n for n, p in model.named_parameters() if p.name in tu.no_decay_param_names(model)}
+    names = {n for n, p in model.named_parameters() if p.name in no_decay_param_names(model)}
     assert names == {"proj.bias", "layer_norm.weight", "layer_norm.bias"}
 
 
 
 def test_max_steps_from_epochs_and_accumulation():
-    assert tu.compute_max_steps({"gradient_accumulation_steps": 2, "max_steps": -1, "num_train_epochs": 3}, 11) == (18, 6)
-    assert tu.compute_max_steps({"gradient_accumulation_steps": 1, "max_steps": 5, "num_train_epochs": 3}, 11) == (5, 11)
+    assert compute_max_steps({"gradient_accumulation_steps": 2, "max_steps": -1, "num_train_epochs": 3}, 11) == (18, 6)
+    assert compute_max_steps({"gradient_accumulation_steps": 1, "max_steps": 5, "num_train_epochs": 3}, 11) == (5, 11)
 
 
 # ---------------------------------------------------------------------------- device and AMP
@@ -58,30 +59,30 @@ def test_gpu_request_without_cuda_is_a_clear_error_and_auto_picks_cpu():
 
     if paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
         pytest.skip("a GPU is present")
-    with pytest.raises(tu.ConfigError, match="device='gpu'.*paddlepaddle-gpu.*--device=cpu"):
-        tu.setup_device("gpu")
-    assert tu.setup_device("auto") == "cpu" and paddle.get_device() == "cpu"
-    with pytest.raises(tu.ConfigError, match="device must be"):
-        tu.setup_device("tpu")
+    with pytest.raises(ConfigError, match="device='gpu'.*paddlepaddle-gpu.*--device=cpu"):
+        setup_device("gpu")
+    assert setup_device("auto") == "cpu" and paddle.get_device() == "cpu"
+    with pytest.raises(ConfigError, match="device must be"):
+        setup_device("tpu")
 
 
 def test_amp_on_cpu_warns_once_and_runs_fp32(capsys):
-    reporting._warned.clear()
-    assert tu.resolve_amp({"use_amp": True, "amp_dtype": "float16"}, "cpu") == (False, "float16")
-    assert tu.resolve_amp({"use_amp": True, "amp_dtype": "float16"}, "cpu") == (False, "float16")
+    state.current().warned.clear()
+    assert resolve_amp({"use_amp": True, "amp_dtype": "float16"}, "cpu") == (False, "float16")
+    assert resolve_amp({"use_amp": True, "amp_dtype": "float16"}, "cpu") == (False, "float16")
     assert capsys.readouterr().out.count("use_amp=True ignored") == 1
-    assert tu.resolve_amp({"use_amp": True, "amp_dtype": "bfloat16"}, "gpu") == (True, "bfloat16")
-    with pytest.raises(tu.ConfigError, match="amp_dtype"):
-        tu.resolve_amp({"use_amp": True, "amp_dtype": "int8"}, "gpu")
+    assert resolve_amp({"use_amp": True, "amp_dtype": "bfloat16"}, "gpu") == (True, "bfloat16")
+    with pytest.raises(ConfigError, match="amp_dtype"):
+        resolve_amp({"use_amp": True, "amp_dtype": "int8"}, "gpu")
 
 
 # ---------------------------------------------------------------------------- fp16 AMP that cannot learn
-def replay_found_inf(flags, scales=None, max_skipped=tu.AMP_MAX_SKIPPED_STEPS):
+def replay_found_inf(flags, scales=None, max_skipped=AMP_MAX_SKIPPED_STEPS):
     """The loop's decision over a sequence of GradScaler found-inf flags: the 1-based step it stops at, or None."""
     in_a_row = 0
     for step, skipped in enumerate(flags, start=1):
-        in_a_row = tu.skipped_in_a_row(in_a_row, skipped)
-        if tu.amp_stop_reason(in_a_row, scales[step - 1] if scales else 2.0**15, max_skipped):
+        in_a_row = skipped_in_a_row(in_a_row, skipped)
+        if amp_stop_reason(in_a_row, scales[step - 1] if scales else 2.0**15, max_skipped):
             return step
     return None
 
@@ -96,9 +97,9 @@ def test_amp_stops_after_50_skipped_steps_in_a_row():
 
 def test_amp_stops_when_the_loss_scale_falls_below_one():
     assert replay_found_inf([True, False, True], scales=[4.0, 1.0, 0.5]) == 3
-    assert tu.amp_stop_reason(0, None) is None  # no scaler (fp32, bf16): never
-    assert "bfloat16" not in tu.amp_stop_reason(50, 1.0)  # the advice is in the engine's error, which names the step
-    assert "below 1" in tu.amp_stop_reason(0, 0.25)
+    assert amp_stop_reason(0, None) is None  # no scaler (fp32, bf16): never
+    assert "bfloat16" not in amp_stop_reason(50, 1.0)  # the advice is in the engine's error, which names the step
+    assert "below 1" in amp_stop_reason(0, 0.25)
 
 
 def test_grad_scaler_off_on_cpu_never_reports_a_skip():
@@ -106,4 +107,4 @@ def test_grad_scaler_off_on_cpu_never_reports_a_skip():
 
     paddle.set_device("cpu")
     scaler = paddle.amp.GradScaler(enable=True)
-    assert not scaler.is_enable() and tu.amp_step_skipped(scaler) is False and tu.loss_scale(scaler) is None
+    assert not scaler.is_enable() and amp_step_skipped(scaler) is False and loss_scale(scaler) is None

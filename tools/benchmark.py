@@ -31,13 +31,25 @@ import sys
 import tempfile
 import time
 
+from paddle_finetune.data.batching import epoch_batches
+from paddle_finetune.models.loading import count_parameters
+from paddle_finetune.paths import PROJECT_ROOT
+from paddle_finetune.runtime.environment import setup_device
+from paddle_finetune.tasks.summarization import (
+    collate,
+    generate_ids,
+    load_data,
+    seq2seq_loss,
+    tokenize_examples,
+)
+from paddle_finetune.training.loop import run_training
+from paddle_finetune.training.task import TrainingTask
+
 # Before anything imports paddle (which sets OMP_NUM_THREADS=1) or runs setup_device (which sets MKL_DEBUG_CPU_TYPE):
 # the workers get the user's own environment, not what the parent's imports and setup left behind.
 USER_ENV = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_DEBUG_CPU_TYPE")}
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+ROOT = PROJECT_ROOT
 
 CSL = os.path.join(ROOT, "..", "shared", "data", "csl", "ts_dev.tsv")
 SAMPLE = os.path.join(ROOT, "datasets", "sample_summarization")
@@ -106,10 +118,10 @@ def parse_args(argv=None):
 # shared data: tokenized once by the parent, so every setup sees the same ids
 # ----------------------------------------------------------------------------
 def prepare_data(args, workdir):
-    import train
-    import train_utils as tu
-    from data_utils import write_char_vocab
     from paddlenlp.transformers import BertTokenizer
+
+    import train
+    from paddle_finetune.data.text import write_char_vocab
 
     data_path = args.data or (CSL if os.path.isfile(CSL) else None)
     cfg = dict(train.CONFIG, max_source_length=args.max_source_length, max_target_length=args.max_target_length, seed=args.seed)
@@ -119,15 +131,15 @@ def prepare_data(args, workdir):
     else:
         cfg.update(train_file=os.path.join(SAMPLE, "train.jsonl"), dev_file=os.path.join(SAMPLE, "dev.jsonl"))
         name = "built-in sample"
-    data = train.load_data(cfg)
+    data = load_data(cfg)
     vocab = write_char_vocab((t for ex in data["train"] for t in (ex["source"], ex["target"])), os.path.join(workdir, "vocab.txt"))
     tokenizer = BertTokenizer(vocab_file=vocab)
     ids = {"pad": tokenizer.pad_token_id, "eos": tokenizer.sep_token_id, "decoder_start": tokenizer.cls_token_id}
-    train_features = train.tokenize_examples(data["train"], tokenizer, cfg, ids["eos"])
-    dev_features = train.tokenize_examples(data["dev"], tokenizer, cfg, ids["eos"])
+    train_features = tokenize_examples(data["train"], tokenizer, cfg, ids["eos"])
+    dev_features = tokenize_examples(data["dev"], tokenizer, cfg, ids["eos"])
     lengths = [len(f["input_ids"]) + len(f["labels"]) for f in train_features]
     batches = {  # epoch 0 then 1, enough for any step count
-        group: [b for epoch in range(2) for b in tu.epoch_batches(lengths, args.batch_size, 1, 0, args.seed, epoch, group)]
+        group: [b for epoch in range(2) for b in epoch_batches(lengths, args.batch_size, 1, 0, args.seed, epoch, group)]
         for group in (True, False)
     }
     rows = data["train"] + data["dev"]
@@ -241,15 +253,15 @@ def worker_paddle(spec, shared, pad_to_max):
     """
     import functools
 
-    import train
-    import train_utils as tu
-    from checkpoints import open_output_dir
     from paddlenlp.transformers import BartConfig, BartForConditionalGeneration
-    from reporting import log
-    from rng import set_seed
+
+    import train
+    from paddle_finetune.checkpoints.output_dir import open_output_dir
+    from paddle_finetune.reporting.console import log
+    from paddle_finetune.runtime.rng import set_seed
 
     args = argparse.Namespace(**spec["args"])
-    device = tu.setup_device(args.device)
+    device = setup_device(args.device)
     ids = shared["ids"]
     feats = shared["train_features"]
     steps = spec["steps"]
@@ -261,7 +273,7 @@ def worker_paddle(spec, shared, pad_to_max):
                pad_to_max_length=pad_to_max, group_by_length=not pad_to_max)
     set_seed(args.seed)
     model = BartForConditionalGeneration(BartConfig(**model_config(spec["size"], shared)))
-    n_params = tu.count_parameters(model)
+    n_params = count_parameters(model)
     pad_to = (args.max_source_length, args.max_target_length) if pad_to_max else None
     runs = []
     for name in ("first_pass", "steady"):
@@ -269,14 +281,14 @@ def worker_paddle(spec, shared, pad_to_max):
         run_cfg = dict(cfg, output_dir=out)
         open_output_dir(run_cfg)
         set_seed(args.seed)
-        task = tu.TrainingTask(
+        task = TrainingTask(
             config=run_cfg, model=model, tokenizer=None, train_features=feats,
             train_lengths=[len(f["input_ids"]) + len(f["labels"]) for f in feats],
-            collate_fn=functools.partial(train.collate, pad_id=ids["pad"], decoder_start_id=ids["decoder_start"], pad_to=pad_to),
-            loss_fn=train.seq2seq_loss, group_by_length=run_cfg["group_by_length"],
+            collate_fn=functools.partial(collate, pad_id=ids["pad"], decoder_start_id=ids["decoder_start"], pad_to=pad_to),
+            loss_fn=seq2seq_loss, group_by_length=run_cfg["group_by_length"],
         )
         log(f"benchmark: {name} run of run_training ({run_cfg['max_steps']} steps)")
-        tu.run_training(task)
+        run_training(task)
         with open(os.path.join(out, "train_log.jsonl"), encoding="utf-8") as f:
             runs.append([json.loads(line) for line in f])
     _, _, first_tokens, first_pass = loop_rounds(args, runs[0], steps)
@@ -289,7 +301,7 @@ def worker_paddle(spec, shared, pad_to_max):
 
         def generate_batch(features, num_beams):
             min_len = args.max_target_length if args.fixed_length else 0
-            return train.generate_ids(model, features, dict(cfg, num_beams=num_beams, min_target_length=min_len), ids)
+            return generate_ids(model, features, dict(cfg, num_beams=num_beams, min_target_length=min_len), ids)
 
         for name, beams, n in (("greedy", 1, args.eval_samples), ("beam4", 4, args.beam_samples)):
             result[f"gen_{name}_tokens_per_s"] = summarize(
@@ -299,8 +311,13 @@ def worker_paddle(spec, shared, pad_to_max):
 
 def worker_hf(spec, shared):
     import torch
-    from transformers import BartConfig, BartForConditionalGeneration, BertTokenizer, DataCollatorForSeq2Seq
-    from transformers import get_linear_schedule_with_warmup
+    from transformers import (
+        BartConfig,
+        BartForConditionalGeneration,
+        BertTokenizer,
+        DataCollatorForSeq2Seq,
+        get_linear_schedule_with_warmup,
+    )
 
     args = argparse.Namespace(**spec["args"])
     device = "cuda" if args.device == "gpu" else "cpu"
@@ -421,7 +438,7 @@ def add_mfu(spec, result):
 # driver
 # ----------------------------------------------------------------------------
 def rouge_timing(pairs, repeats):
-    from metrics import rouge_scores
+    from paddle_finetune.evaluation.rouge import rouge_scores
 
     preds, refs = [p for p, _ in pairs], [r for _, r in pairs]
     rouge_scores(preds[:50], refs[:50])

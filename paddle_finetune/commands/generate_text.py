@@ -1,0 +1,49 @@
+"""Continue a prompt with a causal language model trained by train_clm.py (or any paddlenlp causal LM).
+
+    python tools/generate_text.py output/clm "探险家" --strategy greedy
+    python tools/generate_text.py output/clm/checkpoint-180 "北京" --strategy top_k --top_k 5 --seed 1
+    python tools/generate_text.py output/clm "北京" --strategy top_p --top_p 0.9 --num_return 3
+
+MODEL_DIR is a model directory (e.g. a checkpoint) or an output_dir (its best checkpoint, else its newest).
+"""
+import argparse
+import sys
+
+from paddle_finetune.errors import ConfigError, DataError
+from paddle_finetune.models.loading import load_trained
+from paddle_finetune.reporting.console import log_to_stderr, quiet_libraries
+from paddle_finetune.tasks.causal_lm import STRATEGIES, generate_text
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model_dir")
+    parser.add_argument("prompt")
+    parser.add_argument("--strategy", choices=STRATEGIES, default="greedy")
+    parser.add_argument("--max_new_tokens", type=int, default=50)
+    parser.add_argument("--top_k", type=int, default=5, help="for --strategy top_k")
+    parser.add_argument("--top_p", type=float, default=0.9, help="for --strategy top_p")
+    parser.add_argument("--temperature", type=float, default=1.0, help="for the sampling strategies")
+    parser.add_argument("--num_return", type=int, default=1, help="samples to draw (greedy always gives one)")
+    parser.add_argument("--seed", type=int, default=None, help="makes sampling reproducible")
+    parser.add_argument("--device", choices=["auto", "gpu", "cpu"], default="auto")
+    args = parser.parse_args(argv)
+    log_to_stderr()  # stdout is the predictions
+    quiet_libraries()
+    from paddlenlp.transformers import AutoModelForCausalLM
+
+    try:
+        _, model, tokenizer, _ = load_trained(args.model_dir, AutoModelForCausalLM, args.device)
+    except (ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for k in range(1 if args.strategy == "greedy" else args.num_return):
+        seed = None if args.seed is None else args.seed + k
+        text = generate_text(model, tokenizer, args.prompt, args.strategy, args.max_new_tokens,
+                                 args.top_k, args.top_p, args.temperature, seed)
+        print(args.prompt + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""Verification: the HF model (torch) and the converted Paddle model on identical padded inputs: logits,
+greedy generation and tokenizer ids compared within a tolerance.
+
+Imports: the standard library and numpy; torch, transformers, paddle and paddlenlp inside; of the project
+`errors` and the other `conversion` modules.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from paddle_finetune.conversion.architectures import (
+    ARCHITECTURES,
+    GENERATIVE,
+    _check_layer_norm_eps,
+    expected_layer_norm_eps,
+)
+from paddle_finetune.conversion.hf_weights import load_hf_state_dict, rename_legacy_keys
+from paddle_finetune.conversion.tokenizers import has_tokenizer
+from paddle_finetune.errors import ConversionError, VerificationError
+
+logger = logging.getLogger("paddle_finetune.conversion")
+
+# --------------------------------------------------------------------------
+# Verification: HF (torch) vs converted Paddle on identical padded inputs.
+# --------------------------------------------------------------------------
+VERIFY_TEXT = "Hello world! The quick brown fox jumps over the lazy dog."
+GREEDY_STEPS = 8
+
+
+def _random_inputs(cfg: dict, family: str, seed: int, length: int = 12) -> dict:
+    rng = np.random.RandomState(seed)
+    vocab = cfg["vocab_size"]
+    special = {cfg.get(k) for k in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id")}
+    pool = np.array([i for i in range(min(5, vocab - 1), vocab) if i not in special])
+    max_pos = cfg.get("max_position_embeddings") or cfg.get("n_positions") or 512
+    # RoBERTa positions start at pad_token_id + 1; GPT-2 greedy decoding appends GREEDY_STEPS tokens.
+    reserved = {"roberta": (cfg.get("pad_token_id") or 1) + 1, "gpt2": GREEDY_STEPS}.get(family, 0)
+    length = max(2, min(length, max_pos - reserved))
+    ids = rng.choice(pool, size=(2, length)).astype("int64")
+    mask = np.ones_like(ids)
+    mask[1, length - length // 3:] = 0  # right padding on the second row
+    pad = cfg.get("pad_token_id")
+    ids[mask == 0] = pad if pad is not None else cfg.get("eos_token_id", 0)
+    out = {"input_ids": ids, "attention_mask": mask}
+    if family == "bart":
+        dec = rng.choice(pool, size=(2, max(2, length // 2))).astype("int64")
+        dec[:, 0] = cfg.get("decoder_start_token_id", 2)
+        out["decoder_input_ids"] = dec
+    return out
+
+
+def _output_names(arch: str) -> Tuple[str, ...]:
+    if arch in ("BertModel", "RobertaModel"):
+        return ("last_hidden_state", "pooler_output")
+    return ("last_hidden_state",) if arch == "BartModel" else ("logits",)
+
+
+def _hf_forward(model, arch: str, inputs: dict) -> Dict[str, np.ndarray]:
+    import torch
+
+    with torch.no_grad():
+        out = model(**{k: torch.from_numpy(v) for k, v in inputs.items()})
+    return {name: getattr(out, name).float().numpy() for name in _output_names(arch)}
+
+
+def _paddle_forward(model, arch: str, inputs: dict) -> Dict[str, np.ndarray]:
+    import paddle
+
+    with paddle.no_grad():
+        out = model(**{k: paddle.to_tensor(v) for k, v in inputs.items()})
+    # paddlenlp returns a bare tensor or a tuple ordered like the HF outputs.
+    outs = [out] if isinstance(out, paddle.Tensor) else list(out)
+    return {name: outs[i].astype("float32").numpy() for i, name in enumerate(_output_names(arch))}
+
+
+def _greedy(
+    step: Callable[[dict], np.ndarray], inputs: dict, family: str, cfg: dict, steps: int = GREEDY_STEPS
+) -> List[list]:
+    """Step-by-step greedy decoding without a cache: the same loop drives both frameworks."""
+    if family == "bart":
+        enc = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
+        dec = np.full((inputs["input_ids"].shape[0], 1), cfg.get("decoder_start_token_id", 2), dtype="int64")
+        for _ in range(steps):
+            logits = step(dict(enc, decoder_input_ids=dec))
+            dec = np.concatenate([dec, logits[:, -1].argmax(-1)[:, None].astype("int64")], axis=1)
+        return dec[:, 1:].tolist()
+    # Causal LM: left-pad the prompt so every row continues from its last real token.
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    lengths = mask.sum(1)
+    width = ids.shape[1]
+    left_ids = np.full_like(ids, ids[mask == 0][0] if (mask == 0).any() else 0)
+    left_mask = np.zeros_like(mask)
+    for row, n in enumerate(lengths):
+        left_ids[row, width - n:] = ids[row, :n]
+        left_mask[row, width - n:] = 1
+    ids, mask = left_ids, left_mask
+    generated = []
+    for _ in range(steps):
+        position_ids = np.clip(np.cumsum(mask, axis=1) - 1, 0, None).astype("int64")
+        logits = step({"input_ids": ids, "attention_mask": mask, "position_ids": position_ids})
+        nxt = logits[:, -1].argmax(-1).astype("int64")
+        generated.append(nxt)
+        ids = np.concatenate([ids, nxt[:, None]], axis=1)
+        mask = np.concatenate([mask, np.ones_like(nxt)[:, None]], axis=1)
+    return np.stack(generated, axis=1).tolist()
+
+
+def _align_hf_model_with_checkpoint(hf_model, src_dir: str) -> List[str]:
+    """Make the HF reference hold exactly the stored tensors; return the keys it had not.
+
+    transformers' from_pretrained can drop stored values of tied tensors (e.g.
+    4.46 re-initialises RobertaForMaskedLM's lm_head.bias when reloading from
+    safetensors). The conversion is checked against the checkpoint's contents,
+    and any such reload discrepancy is reported rather than hidden.
+    """
+    import torch
+
+    stored, _, _ = load_hf_state_dict(src_dir)
+    stored, _ = rename_legacy_keys(stored)
+    current = hf_model.state_dict()
+    fixes = {}
+    for key, value in stored.items():
+        ref = current.get(key)
+        if ref is None or not ref.is_floating_point() or tuple(ref.shape) != value.shape:
+            continue
+        if not np.array_equal(ref.detach().float().numpy(), value):
+            fixes[key] = torch.from_numpy(np.ascontiguousarray(value)).to(ref.dtype)
+    if fixes:
+        logger.warning(
+            "transformers' from_pretrained did not reproduce stored tensor(s) %s; "
+            "verifying against the stored values", ", ".join(sorted(fixes)),
+        )
+        hf_model.load_state_dict(fixes, strict=False)
+    return sorted(fixes)
+
+
+def verify_conversion(
+    src_dir: str, dst_dir: str, arch: str, hf_cfg: dict, tolerance: float = 1e-4, tokenizer_dir: Optional[str] = None
+) -> dict:
+    """Run the HF model from src_dir and the Paddle one from dst_dir on the same random padded ids.
+
+    The tokenizers are compared too (HF from tokenizer_dir, default src_dir)
+    unless dst_dir holds no tokenizer, in which case only that comparison is
+    skipped and result["tokenizer_check"] says so.
+    """
+    try:
+        import torch
+        import transformers
+    except ImportError as e:
+        raise ConversionError(f"--verify needs torch and transformers to run the HF model: {e}") from None
+    import paddlenlp.transformers as pnt
+
+    spec = ARCHITECTURES[arch]
+    family = spec["family"]
+    torch.manual_seed(0)
+    hf_cls = getattr(transformers, arch)
+    try:
+        # eager = the reference attention math, no fused-kernel rounding differences
+        hf_model = hf_cls.from_pretrained(src_dir, local_files_only=True, attn_implementation="eager")
+    except TypeError:  # transformers too old to know attn_implementation
+        hf_model = hf_cls.from_pretrained(src_dir, local_files_only=True)
+    hf_model.eval()  # dropout off
+    reload_mismatches = _align_hf_model_with_checkpoint(hf_model, src_dir)
+    pd_model = getattr(pnt, spec["paddle_class"]).from_pretrained(dst_dir)
+    pd_model.eval()
+    _check_layer_norm_eps(pd_model, expected_layer_norm_eps(arch, hf_cfg), f"{dst_dir} (reloaded)")
+
+    inputs = _random_inputs(hf_cfg, family, seed=0)
+    hf_out = _hf_forward(hf_model, arch, inputs)
+    pd_out = _paddle_forward(pd_model, arch, inputs)
+    diffs = {}
+    for name in _output_names(arch):
+        if hf_out[name].shape != pd_out[name].shape:
+            raise VerificationError(
+                f"{name} shapes differ: HF {hf_out[name].shape} vs Paddle {pd_out[name].shape}", {}
+            )
+        diff = np.abs(hf_out[name] - pd_out[name])
+        if diff.ndim == 3 and family != "bart":
+            # Outputs at padded encoder/prompt positions are undefined; compare real tokens only.
+            diff = diff[inputs["attention_mask"].astype(bool)]
+        diffs[name] = float(diff.max())
+    result = {
+        "compared": ", ".join(diffs),
+        "max_abs_diff": max(diffs.values()),
+        "max_abs_diff_per_output": diffs,
+        "tolerance": tolerance,
+        "input_shape": list(inputs["input_ids"].shape),
+        "padded_tokens": int((inputs["attention_mask"] == 0).sum()),
+        "hf_reload_mismatches": reload_mismatches,
+    }
+    passed = result["max_abs_diff"] <= tolerance
+
+    if arch in GENERATIVE:
+        result["greedy_hf"] = _greedy(lambda x: _hf_forward(hf_model, arch, x)["logits"], inputs, family, hf_cfg)
+        result["greedy_paddle"] = _greedy(
+            lambda x: _paddle_forward(pd_model, arch, x)["logits"], inputs, family, hf_cfg
+        )
+        result["greedy_identical"] = result["greedy_hf"] == result["greedy_paddle"]
+        passed = passed and result["greedy_identical"]
+
+    if not has_tokenizer(dst_dir):
+        result["tokenizer_check"] = "skipped: no tokenizer was converted (model outputs compared on random ids)"
+        result["passed"] = bool(passed)
+        return result
+    try:
+        hf_tok = transformers.AutoTokenizer.from_pretrained(tokenizer_dir or src_dir, local_files_only=True)
+    except Exception as e:  # the HF side may lack a loadable tokenizer; the paddle one was built anyway
+        result["tokenizer_check"] = f"skipped: HF tokenizer did not load ({e})"
+    else:
+        pd_tok = pnt.AutoTokenizer.from_pretrained(dst_dir)
+        result["tokenizer_hf"] = hf_tok(VERIFY_TEXT)["input_ids"]
+        result["tokenizer_paddle"] = pd_tok(VERIFY_TEXT)["input_ids"]
+        result["tokenizer_identical"] = result["tokenizer_hf"] == result["tokenizer_paddle"]
+        passed = passed and result["tokenizer_identical"]
+    result["passed"] = bool(passed)
+    return result
