@@ -4,6 +4,8 @@ import os
 import pickle
 
 import numpy as np
+
+from paddle_finetune.checkpoints.files import COMPLETE_MARKER
 from paddle_finetune.checkpoints.storage import save_checkpoint
 from paddle_finetune.training.optimization import build_optimizer
 OPTIMIZER_CONFIG = {"learning_rate": 0.01, "warmup_steps": 0, "warmup_proportion": 0.1, "adam_epsilon": 1e-8,
@@ -67,3 +69,20 @@ def crafted_pickle(marker_path, wrap=None):
     """pickle bytes that write marker_path when loaded; `wrap` nests the payload (e.g. in a state dict)."""
     payload = Marker(marker_path)
     return pickle.dumps(wrap(payload) if wrap else payload, protocol=4)
+
+
+def make_checkpoint(out, step, complete=True):
+    """A checkpoint directory with an empty weights file: complete (with the marker) or killed mid-save."""
+    path = os.path.join(out, f"checkpoint-{step}")
+    os.makedirs(path)
+    open(os.path.join(path, "model_state.pdparams"), "w").close()
+    if complete:
+        open(os.path.join(path, COMPLETE_MARKER), "w").close()
+    return path
+
+
+def plant_pickles(path, marker):
+    """Crafted pickles under every name the old format (or paddlenlp) would unpickle."""
+    for name in ("model_state.pdparams", "optimizer.pdopt", "trainer_state.pdparams", "rng_state_rank1.pdstate"):
+        with open(os.path.join(path, name), "wb") as f:
+            f.write(crafted_pickle(marker, lambda p: {"state": p}))

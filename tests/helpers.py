@@ -4,7 +4,9 @@ import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from paddle_finetune.paths import PROJECT_ROOT
+
+ROOT = PROJECT_ROOT
 CSL = os.path.join(ROOT, "..", "shared", "data", "csl")
 
 

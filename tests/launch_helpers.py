@@ -6,7 +6,9 @@ import socket
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from paddle_finetune.paths import PROJECT_ROOT
+
+ROOT = PROJECT_ROOT
 
 
 def free_port():

@@ -1,4 +1,4 @@
-"""Drives reporting the way the training loop does, in a process of its own (see tests/test_reporting_loop.py).
+"""Drives reporting the way the training loop does, in a process of its own (see tests/reporting/test_reporting_loop.py).
 
 python tests/reporting_loop_entry.py OUT_DIR [--max_steps N] [--resume_step S --run_id ID] [--crash_at K] [--offset X]
 

@@ -1,6 +1,6 @@
 """Issue #11 through the real entry points (python train*.py ...), as a user runs them, for the cases no
-other entry-point test covers (tests/test_configuration_cli.py, tests/test_data_utils_errors.py,
-tests/test_checkpoints_output_dir.py, tests/test_train*.py hold the rest).
+other entry-point test covers (tests/configuration/test_cli.py, tests/data/test_bad_rows.py,
+tests/checkpoints/test_output_dir.py, tests/trainers/ hold the rest).
 
 A refused run exits 2 with exactly one `error:` line naming the file:line, key or value, no traceback,
 and leaves output_dir byte-identical: a fresh output_dir is not created, and a previous run's files
@@ -360,7 +360,7 @@ tu.run_main(train.main, train.CONFIG, prog="train.py", doc=train.__doc__)
 
 def test_a_read_only_output_dir_is_refused_before_the_data_is_read(world):
     """Root ignores permission bits: as root the run drops to `nobody` once imported (as
-    tests/test_checkpoints_output_dir.py claims), so the refusal is the engine's, not an import error."""
+    tests/checkpoints/test_output_dir.py claims), so the refusal is the engine's, not an import error."""
     base = tempfile.mkdtemp(prefix="entry-ro-")  # under /tmp: reachable by an unprivileged process
     out = os.path.join(base, "out")
     os.mkdir(out)

@@ -32,7 +32,7 @@ def test_in_order_units_keep_row_order():
 
 def test_single_process_evaluation_scores_every_unit_in_order():
     """One process: evaluate_split calls predict_fn on every unit in order and score_fn with the outputs in unit
-    order (the same code path ranks share; the 2-rank run is in tests/test_distributed*.py)."""
+    order (the same code path ranks share; the 2-rank run is in tests/runtime/)."""
 
     class Model:
         training = True

@@ -11,7 +11,9 @@ import subprocess
 import sys
 import time
 
+from paddle_finetune.paths import PROJECT_ROOT
 import pytest
+from checkpoint_helpers import make_checkpoint
 
 from paddle_finetune.checkpoints import storage
 from helpers import tiny_bart_arg
@@ -22,7 +24,7 @@ from paddle_finetune.checkpoints.resume import resolve_resume
 from paddle_finetune.checkpoints.storage import read_checkpoint, save_checkpoint
 from paddle_finetune.training.optimization import build_optimizer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = PROJECT_ROOT
 TINY = tiny_bart_arg(dropout=0.1)
 MAX_STEPS = 10
 STEPS_PER_EPOCH = 4
@@ -132,15 +134,6 @@ def test_auto_resume_skips_a_damaged_newest_checkpoint_and_still_matches(referen
 
 
 # ---------------------------------------------------------------------------- atomic checkpoints
-def make_checkpoint(out, step, complete=True):
-    path = os.path.join(out, f"checkpoint-{step}")
-    os.makedirs(path)
-    open(os.path.join(path, "model_state.pdparams"), "w").close()
-    if complete:
-        open(os.path.join(path, COMPLETE_MARKER), "w").close()
-    return path
-
-
 def test_auto_never_picks_an_incomplete_or_temporary_checkpoint(tmp_path):
     from checkpoint_helpers import save_tiny_checkpoint
 

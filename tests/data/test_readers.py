@@ -6,6 +6,7 @@ import glob
 import json
 import os
 
+from paddle_finetune.paths import PROJECT_ROOT
 import pytest
 from paddle_finetune.data.examples import normalize_column, read_examples
 from paddle_finetune.data.readers import iter_rows
@@ -13,7 +14,7 @@ from paddle_finetune.data.splits import load_texts
 from paddle_finetune.errors import DataError
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = PROJECT_ROOT
 CSL = os.path.join(ROOT, "..", "shared", "data", "csl")
 SUM = {"source": "content", "target": "title"}
 

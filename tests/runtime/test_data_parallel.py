@@ -10,12 +10,13 @@ import shutil
 import subprocess
 import sys
 
+from paddle_finetune.paths import PROJECT_ROOT
 import pytest
 from helpers import tiny_bart_arg
 from paddle_finetune.checkpoints.files import RANK_RNG_FILE
 from paddle_finetune.checkpoints.listing import list_checkpoints
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = PROJECT_ROOT
 DIGEST_ENTRY = os.path.join("tests", "param_digest_entry.py")  # every rank writes a checksum of its weights
 TINY = tiny_bart_arg(dropout=0.0)  # ranks draw different dropout masks
 PER_DEVICE = 4

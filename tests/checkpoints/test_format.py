@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from checkpoint_helpers import OPTIMIZER_CONFIG, crafted_pickle, save_tiny_checkpoint, tiny_bart, tiny_run, train_steps
+from checkpoint_helpers import OPTIMIZER_CONFIG, crafted_pickle, save_tiny_checkpoint, tiny_bart, tiny_run, train_steps, plant_pickles
 from paddle_finetune.checkpoints.files import COMPLETE_MARKER, FORMAT, RANK_RNG_FILE, _digest
 from paddle_finetune.checkpoints.listing import resolve_model_dir
 from paddle_finetune.checkpoints.optimizer_state import apply_optimizer_state, create_accumulators, optimizer_state
@@ -307,13 +307,6 @@ def test_object_arrays_are_refused_even_without_code(tmp_path):
     data = pickle.dumps({"w": np.array([1, "x"], dtype=object)}, protocol=4)
     with pytest.raises(CheckpointError, match="not a plain paddle state_dict|not a numeric array"):
         read_pickled_state_dict("m.pdparams", data)
-
-
-def plant_pickles(path, marker):
-    """Crafted pickles under every name the old format (or paddlenlp) would unpickle."""
-    for name in ("model_state.pdparams", "optimizer.pdopt", "trainer_state.pdparams", "rng_state_rank1.pdstate"):
-        with open(os.path.join(path, name), "wb") as f:
-            f.write(crafted_pickle(marker, lambda p: {"state": p}))
 
 
 def test_no_crafted_pickle_runs_on_resume_or_load(tmp_path):

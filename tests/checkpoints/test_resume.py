@@ -9,9 +9,8 @@ import sys
 
 import numpy as np
 import pytest
-from checkpoint_helpers import crafted_pickle, save_tiny_checkpoint, tiny_bart
+from checkpoint_helpers import crafted_pickle, make_checkpoint, plant_pickles, save_tiny_checkpoint, tiny_bart
 from helpers import ROOT, read_jsonl, run_entry, tiny_bart_arg
-from test_checkpoints import make_checkpoint
 from paddle_finetune.checkpoints.files import COMPLETE_MARKER, best_checkpoint_name
 from paddle_finetune.checkpoints.listing import list_checkpoints, resolve_best_checkpoint, resolve_model_dir, rotate_checkpoints
 from paddle_finetune.checkpoints.resume import check_max_steps, check_resume_compatible, data_fingerprint, resume_mismatches
@@ -164,8 +163,6 @@ def test_e2e_crafted_pickles_in_a_checkpoint_never_run_on_resume(tmp_path):
     first = run_entry(["train.py", f"--output_dir={out}", *RUN, "--max_steps=2"])
     assert first.returncode == 0, first.stderr[-2000:]
     marker = tmp_path / "PWNED"
-    from test_checkpoints_format import plant_pickles
-
     plant_pickles(str(out / "checkpoint-2"), str(marker))
     resumed = run_entry(["train.py", f"--output_dir={out}", *RUN, "--max_steps=4", "--resume_from_checkpoint=auto"])
     assert resumed.returncode == 0, resumed.stderr[-2000:]

@@ -10,6 +10,7 @@ import copy
 import os
 
 import numpy as np
+from paddle_finetune.paths import PROJECT_ROOT
 import pytest
 from paddle_finetune.speedups import versions as speedup_versions
 import train
@@ -22,7 +23,7 @@ from paddle_finetune.speedups.process import keep_freed_memory, mkl_cpu_type
 from paddle_finetune.speedups.versions import WRITTEN_FOR, version_supported
 from paddle_finetune.tasks.summarization import collate, generate_ids, load_split, seq2seq_loss, special_ids, tokenize_examples
 from paddle_finetune.training.optimization import build_optimizer
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = PROJECT_ROOT
 
 
 def _tiny_setup(tmp_path, seed=7, dropout=0.1):

@@ -8,9 +8,10 @@ import os
 import subprocess
 import sys
 
+from paddle_finetune.paths import PROJECT_ROOT
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = PROJECT_ROOT
 GOOD = [{"content": f"第{i}条新闻的正文内容，讲述了一件事情。", "title": f"第{i}条标题"} for i in range(12)]
 TINY = ("--model_config={'d_model': 16, 'encoder_layers': 1, 'decoder_layers': 1, 'encoder_attention_heads': 2, "
         "'decoder_attention_heads': 2, 'encoder_ffn_dim': 32, 'decoder_ffn_dim': 32, 'max_position_embeddings': 64}")

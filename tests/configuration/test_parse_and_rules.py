@@ -2,10 +2,10 @@
 bare flags, normalised values, --help from the trainer's source, and the checks of validate_config."""
 import json
 import math
-import os
 import subprocess
 import sys
 
+from paddle_finetune.paths import PROJECT_ROOT
 import pytest
 
 from paddle_finetune.errors import HelpRequested
@@ -15,7 +15,7 @@ from paddle_finetune.configuration.parse import merge_value, parse_config, parse
 from paddle_finetune.configuration.rules import at_least, at_most, check_max_lengths, check_model_config, check_rules, finite, less_than, model_config_fields, non_negative, one_of, positive, resolve_greater_is_better
 from paddle_finetune.errors import ConfigError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = PROJECT_ROOT
 DEFAULTS = {"seed": 42, "learning_rate": 1e-3, "use_amp": False, "output_dir": "out", "model_config": {"d": 1, "e": 2},
             "text_column": None, "warmup_steps": 0, "warmup_proportion": 0.1, "do_train": True, "device": "auto",
             "report_to": "wandb", "wandb_run_name": "", "max_steps": -1}

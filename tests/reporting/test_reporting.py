@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+from paddle_finetune.paths import PROJECT_ROOT
 import pytest
 
 from paddle_finetune.errors import ConfigError
@@ -21,7 +22,7 @@ from paddle_finetune.reporting.dashboards import Reporting, _next_record_file, o
 from paddle_finetune.reporting.files import read_jsonl, summary_lines, write_results
 from paddle_finetune.reporting.progress import PROGRESS_ENV, ProgressBar, progress_bar
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = PROJECT_ROOT
 STAMP = r"\[\d\d:\d\d:\d\d\] "
 
 

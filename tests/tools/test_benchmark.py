@@ -4,11 +4,12 @@ through the real training loop, processed the same real tokens as HF on the same
 Timings live in the benchmark itself (see BENCHMARKS.md), not here: this only checks it works, in < 60 s.
 """
 import json
-import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from paddle_finetune.paths import PROJECT_ROOT
+
+ROOT = PROJECT_ROOT
 
 
 def test_benchmark_help():
