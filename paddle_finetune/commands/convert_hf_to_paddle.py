@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 
 from paddle_finetune.conversion.architectures import ARCHITECTURES
 from paddle_finetune.conversion.to_paddle import convert, no_tokenizer_message
+from paddle_finetune.runtime.environment import record_launch_env
 from paddle_finetune.errors import ConversionError, VerificationError
 
 
@@ -64,6 +65,7 @@ def _print_report(report: dict) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    record_launch_env()  # before paddle and torch load (zlib first on paddle 2.6)
     parser = argparse.ArgumentParser(
         description="Convert a local Hugging Face checkpoint dir (BERT, RoBERTa, BART, GPT-2) to PaddleNLP format.",
         epilog="Supported architectures: " + ", ".join(sorted(ARCHITECTURES)),

@@ -12,18 +12,25 @@ import sys
 
 from paddle_finetune.errors import ConfigError, DataError
 from paddle_finetune.models.loading import load_trained
-from paddle_finetune.reporting.console import log_to_stderr, quiet_libraries
+from paddle_finetune.reporting.console import console_on_stderr, quiet_libraries
+from paddle_finetune.runtime.environment import record_launch_env
 from paddle_finetune.tasks.masked_lm import best_fill, fill_mask
 
 
 def main(argv=None):
+    """The command line; returns its exit status. Log lines go to stderr while it runs: stdout is its data."""
+    record_launch_env()  # before paddle loads (zlib first on paddle 2.6)
+    with console_on_stderr():
+        return _main(argv)
+
+
+def _main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_dir")
     parser.add_argument("text", help="text with one or more [MASK] (the tokenizer's mask token)")
     parser.add_argument("--top_k", type=int, default=5)
     parser.add_argument("--device", choices=["auto", "gpu", "cpu"], default="auto")
     args = parser.parse_args(argv)
-    log_to_stderr()  # stdout is the predictions
     quiet_libraries()
     from paddlenlp.transformers import AutoModelForMaskedLM
 

@@ -53,7 +53,8 @@ from paddle_finetune.data.readers import SUPPORTED_EXTENSIONS, iter_rows
 from paddle_finetune.errors import ConfigError, DataError
 from paddle_finetune.evaluation.classification import classification_report
 from paddle_finetune.models.loading import load_trained, usable_positions
-from paddle_finetune.reporting.console import log_to_stderr, quiet_libraries
+from paddle_finetune.reporting.console import console_on_stderr, quiet_libraries
+from paddle_finetune.runtime.environment import record_launch_env
 from paddle_finetune.tasks.classification import (
     PREDICTION_DEFAULTS,
     label_names_of,
@@ -168,6 +169,13 @@ def score(rows, predicted, label_names):
 
 
 def main(argv=None):
+    """The command line; returns its exit status. Log lines go to stderr while it runs: stdout is its data."""
+    record_launch_env()  # before paddle loads (zlib first on paddle 2.6)
+    with console_on_stderr():
+        return _main(argv)
+
+
+def _main(argv=None):
     parser = argparse.ArgumentParser(prog="predict_classification.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", metavar="MODEL", help="output_dir, checkpoint-<step> directory or model directory")
@@ -185,7 +193,6 @@ def main(argv=None):
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--device", type=str.lower, choices=["auto", "gpu", "cpu"], default="auto")
     args = parser.parse_args(argv)
-    log_to_stderr()  # stdout is the predictions
     quiet_libraries()
 
     try:

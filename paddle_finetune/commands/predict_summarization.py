@@ -47,7 +47,8 @@ from paddle_finetune.data.examples import column_names, normalize_column, read_e
 from paddle_finetune.errors import ConfigError, DataError
 from paddle_finetune.evaluation.rouge import rouge_scores
 from paddle_finetune.models.loading import load_trained, usable_positions
-from paddle_finetune.reporting.console import log_to_stderr, quiet_libraries
+from paddle_finetune.reporting.console import console_on_stderr, quiet_libraries
+from paddle_finetune.runtime.environment import record_launch_env
 from paddle_finetune.tasks.summarization import (
     KNOWN_COLUMN_PAIRS,
     PREDICTION_DEFAULTS,
@@ -116,6 +117,13 @@ def score(examples, predictions, gen_tokens):
 
 
 def main(argv=None):
+    """The command line; returns its exit status. Log lines go to stderr while it runs: stdout is its data."""
+    record_launch_env()  # before paddle loads (zlib first on paddle 2.6)
+    with console_on_stderr():
+        return _main(argv)
+
+
+def _main(argv=None):
     pairs = ", ".join(f"{t}/{s}" for t, s in KNOWN_COLUMN_PAIRS)
     parser = argparse.ArgumentParser(prog="predict_summarization.py", description=__doc__.replace("KNOWN_PAIRS", pairs),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -134,7 +142,6 @@ def main(argv=None):
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--device", type=str.lower, choices=["auto", "gpu", "cpu"], default="auto")
     args = parser.parse_args(argv)
-    log_to_stderr()  # stdout is the predictions
     quiet_libraries()
 
     try:

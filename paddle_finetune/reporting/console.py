@@ -14,6 +14,7 @@ run's exit (training.session), never through sys.excepthook.
 
 Imports: the standard library; tqdm inside _emit; of the project `runtime.state` and `runtime.distributed`.
 """
+import contextlib
 import logging
 import os
 import pprint
@@ -45,12 +46,19 @@ def _stamp(msg):
     return f"[{time.strftime('%H:%M:%S')}] {msg}"
 
 
-_console = {}
+_console = {}  # "stream": "stderr" while a prediction command runs (process state with one owner: console_on_stderr)
 
 
-def log_to_stderr():
-    """For the prediction CLIs, whose stdout is their data: log lines (and routed library warnings) go to stderr."""
-    _console["stream"] = sys.stderr
+@contextlib.contextmanager
+def console_on_stderr():
+    """For the prediction commands, whose stdout is their data: while inside, log lines (and routed library
+    warnings) go to stderr; afterwards to stdout again, so the next run in this process logs where it should."""
+    previous = _console.get("stream")
+    _console["stream"] = "stderr"
+    try:
+        yield
+    finally:
+        _console["stream"] = previous
 
 
 def _emit(line, stream=None):
@@ -58,7 +66,7 @@ def _emit(line, stream=None):
     from tqdm import tqdm
 
     line = scrub_temp_paths(line)
-    stream = stream or _console.get("stream") or sys.stdout
+    stream = stream or (sys.stderr if _console.get("stream") == "stderr" else sys.stdout)
     tqdm.write(line, file=stream)
     stream.flush()
     state.current().run_log.write(line)
@@ -135,7 +143,7 @@ def record_in_run_log(lines):
 
 
 def reset_console():
-    """Log lines go to stdout again (a prediction tool's log_to_stderr is undone)."""
+    """Log lines go to stdout again, whatever a command left behind."""
     _console.pop("stream", None)
 
 

@@ -16,7 +16,7 @@ import pytest
 from checkpoint_helpers import make_checkpoint
 
 from paddle_finetune.checkpoints import storage
-from helpers import tiny_bart_arg
+from helpers import run_entry, tiny_bart_arg
 from paddle_finetune.checkpoints.files import COMPLETE_MARKER, OPTIMIZER_FILE, TRAINER_STATE_FILE, checkpoint_step
 from paddle_finetune.checkpoints.listing import latest_checkpoint, list_checkpoints, rotate_checkpoints
 from paddle_finetune.checkpoints.output_dir import clean_stale_temp_dirs
@@ -43,7 +43,8 @@ def env():
 
 
 def run(out, *extra, timeout=120):
-    return subprocess.run(train_cmd(out, *extra), cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env())
+    """train.py's command line, in this process (a SIGKILL or a signal needs a real one: start_and_wait_for_step)."""
+    return run_entry(train_cmd(out, *extra)[1:], env={"WANDB_MODE": "disabled"})
 
 
 def losses(out):
