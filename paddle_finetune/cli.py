@@ -18,7 +18,7 @@ import sys
 
 from paddle_finetune.configuration.parse import config_from_values, parse_config
 from paddle_finetune.errors import FinetuneError, HelpRequested, RunInterrupted
-from paddle_finetune.reporting.console import error, quiet_libraries
+from paddle_finetune.reporting.console import error, quiet_libraries, unquiet_libraries
 from paddle_finetune.runtime.environment import record_launch_env
 from paddle_finetune.training.session import Run
 
@@ -26,7 +26,7 @@ from paddle_finetune.training.session import Run
 def run_main(main, defaults, prog, doc="", argv=None):
     """A trainer's command line: parse argv, run main(config) inside a Run, exit with the status above."""
     record_launch_env()
-    quiet_libraries()  # before paddle's import, so its import-time warnings are routed too
+    owns_quieting = quiet_libraries()  # before paddle's import, so its import-time warnings are routed too
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         config = parse_config(defaults, argv, prog=prog, doc=doc)
@@ -43,6 +43,9 @@ def run_main(main, defaults, prog, doc="", argv=None):
     except KeyboardInterrupt:
         error("interrupted (Ctrl-C) before training started; nothing was saved")
         raise SystemExit(130) from None
+    finally:
+        if owns_quieting:  # called in-process (a notebook's train.cli([...])): give the libraries' console back
+            unquiet_libraries()
     raise SystemExit(0)
 
 

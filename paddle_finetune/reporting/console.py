@@ -189,7 +189,21 @@ def _library_warning(text):
 
 
 _library_handler = _LibraryHandler()
-_quiet = {"on": False}
+
+
+class _Routing:
+    """What quiet_libraries changed in the logging and warnings machinery, so unquiet_libraries can put it back:
+    the process-wide routing has one owner (the first to quiet, e.g. a Run in a notebook) and a reset."""
+
+    def __init__(self):
+        self.on = False
+        self.filtered = []  # loggers we added _route_to_log to
+        self.removed = []  # (logger, console handler) we took off
+        self.added = []  # loggers we added _library_handler to
+        self.showwarning = None
+
+
+_routing = _Routing()
 
 
 def _route_to_log(record):
@@ -209,8 +223,10 @@ def _route_console_handlers():
         consoles = [h for h in logger.handlers if _is_console_handler(h)]
         for handler in consoles:
             logger.removeHandler(handler)
+            _routing.removed.append((logger, handler))
         if (consoles or logger is logging.getLogger()) and _library_handler not in logger.handlers:
             logger.addHandler(_library_handler)
+            _routing.added.append(logger)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -220,7 +236,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 def reroute_library_chatter():
     """After quiet_libraries(): catch the console handlers of libraries imported since (wandb, visualdl)."""
-    if _quiet["on"]:
+    if _routing.on:
         _route_console_handlers()
 
 
@@ -230,14 +246,42 @@ def quiet_libraries():
     paddlenlp's per-file save/load messages, jieba's dictionary messages, paddle's and datasets' INFO
     lines go to debug(); their warnings, and Python warnings, become our WARNING lines; wandb is started
     silent by open_reporting. Idempotent; open_reporting repeats the handler sweep for libraries
-    imported since.
+    imported since. Returns True when this call turned the routing on (its caller owns it and may undo it
+    with unquiet_libraries), False when it was on already.
     """
-    _quiet["on"] = True
+    if _routing.on:
+        _route_console_handlers()
+        return False
+    _routing.on = True
+    _routing.showwarning = warnings.showwarning
     for name in _FILTERED_LOGGERS:
         logger = logging.getLogger(name)
         if _route_to_log not in logger.filters:
             logger.addFilter(_route_to_log)
+            _routing.filtered.append(logger)
     _route_console_handlers()
     for pattern in _IGNORED_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
     warnings.showwarning = _show_warning
+    return True
+
+
+def unquiet_libraries():
+    """Undo quiet_libraries: every logger gets its console handlers back, Python warnings print as before."""
+    global _routing
+    if not _routing.on:
+        return
+    for logger in _routing.filtered:
+        logger.removeFilter(_route_to_log)
+    for logger in _routing.added:
+        logger.removeHandler(_library_handler)
+    for logger, handler in _routing.removed:
+        if handler not in logger.handlers:
+            logger.addHandler(handler)
+    if warnings.showwarning is _show_warning:
+        warnings.showwarning = _routing.showwarning
+    ours = [f for f in warnings.filters if f[0] == "ignore" and getattr(f[1], "pattern", None) in _IGNORED_WARNINGS]
+    for entry in ours:  # only the filters we added: a library imported meanwhile keeps its own
+        warnings.filters.remove(entry)
+    warnings._filters_mutated()
+    _routing = _Routing()

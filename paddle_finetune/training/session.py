@@ -1,7 +1,7 @@
 """A run: the object that owns what a run holds in this process, and its first steps.
 
-`Run(config)` is a context manager. Entering it records the launch environment, quiets the libraries, begins
-the run's state (runtime.state: run.log, warnings shown once, which rank writes, staging dir) and claims
+`Run(config)` is a context manager. Entering it records the launch environment, quiets the libraries (and, when
+it was the one to quiet them, gives their log handlers and warning display back at the end), begins the run's state (runtime.state: run.log, warnings shown once, which rank writes, staging dir) and claims
 output_dir (an flock for the whole run). Leaving it, by success, error or signal, writes an error or a
 traceback to run.log, releases the claims (a run refused before open_output_dir leaves output_dir as it was),
 closes run.log and removes the staging dir. Signal handlers are the loop's, and only on the main thread
@@ -22,11 +22,7 @@ from paddle_finetune.checkpoints.output_dir import (
 )
 from paddle_finetune.errors import ConfigError, FinetuneError, RunInterrupted
 from paddle_finetune.models.loading import check_pretrained_dir
-from paddle_finetune.reporting.console import (
-    describe_config,
-    quiet_libraries,
-    record_in_run_log,
-)
+from paddle_finetune.reporting.console import describe_config, quiet_libraries, record_in_run_log, unquiet_libraries
 from paddle_finetune.runtime import state
 from paddle_finetune.runtime.distributed import (
     get_rank,
@@ -46,10 +42,13 @@ class Run:
         self.config = config
         self.command = command
         self.state = None
+        self.owns_quieting = False
 
     def __enter__(self):
         record_launch_env()
-        quiet_libraries()  # before paddle's import, so its import-time warnings are routed too
+        # Before paddle's import, so its import-time warnings are routed too. The command line quieted them
+        # already (for its whole process); called from Python, this run quiets them and gives them back.
+        self.owns_quieting = quiet_libraries()
         self.state = state.begin()
         self.state.command = self.command
         try:
@@ -73,6 +72,8 @@ class Run:
             release_run_claims()
         finally:
             state.end(self.state)
+            if self.owns_quieting:
+                unquiet_libraries()
 
 
 def _run_log_lines(exc_type, exc, tb):

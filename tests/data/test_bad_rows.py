@@ -1,15 +1,11 @@
-"""Issue #6 bad input: each case through the real `python train.py`, stopped before training with
-the file and line (or key) named; --skip_bad_rows=True skips and counts instead.
-
-The error runs stop before any model is built, so they run concurrently to keep the suite fast.
-"""
+"""Issue #6 bad input: each case through train.py's real command line (in this process), stopped before
+training with the file and line (or key) named; --skip_bad_rows=True skips and counts instead."""
 import json
 import os
-import subprocess
-import sys
 
 from paddle_finetune.paths import PROJECT_ROOT
 import pytest
+from helpers import run_entry
 
 ROOT = PROJECT_ROOT
 GOOD = [{"content": f"第{i}条新闻的正文内容，讲述了一件事情。", "title": f"第{i}条标题"} for i in range(12)]
@@ -44,24 +40,18 @@ CASES = {
 
 
 def command(train_file, out, extra):
-    return [sys.executable, "train.py", f"--train_file={train_file}", "--dev_file=", f"--output_dir={out}",
-            "--device=cpu", "--report_to=none", *extra]
+    return ["train.py", f"--train_file={train_file}", "--dev_file=", f"--output_dir={out}", "--device=cpu", "--report_to=none", *extra]
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     base = tmp_path_factory.mktemp("bad")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled"}
-    procs = {}
+    done = {}
     for name, (content, extra, _) in CASES.items():
         path = base / f"{name}.jsonl"
         path.write_bytes(content)
-        procs[name] = (str(path), base / f"out-{name}", subprocess.Popen(
-            command(path, base / f"out-{name}", extra), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
-    done = {}
-    for name, (path, out, proc) in procs.items():
-        stdout, stderr = proc.communicate(timeout=180)
-        done[name] = (path, out, proc.returncode, stdout, stderr)
+        result = run_entry(command(path, base / f"out-{name}", extra), env={"WANDB_MODE": "disabled"})
+        done[name] = (str(path), base / f"out-{name}", result.returncode, result.stdout, result.stderr)
     return done
 
 
@@ -82,9 +72,9 @@ def test_skip_bad_rows_skips_and_counts_them(tmp_path):
     lines = jsonl(GOOD).splitlines(keepends=True)
     path = tmp_path / "train.jsonl"
     path.write_bytes(b"".join(lines[:3] + [b + b"\n" for b in bad_lines] + lines[3:]))
-    result = subprocess.run(command(path, tmp_path / "out", [TINY, "--skip_bad_rows=True", "--max_steps=1", "--train_batch_size=4",
-                                                             "--save_steps=1", "--max_source_length=32", "--max_target_length=8"]),
-                            cwd=ROOT, capture_output=True, text=True, timeout=180, env={**os.environ, "WANDB_MODE": "disabled"})
+    result = run_entry(command(path, tmp_path / "out", [TINY, "--skip_bad_rows=True", "--max_steps=1", "--train_batch_size=4",
+                                                        "--save_steps=1", "--max_source_length=32", "--max_target_length=8"]),
+                       env={"WANDB_MODE": "disabled"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"skip_bad_rows: skipped 4 bad row(s) in {path}; first: {path}:4: malformed JSON" in result.stdout
     assert "data: train 12" in result.stdout

@@ -108,3 +108,17 @@ def test_grad_scaler_off_on_cpu_never_reports_a_skip():
     paddle.set_device("cpu")
     scaler = paddle.amp.GradScaler(enable=True)
     assert not scaler.is_enable() and amp_step_skipped(scaler) is False and loss_scale(scaler) is None
+
+
+def test_a_train_state_written_before_the_package_move_loads_unchanged():
+    """The record a pre-package checkpoint holds (trainer_state.json's "train_state", written by the flat-module
+    version) loads into TrainState with every value kept, and the keys it lacks take their defaults; resuming
+    such a checkpoint was checked end to end against an uninterrupted run (identical checkpoint-4 weights)."""
+    from paddle_finetune.training.state import TrainState
+
+    old = {"global_step": 2, "epoch": 0, "position": 2, "best_metric": 4.7727, "best_step": 2, "best_checkpoint": "checkpoint-2",
+           "metric_for_best": "rougeL", "evals_without_improvement": 0, "world_size": 1, "amp_skipped_in_a_row": 0}
+    state = TrainState.from_dict({**old, "a_key_from_the_future": 1})
+    assert {k: v for k, v in state.to_dict().items() if k in old} == old
+    assert state.wandb_run_id is None and state.stopped_early_at is None and state.final_model_step is None
+    assert TrainState.from_dict(state.to_dict()) == state

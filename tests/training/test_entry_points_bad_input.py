@@ -17,13 +17,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from helpers import ROOT, read_jsonl
+from helpers import ROOT, read_jsonl, run_entry
 
-PARALLEL = 2  # the machine has 2 cores
 TINY = {
     "train.py": "--model_config={'d_model': 32, 'encoder_layers': 1, 'decoder_layers': 1, 'encoder_attention_heads': 2, "
                 "'decoder_attention_heads': 2, 'encoder_ffn_dim': 64, 'decoder_ffn_dim': 64}",
@@ -265,7 +263,8 @@ def child_env():
 
 
 def run(argv, cwd):
-    return subprocess.run([sys.executable, *argv], cwd=cwd, capture_output=True, text=True, timeout=300, env=child_env())
+    """The entry point's real command line, in this process (helpers.run_entry), from cwd."""
+    return run_entry([os.path.relpath(argv[0], ROOT), *argv[1:]], cwd=cwd, env={"WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"})
 
 
 @pytest.fixture(scope="module")
@@ -302,9 +301,7 @@ def world(tmp_path_factory):
         extra = [] if "--output_dir=out" in args else [f"--output_dir={out}"]
         jobs[name] = ([os.path.join(ROOT, prog), TINY[prog], *FAST, *[fill(a, files) for a in args], *extra],
                       str(work) if "--output_dir=out" in args else ROOT)
-    with ThreadPoolExecutor(PARALLEL) as pool:
-        futures = {name: pool.submit(run, argv, cwd) for name, (argv, cwd) in jobs.items()}
-        results = {name: f.result() for name, f in futures.items()}
+    results = {name: run(argv, cwd) for name, (argv, cwd) in jobs.items()}
     return {"files": files, "results": results, "outs": outs, "before": before, "work": str(work)}
 
 

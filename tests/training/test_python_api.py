@@ -8,11 +8,13 @@ its process state and gives all of it back.
 - a user's own distributed.py / metrics.py first on sys.path breaks no trainer or tool.
 """
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
+import warnings
 
 import pytest
 
@@ -20,6 +22,7 @@ import train
 import train_classification
 from helpers import ROOT, read_jsonl, run_entry, tiny_bart_config
 from paddle_finetune.errors import ConfigError, DataError
+from paddle_finetune.reporting.console import unquiet_libraries
 from paddle_finetune.runtime import state
 
 SMALL = dict(model_config=tiny_bart_config(), report_to="none", device="cpu", max_steps=4, save_steps=2, logging_steps=1,
@@ -33,7 +36,9 @@ def run_log_runs(out):
 
 
 def test_run_twice_in_one_process_gives_two_complete_runs(tmp_path):
+    unquiet_libraries()  # as in a fresh kernel: nothing routed yet
     hook, handlers = sys.excepthook, {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    root_handlers, showwarning = list(logging.getLogger().handlers), warnings.showwarning
     first = train.run(output_dir=str(tmp_path / "a"), **SMALL)
     second = train.run(dict(SMALL, output_dir=str(tmp_path / "b"), learning_rate=3e-3))
     for out, results in ((tmp_path / "a", first), (tmp_path / "b", second)):
@@ -46,6 +51,7 @@ def test_run_twice_in_one_process_gives_two_complete_runs(tmp_path):
     assert first["train_loss"] != second["train_loss"], "the second run used its own learning rate"
     assert not state.current().active and state.current().run_log.file is None and not state.current().claims
     assert sys.excepthook is hook and {s: signal.getsignal(s) for s in handlers} == handlers
+    assert logging.getLogger().handlers == root_handlers and warnings.showwarning is showwarning, "library logging given back"
 
 
 def test_run_gives_the_metrics_the_command_line_gives(tmp_path):
@@ -126,7 +132,7 @@ import sys
 sys.path.insert(0, {str(user)!r})
 import train, train_classification, train_mlm, train_clm
 from paddle_finetune.commands import predict_summarization
-results = train.run(output_dir={str(out)!r}, report_to="none", device="cpu", max_steps=1, save_steps=1,
+results = train.run(output_dir={str(out)!r}, report_to="none", device="cpu", max_steps=1, save_steps=1, max_source_length=48,
                     max_train_samples=8, train_batch_size=8, max_eval_samples=2, eval_batch_size=2,
                     model_config={tiny_bart_config()!r})
 code = predict_summarization.main([{str(out)!r}, {os.path.join(ROOT, "datasets", "sample_summarization", "dev.jsonl")!r},
