@@ -1,7 +1,7 @@
 """Fine-tune BART for summarization with PaddlePaddle.
 
     python train.py                                  # built-in sample, tiny BART, CPU-friendly
-    python train.py --config configs/lcsts_new.py    # a preset
+    python train.py --config configs/lcsts_new.yaml  # a preset (.yaml, .py or .json)
     python train.py --learning_rate=3e-4 --max_steps=500
     python -m paddle.distributed.launch --nproc_per_node 2 train.py ...
 
