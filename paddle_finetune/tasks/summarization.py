@@ -26,7 +26,7 @@ from paddle_finetune.reporting.progress import progress_bar
 from paddle_finetune.training.task import Batch
 
 # What prediction uses where a model directory has no train_config.json (a converted or foreign model): the values
-# train.py's CONFIG ships with (tests/tasks/test_summarization.py checks that they agree).
+# train.py's CONFIG ships with (tests/trainers/test_train.py checks that they agree).
 PREDICTION_DEFAULTS = {"max_source_length": 192, "max_target_length": 32, "min_target_length": 0, "num_beams": 1,
                        "eval_batch_size": 64, "fast_kernels": True, "rouge_style": DEFAULT_ROUGE_STYLE}
 

@@ -15,6 +15,13 @@ TINY_MODEL = tiny_bart_arg(max_position_embeddings=512)
 SAMPLE_SPLITS = [f"--{split}_file=datasets/sample_summarization/{split}.jsonl" for split in ("train", "dev", "test")]
 
 
+def test_prediction_defaults_are_the_values_train_py_ships_with():
+    """What the prediction tool uses for a model without train_config.json (a converted one) is training's default."""
+    from paddle_finetune.tasks.summarization import PREDICTION_DEFAULTS
+
+    assert {k: train.CONFIG[k] for k in PREDICTION_DEFAULTS} == PREDICTION_DEFAULTS
+
+
 # ---------------------------------------------------------------------------- collate and labels
 FEATURES = [{"input_ids": [2, 10, 11, 12, 3], "labels": [20, 21, 3]}, {"input_ids": [2, 13, 3], "labels": [22, 3]}]
 
