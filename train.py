@@ -1,7 +1,7 @@
 """Fine-tune BART for summarization with PaddlePaddle.
 
     python train.py                                  # built-in sample, tiny BART, CPU-friendly
-    python train.py --config configs/lcsts_new.py    # a preset
+    python train.py --config configs/lcsts_new.yaml  # a preset (.yaml, .py or .json)
     python train.py --learning_rate=3e-4 --max_steps=500
     python -m paddle.distributed.launch --nproc_per_node 2 train.py ...
 
@@ -17,6 +17,7 @@ import os
 import train_utils as tu
 from paddle_finetune.configuration import (ConfigError, at_least, check_max_lengths, check_model_config, check_rules,
                                            non_negative, one_of, positive, resolve_greater_is_better, training_rules)
+from paddle_finetune.evaluation.rouge import ROUGE_STYLES
 from paddle_finetune.evaluation.sharding import length_sorted_units
 from paddle_finetune.reporting.console import log
 from paddle_finetune.tasks.summarization import (collate, load_data, predict_unit, record_generation_settings, score_split,
@@ -87,6 +88,7 @@ CONFIG = dict(
     save_steps=75,  # a checkpoint every this many steps, and at the end
     save_total_limit=2,  # checkpoints kept (0 = all); the best (by metric_for_best) and the newest are always kept
     metric_for_best="rougeL",  # "rouge1", "rouge2", "rougeL" or "loss" on dev: picks the best checkpoint
+    rouge_style="chars",  # ROUGE convention: "chars" (PaddleNLP/CPT, the published LCSTS numbers), "words" (jieba words + rouge-chinese, LLaMA-Factory), "cjk_tokens" (this project's earlier scores: CJK chars and Latin words, punctuation dropped)
     greater_is_better=None,  # None: inferred (perplexity and loss are lower-is-better)
     load_best_model_at_end=True,  # after training, load the best checkpoint's weights for the test split and the final export; False keeps the last
     early_stopping_patience=0,  # stop after this many evaluations without improvement; 0 = off
@@ -112,6 +114,7 @@ def validate_config(cfg):
         "num_beams": (at_least(1),),
         "num_eval_samples_logged": (non_negative,),
         "metric_for_best": (one_of("rouge1", "rouge2", "rougeL", "loss"),),
+        "rouge_style": (one_of(*ROUGE_STYLES),),
     })
     resolve_greater_is_better(cfg["metric_for_best"], cfg["greater_is_better"])
     if cfg["max_target_length"] < cfg["min_target_length"]:
@@ -167,7 +170,7 @@ def main(cfg):
 
     def score_fn(split, outputs, step):
         metrics, predictions = score_split(data[split], eval_units[split], outputs,
-                                           os.path.join(cfg["output_dir"], f"predictions_{split}.jsonl"))
+                                           os.path.join(cfg["output_dir"], f"predictions_{split}.jsonl"), cfg["rouge_style"])
         rows = [{"source": ex["source"][:200], "reference": ex["target"], "prediction": p}
                 for ex, p in list(zip(data[split], predictions))[: cfg["num_eval_samples_logged"]]] if split == "dev" else []
         return tu.Scored(metrics, rows)

@@ -1,5 +1,5 @@
 # CSL title generation: paper abstract -> title, from headerless TSV (prompt<TAB>abstract<TAB>title).
-#   python train.py --config configs/csl_title.py
+#   python train.py --config configs/csl_title.py   (the same settings: configs/csl_title.yaml)
 # Points at the CSL sample beside the project; for the full CSL data set train_file/dev_file.
 # Abstracts average 209 characters (95% under 412), titles 19 (max 50).
 train_file = "../shared/data/csl/ts_dev.tsv"

@@ -1,10 +1,6 @@
-# LCSTS (Chinese short-text summarization) with a pretrained Chinese BART, on a GPU with AMP.
+# The LCSTS recipe in Python: the same settings as configs/lcsts_new.yaml, which documents what it aims at
+# (fnlp/bart-base-chinese, ROUGE-L 38.78 in rouge_style "chars"), what it needs and its estimated cost.
 #   python train.py --config configs/lcsts_new.py
-# fnlp/bart-base-chinese is a Hugging Face checkpoint (BertTokenizer vocab): download it once, e.g.
-#   huggingface-cli download fnlp/bart-base-chinese --local-dir models/bart-base-chinese
-# train.py converts it to Paddle on first use (cached in models/bart-base-chinese-paddle).
-# lcsts_new downloads through paddlenlp when online; offline, pass train_file/dev_file with
-# local copies in its JSON-lines format ({"id", "content", "summary"}).
 pretrained_model = "models/bart-base-chinese"
 dataset_name = "lcsts_new"
 train_file = ""
@@ -28,3 +24,4 @@ logging_steps = 100
 save_steps = 5000
 save_total_limit = 3
 num_beams = 4
+rouge_style = "chars"

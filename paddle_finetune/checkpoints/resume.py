@@ -23,6 +23,8 @@ from paddle_finetune.reporting.console import log
 # Changing these between a checkpoint and its resume is allowed and logged: they only touch reporting,
 # evaluation, where the run lives, or how long it goes (max_steps/num_train_epochs also stretch the LR
 # decay, which is what extending a run means). Every other key is unsafe by default (resume_mismatches).
+# rouge_style is left out on purpose: it defines what the dev scores mean (the styles differ by points), so the best
+# so far could not be compared with the resumed run's evaluations; its name is in every metric record.
 SAFE_RESUME_KEYS = frozenset({
     "max_steps", "num_train_epochs", "logging_steps", "eval_steps", "save_steps", "save_total_limit",
     "report_to", "eval_batch_size", "output_dir", "resume_from_checkpoint", "overwrite_output_dir",

@@ -24,8 +24,9 @@ The columns used are printed on stderr.
 Outputs:
   predictions  JSON lines {"source", "prediction"} (plus "reference" with references), in input order:
                to --output (written whole, through a temporary file) or, without --output, to stdout.
-  metrics      with references: rouge1, rouge2, rougeL (0-100, computed as in training), gen_len (tokens),
-               gen_chars and row counts, over the rows with a non-empty reference. Printed on stderr, and
+  metrics      with references: rouge1, rouge2, rougeL (0-100) in --rouge_style, named as rouge_style (the
+               model's training style by default, else "chars"), gen_len (tokens), gen_chars and row counts,
+               over the rows with a non-empty reference. Printed on stderr, and
                with --output also saved next to it as <output without its extension>.metrics.json
                (--output=preds.jsonl -> preds.metrics.json); without references an earlier file of that name
                is removed, so it is never read as these predictions' metrics.
@@ -45,7 +46,7 @@ from paddle_finetune.commands.output import (
 from paddle_finetune.configuration.rules import check_max_lengths
 from paddle_finetune.data.examples import column_names, normalize_column, read_examples
 from paddle_finetune.errors import ConfigError, DataError
-from paddle_finetune.evaluation.rouge import rouge_scores
+from paddle_finetune.evaluation.rouge import ROUGE_STYLES
 from paddle_finetune.models.loading import load_trained, usable_positions
 from paddle_finetune.reporting.console import console_on_stderr, quiet_libraries
 from paddle_finetune.runtime.environment import record_launch_env
@@ -55,6 +56,7 @@ from paddle_finetune.tasks.summarization import (
     decode_ids,
     generate_ids,
     generated_length,
+    rouge_metrics,
     special_ids,
     tokenize_examples,
 )
@@ -102,15 +104,16 @@ def read_inputs(path, text_column, reference_column, skip_bad_rows=False):
     return examples, columns
 
 
-def score(examples, predictions, gen_tokens):
-    """ROUGE over the rows with a non-empty reference, gen_len/gen_chars over all rows, and the counts."""
+def score(examples, predictions, gen_tokens, rouge_style):
+    """ROUGE (in rouge_style, named) over the rows with a non-empty reference, gen_len/gen_chars over all rows, and
+    the counts."""
     import numpy as np
-
 
     scored = [i for i, ex in enumerate(examples) if ex["reference"]]
     metrics = {"rows": len(examples), "scored_rows": len(scored)}
     if scored:
-        metrics.update(rouge_scores([predictions[i] for i in scored], [examples[i]["reference"] for i in scored]))
+        metrics.update(rouge_metrics([predictions[i] for i in scored], [examples[i]["reference"] for i in scored],
+                                     rouge_style))
     metrics["gen_len"] = float(np.mean(gen_tokens)) if gen_tokens else 0.0
     metrics["gen_chars"] = float(np.mean([len(p) for p in predictions])) if predictions else 0.0
     return metrics
@@ -141,6 +144,10 @@ def _main(argv=None):
     parser.add_argument("--max_target_length", type=int, default=None, help="tokens generated; default: training's")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--device", type=str.lower, choices=["auto", "gpu", "cpu"], default="auto")
+    parser.add_argument("--rouge_style", choices=list(ROUGE_STYLES), default=None,
+                        help="ROUGE convention (see train.py --help): \"chars\" (PaddleNLP/CPT, the published LCSTS "
+                             "numbers), \"words\" (jieba words, LLaMA-Factory) or \"cjk_tokens\"; default: the one "
+                             "the model was trained with, else \"chars\"")
     args = parser.parse_args(argv)
     quiet_libraries()
 
@@ -159,6 +166,11 @@ def _main(argv=None):
             cfg["num_beams"] = args.num_beams
         if args.max_target_length is not None:
             cfg["max_target_length"] = args.max_target_length
+        if args.rouge_style is not None:
+            cfg["rouge_style"] = args.rouge_style
+        elif cfg.get("rouge_style") not in ROUGE_STYLES:  # a train_config.json from elsewhere, with another value
+            raise ConfigError(f"{model_dir}: train_config.json has rouge_style {cfg.get('rouge_style')!r}; "
+                              f"pass --rouge_style ({', '.join(ROUGE_STYLES)})")
         limit = usable_positions(model)
         if limit is not None:
             check_max_lengths({"max_target_length": cfg["max_target_length"]}, limit, args.checkpoint)
@@ -185,14 +197,15 @@ def _main(argv=None):
         sys.stdout.flush()
     remove_stale_metrics(args.output, has_references)
     if has_references:
-        metrics = score(examples, predictions, [generated_length(r, ids["eos"], ids["pad"]) for r in rows])
+        metrics = score(examples, predictions, [generated_length(r, ids["eos"], ids["pad"]) for r in rows], cfg["rouge_style"])
         shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
         unscored = metrics["rows"] - metrics["scored_rows"]
         if not metrics["scored_rows"]:
             stderr(f"no ROUGE: every reference (column {columns['reference']!r}) is empty")
         stderr(f"metrics over {metrics['scored_rows']} of {metrics['rows']} rows (reference column {columns['reference']!r}"
                + (f"; {unscored} with an empty reference not scored" if unscored else "") + "): "
-               + ", ".join(f"{k}={v}" for k, v in shown.items() if k not in ("rows", "scored_rows")))
+               + ", ".join(f"{k}={v}" for k, v in shown.items() if k not in ("rows", "scored_rows", "rouge_style"))
+               + (f" (rouge_style {metrics['rouge_style']})" if "rouge_style" in metrics else ""))
         if args.output:
             path = metrics_path(args.output)
             write_atomic(path, json.dumps({"model": model_dir, "input": args.input, "text_column": columns["source"],

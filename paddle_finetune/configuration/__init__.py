@@ -7,11 +7,14 @@ type is a ConfigError naming the key, raised before any work starts. A dict give
 key (model_config) updates the default one level deep instead of replacing it. Every message is one
 line: the entry point prints `error: <message>` and exits 2.
 
-Three modules, because they change for different reasons: `parse` (reading argv and config files),
-`help` (the --help text generated from a trainer's source) and `rules` (the range checks).
+Four modules, because they change for different reasons: `parse` (reading argv, merging), `files` (the
+.yaml/.py/.json config files, with the line of each key where the format tells it), `help` (the --help text
+generated from a trainer's source) and `rules` (the range checks).
 
-Imports: the standard library only (check_model_config is given the paddlenlp config class).
+Imports: the standard library; PyYAML inside configuration.files (check_model_config is given the paddlenlp
+config class).
 """
+from paddle_finetune.configuration.files import read_config_file  # noqa: F401
 from paddle_finetune.configuration.help import format_help  # noqa: F401
 from paddle_finetune.configuration.parse import (  # noqa: F401
     check_override,

@@ -1,15 +1,14 @@
 """Reading a configuration: defaults <- --config FILE <- --key=value, each value a Python literal
 checked against the type of its default, and the values normalised to one spelling (device, report_to).
 
-Imports: the standard library; of the project `errors`, `paths` and `configuration.help`.
+Imports: the standard library; of the project `errors`, `paths`, `configuration.files` and `configuration.help`.
 """
 import ast
 import copy
 import difflib
-import json
 import os
-from typing import Any, Dict
 
+from paddle_finetune.configuration.files import find_config_file, load_config_file, read_config_file  # noqa: F401
 from paddle_finetune.configuration.help import format_help
 from paddle_finetune.errors import ConfigError, HelpRequested
 from paddle_finetune.paths import PROJECT_ROOT
@@ -131,35 +130,6 @@ def parse_value(text, default):
 
 
 # ----------------------------------------------------------------------------
-# config files
-# ----------------------------------------------------------------------------
-def find_config_file(path, root):
-    for candidate in (path, os.path.join(root, path), os.path.join(root, "configs", path)):
-        if os.path.isfile(candidate):
-            return candidate
-    raise ConfigError(f"config file not found: {path} (looked in ., {root} and {os.path.join(root, 'configs')})")
-
-
-def load_config_file(path):
-    """A .json object, or a .py file whose top-level UPPER/lower names are config keys."""
-    if path.endswith(".json"):
-        with open(path, encoding="utf-8") as f:
-            try:
-                values = json.load(f)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}:{e.lineno}: malformed JSON config ({e.msg})") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: a JSON config must be an object of key: value")
-        # JSON has no comments: keys starting with "_" (e.g. "_comment") are notes, not settings.
-        return {k: v for k, v in values.items() if not k.startswith("_")}
-    if path.endswith(".py"):
-        scope: Dict[str, Any] = {}
-        with open(path, encoding="utf-8") as f:
-            exec(compile(f.read(), path, "exec"), scope)  # noqa: S102 - config files are the user's own code
-        return {k: v for k, v in scope.items() if not k.startswith("_") and not callable(v) and not isinstance(v, type(os))}
-    raise ConfigError(f"config file {path} must end in .py or .json")
-
-# ----------------------------------------------------------------------------
 # the command line
 # ----------------------------------------------------------------------------
 def parse_config(defaults, argv, prog="train.py", doc="", root=None, source=None):
@@ -196,8 +166,8 @@ def parse_config(defaults, argv, prog="train.py", doc="", root=None, source=None
             i += 1
         if key == "config":
             path = find_config_file(value, root)
-            for k, v in load_config_file(path).items():
-                config[k] = merge_value(config.get(k), check_override(defaults, k, v, path))
+            for k, (v, where) in read_config_file(path).items():
+                config[k] = merge_value(config.get(k), check_override(defaults, k, v, where))
         else:
             overrides.append((key, value))
         i += 1
@@ -215,16 +185,15 @@ def config_from_values(defaults, config=None, overrides=None, root=None):
     a ConfigError naming it. Values are Python values here, never parsed from text."""
     merged = copy.deepcopy(defaults)
     if isinstance(config, (str, os.PathLike)):
-        path = find_config_file(os.fspath(config), root or PROJECT_ROOT)
-        values, source = load_config_file(path), path
+        entries = read_config_file(find_config_file(os.fspath(config), root or PROJECT_ROOT))
     elif isinstance(config, dict):
-        values, source = config, "config"
+        entries = {key: (value, "config") for key, value in config.items()}
     elif config is None:
-        values, source = {}, "config"
+        entries = {}
     else:
         raise ConfigError(f"config must be a preset path or a dict, got {type(config).__name__}")
-    for key, value in values.items():
-        merged[key] = merge_value(merged.get(key), check_override(defaults, key, value, source))
+    for key, (value, where) in entries.items():
+        merged[key] = merge_value(merged.get(key), check_override(defaults, key, value, where))
     for key, value in (overrides or {}).items():
         merged[key] = merge_value(merged.get(key), check_override(defaults, key, value, f"run({key}=...)"))
     return merged

@@ -1,159 +1,72 @@
-"""ROUGE-1/2/L for Chinese, English and mixed text, in pure Python.
+"""ROUGE-1/2/L for summaries, in pure Python, in the convention (rouge_style) whose numbers you compare with.
 
-Why not just use the ``rouge_score`` package: its default tokenizer deletes
-every non-ASCII character, so Chinese predictions score 0 against anything.
-This module tokenizes CJK text per character (the usual convention for
-Chinese ROUGE) and scores with the same formulas as ``rouge_score``:
+Published Chinese ROUGE comes in conventions that differ by points, not decimals, so every figure this project
+writes names its style (metrics.jsonl, all_results.json, the dashboards, the prediction tool's metrics):
 
-* rouge1 / rouge2: clipped n-gram overlap, F1 = 2PR / (P + R).
-* rougeL: sentence-level LCS F1 (``rouge_score``'s "rougeL", not "rougeLsum").
+    "chars"       PaddleNLP's summarization examples and fnlp/CPT: every character a token, punctuation
+                  included, scored like the `rouge` package (pltrdy). The LCSTS figures papers report
+                  (fnlp/bart-base-chinese ROUGE-L 38.78) are in this style. The default.  (rouge_chars)
+    "words"       LLaMA-Factory and OpenCompass: jieba words scored like `rouge-chinese`; lower.  (rouge_words)
+    "cjk_tokens"  this project's earlier convention: CJK characters and whole lowercased Latin words, punctuation
+                  dropped, `rouge_score`'s formulas (clipped counts, sentence-level LCS).  (rouge_cjk_tokens)
 
-Tokenization rules (``tokenize_for_rouge``):
+Each is the mean over samples of the per-sample F on a 0-100 scale. Hugging Face's `evaluate`/`rouge_score`
+with their default tokenizer score Chinese ~0 (they delete non-ASCII characters); none of these do.
 
-* Every CJK character is its own token: CJK Unified Ideographs (incl.
-  extension A and the supplementary-plane extensions), compatibility
-  ideographs, Hiragana, Katakana and Hangul syllables.
-* Other runs of letters/digits form one lowercased word token. This covers
-  Latin words and numbers, and also keeps e.g. Cyrillic or Greek words instead
-  of silently deleting them (the very pitfall described above).
-* Everything else -- whitespace, ASCII and full-width punctuation, symbols,
-  the underscore -- separates tokens and is dropped.
-* '.' is punctuation everywhere, so numbers and versions split on it:
-  "2.8" -> ['2', '8'], "3.14" -> ['3', '14'], "1,000" -> ['1', '000'].
-  Digits are never glued across punctuation; this keeps the rule one line
-  long and makes prediction and reference split identically.
-* Full-width ASCII forms (U+FF01..U+FF5E, e.g. "ＧＰＴ４") are folded to
-  ASCII first, so they match their half-width spelling ("gpt4").
+The scoring is written here, not imported: the packages are test-only references (tests/evaluation check each
+style against its package on real Chinese text), and the training loop scores every evaluation.
 
-Empty inputs: a pair whose prediction or reference has no tokens (empty,
-whitespace- or punctuation-only) scores 0 on all metrics -- including when
-both are empty, as in ``rouge_score``. Scoring "nothing vs nothing" as 100
-would reward a model for emitting nothing on degenerate references.
-
-Imports: the standard library only.
+Imports: the standard library; of the project `evaluation.lcs` and the three style modules (jieba inside
+rouge_words).
 """
+from paddle_finetune.evaluation import rouge_chars, rouge_cjk_tokens, rouge_words
+from paddle_finetune.evaluation.lcs import lcs_length as rouge_lcs_length  # noqa: F401 - the name tests and tools know
+from paddle_finetune.evaluation.rouge_cjk_tokens import rouge_pair_scores, tokenize_for_rouge  # noqa: F401
 
-import re
-from collections import Counter
+__all__ = ["ROUGE_STYLES", "DEFAULT_ROUGE_STYLE", "ROUGE_NAMES", "check_rouge_style", "pair_scores", "rouge_scores",
+           "tokenize_for_rouge", "rouge_lcs_length", "rouge_pair_scores"]
 
-__all__ = ["tokenize_for_rouge", "rouge_scores", "rouge_lcs_length", "rouge_pair_scores"]
-
-# Ranges whose every code point is a single token. Gaps inside the
-# supplementary range are unassigned, so a single span is safe there.
-_CJK_RANGES = (
-    "\u3400-\u4dbf"  # CJK Unified Ideographs Extension A
-    "\u4e00-\u9fff"  # CJK Unified Ideographs
-    "\uf900-\ufaff"  # CJK Compatibility Ideographs
-    "\U00020000-\U000323af"  # Extensions B..I + Compatibility Supplement
-    "\u3041-\u309f"  # Hiragana
-    "\u30a1-\u30fa\u30fc-\u30ff"  # Katakana, minus ゠ (U+30A0) and the middle dot ・ (U+30FB)
-    "\u31f0-\u31ff"  # Katakana Phonetic Extensions
-    "\uff66-\uff9f"  # Half-width Katakana
-    "\uac00-\ud7af"  # Hangul Syllables
-)
-
-# [^\W_...] = "a word character that is neither '_' nor CJK": i.e. letters and
-# digits of every other script. Excluding CJK here is what stops a Latin run
-# from swallowing adjacent ideographs ("2.8训练" must not yield "8训练").
-_TOKEN_RE = re.compile("[%s]|[^\\W_%s]+" % (_CJK_RANGES, _CJK_RANGES))
-
-# Full-width ASCII variants sit at a fixed offset from ASCII.
-_FULLWIDTH_TO_ASCII = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)}
-
-# int.bit_count needs Python >= 3.10; the fallback keeps older runtimes working.
-_popcount = getattr(int, "bit_count", None) or (lambda x: bin(x).count("1"))
+# style -> (prediction text, reference text) -> (rouge1, rouge2, rougeL) F on 0-1
+ROUGE_STYLES = {
+    "chars": rouge_chars.score_pair,
+    "words": rouge_words.score_pair,
+    "cjk_tokens": rouge_cjk_tokens.score_pair,
+}
+# The style of the numbers users compare with: the published LCSTS results (README, "Which ROUGE").
+DEFAULT_ROUGE_STYLE = "chars"
+ROUGE_NAMES = ("rouge1", "rouge2", "rougeL")
 
 
-def tokenize_for_rouge(text):
-    """Split ``text`` into ROUGE tokens (see the module docstring for the rules)."""
-    return _TOKEN_RE.findall(text.translate(_FULLWIDTH_TO_ASCII).lower())
+def check_rouge_style(style):
+    """The style's scorer; a ValueError naming the styles for any other value."""
+    try:
+        return ROUGE_STYLES[style]
+    except (KeyError, TypeError):
+        raise ValueError(f"rouge_style must be one of {', '.join(repr(s) for s in ROUGE_STYLES)}, got {style!r}") from None
 
 
-def rouge_lcs_length(a, b):
-    """Length of the longest common subsequence of two token sequences.
-
-    Bit-parallel LCS (Allison-Dix / Hyyro): bit i of ``v`` is 0 where row i
-    of the classic DP table steps up, so one big-int add per token of ``b``
-    replaces a whole DP column. This is O(len(b)) Python operations instead
-    of O(len(a) * len(b)), which is what makes 1000 long pairs cheap.
-    """
-    if len(a) < len(b):
-        # Looping over the shorter sequence means fewer interpreted steps;
-        # the longer one goes into the (cheap, one-pass) bitmask table.
-        a, b = b, a
-    if not b:
-        return 0
-    masks = {}
-    for i, tok in enumerate(a):
-        masks[tok] = masks.get(tok, 0) | (1 << i)
-    full = (1 << len(a)) - 1
-    v = full
-    get = masks.get
-    for tok in b:
-        m = get(tok)
-        if m:
-            u = v & m
-            # Carries may spill above bit len(a); low bits never depend on
-            # them, so masking once at the end is enough.
-            v = (v + u) | (v - u)
-    return len(a) - _popcount(v & full)
-
-
-def _overlap(pred_counts, ref_counts):
-    """Clipped match count: each n-gram counts at most as often as on either side."""
-    if len(pred_counts) > len(ref_counts):
-        pred_counts, ref_counts = ref_counts, pred_counts
-    return sum(min(c, ref_counts[g]) for g, c in pred_counts.items() if g in ref_counts)
-
-
-def _f1(matches, pred_total, ref_total):
-    # 2PR/(P+R) with P = matches/pred_total, R = matches/ref_total simplifies
-    # to this, and it is 0 (not a division error) whenever nothing matches.
-    if not matches:
-        return 0.0
-    return 2.0 * matches / (pred_total + ref_total)
-
-
-def rouge_pair_scores(pred_tokens, ref_tokens):
-    """Unrounded (rouge1, rouge2, rougeL) F1 on a 0-1 scale for one token pair.
-
-    Takes tokens rather than text so callers (and tests) can score any
-    tokenization; an empty side yields (0.0, 0.0, 0.0).
-    """
-    if not pred_tokens or not ref_tokens:
-        return 0.0, 0.0, 0.0
-    n_pred, n_ref = len(pred_tokens), len(ref_tokens)
-    r1 = _f1(_overlap(Counter(pred_tokens), Counter(ref_tokens)), n_pred, n_ref)
-    r2 = 0.0
-    if n_pred > 1 and n_ref > 1:
-        matches = _overlap(
-            Counter(zip(pred_tokens, pred_tokens[1:])),
-            Counter(zip(ref_tokens, ref_tokens[1:])),
-        )
-        r2 = _f1(matches, n_pred - 1, n_ref - 1)
-    # LCS can only be non-zero if some unigram matched.
-    rl = _f1(rouge_lcs_length(pred_tokens, ref_tokens), n_pred, n_ref) if r1 else 0.0
-    return r1, r2, rl
-
-
-def rouge_scores(predictions, references):
-    """Corpus ROUGE as the mean of per-pair F1, on a 0-100 scale.
-
-    Returns ``{"rouge1": F, "rouge2": F, "rougeL": F}``, each rounded to 4
-    decimals (only the final mean is rounded, never per pair). An empty
-    corpus returns zeros rather than raising so an evaluation step with no
-    samples does not crash training.
-    """
+def pair_scores(predictions, references, style=DEFAULT_ROUGE_STYLE):
+    """[(rouge1, rouge2, rougeL)] per pair, unrounded F on a 0-1 scale."""
     if len(predictions) != len(references):
         raise ValueError(
             "predictions and references must have the same length, got "
             "len(predictions)=%d and len(references)=%d" % (len(predictions), len(references))
         )
+    score = check_rouge_style(style)
+    return [score(pred, ref) for pred, ref in zip(predictions, references)]
+
+
+def rouge_scores(predictions, references, style=DEFAULT_ROUGE_STYLE, digits=4):
+    """Corpus ROUGE as the mean of per-pair F, on a 0-100 scale.
+
+    Returns ``{"rouge1": F, "rouge2": F, "rougeL": F}``, each rounded to `digits` decimals (None: unrounded; only
+    the final mean is rounded, never per pair). An empty corpus returns zeros rather than raising so an
+    evaluation step with no samples does not crash training.
+    """
     totals = [0.0, 0.0, 0.0]
-    for pred, ref in zip(predictions, references):
-        for k, score in enumerate(rouge_pair_scores(tokenize_for_rouge(pred), tokenize_for_rouge(ref))):
+    for scores in pair_scores(predictions, references, style):
+        for k, score in enumerate(scores):
             totals[k] += score
     n = max(len(predictions), 1)
-    return {name: round(100.0 * total / n, 4) for name, total in zip(("rouge1", "rouge2", "rougeL"), totals)}
-
-
+    means = {name: 100.0 * total / n for name, total in zip(ROUGE_NAMES, totals)}
+    return means if digits is None else {name: round(value, digits) for name, value in means.items()}

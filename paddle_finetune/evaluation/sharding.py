@@ -67,7 +67,7 @@ def eval_mode(model, use_amp=False, amp_dtype="float16"):
 class Evaluation(NamedTuple):
     """One split's evaluation: metrics on every rank; the sample rows for the dashboards on rank 0 only."""
 
-    metrics: Dict[str, float]
+    metrics: Dict[str, Any]  # numbers, and string labels of how they were computed (rouge_style)
     sample_rows: List[Dict[str, Any]]
 
 
@@ -92,7 +92,8 @@ def evaluate_split(model, split, units, predict_fn, score_fn, step, use_amp=Fals
     if is_main_process():
         by_unit = {i: out for part in gathered for i, out in part}
         scored = score_fn(split, [by_unit[i] for i in range(len(units))], step)
-        metrics = {k: round(float(v), 4) for k, v in scored.metrics.items()}
+        # Numbers rounded; a string is a label of how they were computed (rouge_style) and stays as it is.
+        metrics = {k: v if isinstance(v, str) else round(float(v), 4) for k, v in scored.metrics.items()}
         sample_rows = list(scored.sample_rows or [])
         log(f"eval {split}: {sum(unit_rows(u) for u in units)} rows in {time.perf_counter() - started:.1f} s"
             + (f" on {world_size} ranks" if world_size > 1 else ""))

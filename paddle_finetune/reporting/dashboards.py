@@ -176,6 +176,7 @@ class Reporting:
         self.config = config or {}
         self.last_step = 0
         self._tags = []
+        self._labels = {}  # tag -> the last string label sent
 
     @property
     def wandb_run_id(self):
@@ -192,17 +193,27 @@ class Reporting:
         return True
 
     def scalars(self, metrics, step):
+        """Numbers as curves. A string (eval/rouge_style) labels how they were computed: it goes beside them, into
+        wandb's run summary and a VisualDL text of that tag (when it changes), never into a curve."""
         metrics = {k: _plain(v) for k, v in metrics.items()}
+        labels = {k: v for k, v in metrics.items() if isinstance(v, str)}
+        metrics = {k: v for k, v in metrics.items() if k not in labels}
         self.last_step = max(self.last_step, step)
         for tag in metrics:
             if tag not in self._tags:
                 self._tags.append(tag)
         if self.wandb_run is not None and self._wandb_accepts(step):
             self.wandb_run.log(metrics, step=step)
+            if labels:
+                self.wandb_run.summary.update(labels)
         if self.visualdl is not None:
             for tag, value in metrics.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     self.visualdl.add_scalar(tag, float(value), step)
+            for tag, value in labels.items():
+                if self._labels.get(tag) != value:
+                    self.visualdl.add_text(tag, value, step=step)
+        self._labels.update(labels)
 
     def table(self, name, columns, rows, step):
         """A table of rows (e.g. eval samples); wandb only."""

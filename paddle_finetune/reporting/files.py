@@ -130,10 +130,14 @@ def _number(value):
     return f"{value:.4f}".rstrip("0").rstrip(".")
 
 
-def _metrics_text(results, prefixes):
+def _metrics_text(results, prefixes, notes=()):
+    """"rouge1=40.1, rougeL=37.2, loss=2.31 (rouge_style chars, step 378)": the numbers, then the labels saying how
+    they were computed (string values such as eval_rouge_style) and any other notes; "" without numbers."""
     items = [(k.split("_", 1)[1], v) for k, v in results.items()
-             if k.startswith(prefixes) and not k.endswith(_TIMING_SUFFIXES) and not isinstance(v, (dict, list, str))]
-    return ", ".join(f"{k}={_number(v)}" for k, v in items)
+             if k.startswith(prefixes) and not k.endswith(_TIMING_SUFFIXES) and not isinstance(v, (dict, list))]
+    text = ", ".join(f"{k}={_number(v)}" for k, v in items if not isinstance(v, str))
+    notes = [f"{k} {v}" for k, v in items if isinstance(v, str)] + [n for n in notes if n]
+    return f"{text} ({', '.join(notes)})" if text and notes else text
 
 
 def summary_lines(results):
@@ -163,11 +167,16 @@ def summary_lines(results):
             best += f" at step {_number(results['best_step'])}"
         if results.get("best_checkpoint"):
             best += f" ({results['best_checkpoint']})"
+        # A label "<family>_style" (eval_rouge_style) says how the metrics named <family>... were computed.
+        styles = [f"{k[len('eval_'):]} {v}" for k, v in results.items() if k.startswith("eval_") and k.endswith("_style")
+                  and isinstance(v, str) and str(results.get("metric_for_best")).startswith(k[len("eval_"):-len("_style")])]
+        if styles:
+            best += f" ({', '.join(styles)})"
         lines.append(f"  best         {best}")
-    evaluated = _metrics_text(results, ("eval_",))
+    at = f"step {_number(results['final_model_step'])}" if "final_model_step" in results else ""
+    evaluated = _metrics_text(results, ("eval_",), [at])
     if evaluated:
-        at = f" (step {_number(results['final_model_step'])})" if "final_model_step" in results else ""
-        lines.append(f"  dev          {evaluated}{at}")
+        lines.append(f"  dev          {evaluated}")
     tested = _metrics_text(results, ("test_", "predict_"))
     if tested:
         lines.append(f"  test         {tested}")

@@ -18,7 +18,7 @@ from paddle_finetune.data.readers import iter_rows
 from paddle_finetune.data.splits import load_splits
 from paddle_finetune.data.text import decode_tokens
 from paddle_finetune.errors import ConfigError, DataError
-from paddle_finetune.evaluation.rouge import rouge_scores
+from paddle_finetune.evaluation.rouge import DEFAULT_ROUGE_STYLE, rouge_scores
 from paddle_finetune.evaluation.sharding import length_sorted_units
 from paddle_finetune.models.weights import unwrap_model
 from paddle_finetune.reporting.console import log
@@ -26,9 +26,9 @@ from paddle_finetune.reporting.progress import progress_bar
 from paddle_finetune.training.task import Batch
 
 # What prediction uses where a model directory has no train_config.json (a converted or foreign model): the values
-# train.py's CONFIG ships with (tests/tasks/test_summarization.py checks that they agree).
+# train.py's CONFIG ships with (tests/trainers/test_train.py checks that they agree).
 PREDICTION_DEFAULTS = {"max_source_length": 192, "max_target_length": 32, "min_target_length": 0, "num_beams": 1,
-                       "eval_batch_size": 64, "fast_kernels": True}
+                       "eval_batch_size": 64, "fast_kernels": True, "rouge_style": DEFAULT_ROUGE_STYLE}
 
 # Column pairs recognised when text_column/summary_column are not given.
 KNOWN_COLUMN_PAIRS = [("source", "target"), ("content", "title"), ("content", "summary"), ("text", "summary"),
@@ -240,9 +240,15 @@ def predict_unit(model, tokenizer, features, cfg, ids, with_loss):
     return out
 
 
-def score_split(examples, units, outputs, out_path):
-    """ROUGE (when every row has a reference), loss, gen_len (tokens) and gen_chars; writes the predictions
-    file (atomically). Returns (metrics, predictions in row order)."""
+def rouge_metrics(predictions, references, style):
+    """ROUGE in `style`, and the style's name beside the numbers: "rouge_style" is in every record that holds them
+    (metrics.jsonl, all_results.json, the dashboards), since the styles differ by points."""
+    return {**rouge_scores(predictions, references, style), "rouge_style": style}
+
+
+def score_split(examples, units, outputs, out_path, rouge_style=DEFAULT_ROUGE_STYLE):
+    """ROUGE in rouge_style (when every row has a reference), loss, gen_len (tokens) and gen_chars; writes the
+    predictions file (atomically). Returns (metrics, predictions in row order)."""
     predictions, gen_tokens = [None] * len(examples), [0] * len(examples)
     loss_sum = loss_tokens = 0
     for unit, out in zip(units, outputs):
@@ -251,7 +257,7 @@ def score_split(examples, units, outputs, out_path):
         if "loss" in out:
             loss_sum, loss_tokens = loss_sum + out["loss"][0], loss_tokens + out["loss"][1]
     references = [ex["target"] for ex in examples]
-    metrics = rouge_scores(predictions, references) if all(references) else {}
+    metrics = rouge_metrics(predictions, references, rouge_style) if all(references) else {}
     if loss_tokens:
         metrics["loss"] = loss_sum / loss_tokens
     metrics["gen_len"] = float(np.mean(gen_tokens)) if predictions else 0.0

@@ -59,6 +59,18 @@ def test_safe_changes_are_allowed_and_logged(contents):
     assert check_resume_compatible(contents.path, CONFIG, 1, contents.trainer_state["data_fingerprint"]) == []
 
 
+def test_another_rouge_style_is_refused_unless_ignored(contents):
+    """Dev scores in another ROUGE convention are not comparable with the best so far (they differ by points)."""
+    saved = {**CONFIG, "rouge_style": "chars"}
+    path = save_tiny_checkpoint(os.path.dirname(contents.path), 6, config=saved,
+                                data_fingerprint=contents.trainer_state["data_fingerprint"])
+    fingerprint = contents.trainer_state["data_fingerprint"]
+    with pytest.raises(CheckpointError, match='rouge_style "chars" -> "words"'):
+        check_resume_compatible(path, {**saved, "rouge_style": "words"}, 1, fingerprint)
+    lines = check_resume_compatible(path, {**saved, "rouge_style": "words"}, 1, fingerprint, ignore_mismatch=True)
+    assert lines[0].startswith("WARNING: resume_ignore_mismatch=True") and 'rouge_style "chars" -> "words"' in lines[0]
+
+
 def test_other_ranks_or_other_training_data_are_refused(contents):
     fingerprint = contents.trainer_state["data_fingerprint"]
     with pytest.raises(CheckpointError, match="ranks 1 -> 2"):

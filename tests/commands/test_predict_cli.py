@@ -8,6 +8,7 @@ summaries with references, accuracy and macro-F1 for labelled classification row
 import csv
 import json
 import os
+import shutil
 
 import pytest
 
@@ -141,6 +142,36 @@ def test_a_headerless_tsv_is_read_by_index_only_and_empty_references_are_not_sco
     metrics = json.loads((tmp_path / "preds.metrics.json").read_text())
     assert {k: metrics[k] for k in expected} == expected and (metrics["rows"], metrics["scored_rows"]) == (12, 11)
     assert "metrics over 11 of 12 rows (reference column 1; 1 with an empty reference not scored)" in result.stderr
+
+
+def test_rouge_style_is_the_models_own_unless_chosen_and_the_metrics_name_it(summarizer, tmp_path):
+    from paddle_finetune.evaluation.rouge import rouge_scores
+
+    test = summarizer["files"]["test"]
+    output = tmp_path / "words.jsonl"
+    result = ok(run_entry([SUMMARIZE, summarizer["out"], test, f"--output={output}", f"--batch_size={BATCH}", "--rouge_style=words"]))
+    records = read_jsonl(output)
+    expected = rouge_scores([r["prediction"] for r in records], [r["reference"] for r in records], "words")
+    metrics = json.loads((tmp_path / "words.metrics.json").read_text())
+    assert {k: metrics[k] for k in expected} == expected and metrics["rouge_style"] == "words"
+    assert expected != {k: summarizer["results"][f"test_{k}"] for k in expected}, "training scored chars"
+    assert f"metrics over 12 of 12 rows (reference column 'title'): rouge1={metrics['rouge1']}" in result.stderr
+    assert result.stderr.rstrip().splitlines()[-2].endswith("(rouge_style words)")
+
+    # without --rouge_style: the style in the model's train_config.json (training's default, chars, is in the other tests)
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in os.listdir(summarizer["out"]):
+        if os.path.isfile(os.path.join(summarizer["out"], name)):
+            shutil.copy(os.path.join(summarizer["out"], name), model / name)
+    saved = json.loads((model / "train_config.json").read_text())
+    assert saved["rouge_style"] == "chars"
+    (model / "train_config.json").write_text(json.dumps({**saved, "rouge_style": "cjk_tokens"}))
+    ok(run_entry([SUMMARIZE, str(model), test, f"--output={tmp_path / 'own.jsonl'}", f"--batch_size={BATCH}"]))
+    assert json.loads((tmp_path / "own.metrics.json").read_text())["rouge_style"] == "cjk_tokens"
+    (model / "train_config.json").write_text(json.dumps({**saved, "rouge_style": "bleu"}))
+    error = the_error(run_entry([SUMMARIZE, str(model), test, f"--output={tmp_path / 'bad.jsonl'}"]))
+    assert error == (f"error: {model}: train_config.json has rouge_style 'bleu'; pass --rouge_style (chars, words, cjk_tokens)")
 
 
 def test_a_known_text_column_alone_predicts_without_metrics_and_bad_rows_are_file_line_errors(summarizer, tmp_path):

@@ -108,6 +108,7 @@ def test_a_partial_model_config_is_checked_against_the_models_config_class(prog,
     ("train.py", "--max_source_length=300", "max_source_length=300 exceeds the model's max_position_embeddings=256"),
     ("train_mlm.py", "--metric_for_best=accuracy", "metric_for_best must be one of 'perplexity', 'loss'"),
     ("train_clm.py", "--report_to=tensorboard", "unknown target 'tensorboard'"),
+    ("train.py", "--rouge_style=char", "rouge_style must be one of 'chars', 'words', 'cjk_tokens', got 'char'"),
 ])
 def test_a_range_error_stops_before_any_work(prog, arg, message, tmp_path):
     out = tmp_path / "out"
@@ -142,3 +143,11 @@ def test_from_another_directory_the_sample_is_found_and_a_partial_model_config_m
     assert saved["train_file"] == "" and f"data: train 8 rows from {sample} (built-in sample)" in result.stdout
     assert saved["device"] == "cpu" and saved["do_train"] is True
     assert (out / "checkpoint-1" / "CHECKPOINT_COMPLETE").exists()
+
+
+def test_a_bad_value_in_a_yaml_config_names_its_file_and_line(tmp_path):
+    preset = tmp_path / "preset.yaml"
+    preset.write_text("# mine\nlearning_rate: 3e-4\nnum_beams: four\n", encoding="utf-8")
+    out = tmp_path / "out"
+    error = refused(run_entry(["train.py", f"--config={preset}", f"--output_dir={out}"]), "num_beams", out)
+    assert error == f"error: config key 'num_beams' (from {preset}:3) must be int like its default 1, got str 'four'"

@@ -1,4 +1,5 @@
-"""Tests for metrics.py, checked against the independent ``rouge_score`` package.
+"""Tests for rouge_style "cjk_tokens" (evaluation.rouge_cjk_tokens), checked against the independent ``rouge_score``
+package. The other styles: test_rouge_styles.py.
 
 The comparison tokenizer below is deliberately NOT ``tokenize_for_rouge``: if it
 were, a tokenization bug would be reproduced on both sides and go unnoticed.
@@ -12,7 +13,13 @@ import re
 
 import pytest
 from rouge_score import rouge_scorer
-from paddle_finetune.evaluation.rouge import rouge_lcs_length, rouge_pair_scores, rouge_scores, tokenize_for_rouge
+from paddle_finetune.evaluation.rouge import rouge_lcs_length, rouge_pair_scores, tokenize_for_rouge
+from paddle_finetune.evaluation.rouge import rouge_scores as rouge_scores_in_style
+
+
+def rouge_scores(predictions, references):
+    """This file checks one style, cjk_tokens (the default is "chars")."""
+    return rouge_scores_in_style(predictions, references, style="cjk_tokens")
 
 
 TOL = 1e-6  # on the 0-100 scale

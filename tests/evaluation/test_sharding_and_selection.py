@@ -52,11 +52,13 @@ def test_single_process_evaluation_scores_every_unit_in_order():
 
     def score(split, outputs, step):
         seen.append((split, outputs, step))
-        return Scored({"n": sum(len(o["rows"]) for o in outputs)}, [{"row": 1}])
+        return Scored({"n": sum(len(o["rows"]) for o in outputs), "f": 1 / 3, "rouge_style": "chars"}, [{"row": 1}])
 
     model = Model()
     metrics, rows = evaluate_split(model, "dev", units, predict, score, step=7)
-    assert metrics == {"n": 3.0} and rows == [{"row": 1}] and seen == [("dev", [{"rows": [2, 0]}, {"rows": [1]}], 7)]
+    # numbers rounded to 4 decimals; a string labels them and stays as it is
+    assert metrics == {"n": 3.0, "f": 0.3333, "rouge_style": "chars"} and rows == [{"row": 1}]
+    assert seen == [("dev", [{"rows": [2, 0]}, {"rows": [1]}], 7)]
     assert model.training, "the model is put back in training mode"
 
 

@@ -285,6 +285,20 @@ def test_summary_lines_name_steps_speed_best_test_and_final_model():
     assert summary_lines({"train_runtime": 4000}) == ["summary:", "  trained      in 1h06m40s"]
 
 
+def test_summary_lines_name_how_the_numbers_were_computed():
+    """A string result (eval_rouge_style) labels its split's numbers, and the best when it is one of them."""
+    results = {"metric_for_best": "rougeL", "best_metric": 38.1, "best_step": 10, "eval_rouge1": 41.0, "eval_rougeL": 38.1,
+               "eval_rouge_style": "chars", "eval_loss": 2.5, "final_model_step": 10, "test_rougeL": 37.0,
+               "test_rouge_style": "chars"}
+    assert summary_lines(results)[1:] == [
+        "  best         rougeL=38.1 at step 10 (rouge_style chars)",
+        "  dev          rouge1=41, rougeL=38.1, loss=2.5 (rouge_style chars, step 10)",
+        "  test         rougeL=37 (rouge_style chars)",
+    ]
+    by_loss = summary_lines({**results, "metric_for_best": "loss", "best_metric": 2.5})
+    assert by_loss[1] == "  best         loss=2.5 at step 10", "the ROUGE style says nothing about the loss"
+
+
 def test_read_jsonl_skips_a_line_cut_in_half(tmp_path):
     path = tmp_path / "log.jsonl"
     path.write_text('{"step": 1}\n\n{"step": 2}\n{"step": 3, "lo', encoding="utf-8")
@@ -335,6 +349,26 @@ def test_visualdl_scalars_and_config_read_back_with_visualdl_reader(tmp_path):
     hparams = LogReader(file_path=str(logdir / os.listdir(logdir)[0])).get_data("hyper_parameters", "hparam")[0].hparam
     assert {h.name for h in hparams.hparamInfos} >= {"learning_rate", "model_config.d_model", "use_amp"}
     assert [m.name for m in hparams.metricInfos] == ["eval/rougeL", "eval/gen_len"]
+
+
+def test_a_label_goes_beside_the_curves_not_into_them(tmp_path):
+    """eval/rouge_style: a VisualDL text when it changes, wandb's run summary; never a scalar or an hparams metric."""
+    rep = open_reporting(["visualdl"], CONFIG, str(tmp_path))
+    rep.wandb_run = run = FakeWandbRun()
+    for step in (2, 4):
+        rep.scalars({"eval/rougeL": float(step), "eval/rouge_style": "chars"}, step)
+    rep.scalars({"eval/rougeL": 5.0, "eval/rouge_style": "words"}, 6)
+    rep.summary({"best_rougeL": 5.0})
+    rep.close()
+    logdir = tmp_path / "visualdl"
+    assert visualdl_scalars(logdir, "eval/rougeL") == [(2, 2.0), (4, 4.0), (6, 5.0)]
+    assert visualdl_texts(logdir, "eval%rouge_style") == ["chars", "words"]  # VisualDL stores "/" as "%"
+    assert [data for _, data in run.logged] == [{"eval/rougeL": 2.0}, {"eval/rougeL": 4.0}, {"eval/rougeL": 5.0}]
+    assert run.summary == {"eval/rouge_style": "words", "best_rougeL": 5.0}
+    from visualdl import LogReader
+
+    hparams = LogReader(file_path=str(logdir / os.listdir(logdir)[0])).get_data("hyper_parameters", "hparam")[0].hparam
+    assert [m.name for m in hparams.metricInfos] == ["eval/rougeL"]
 
 
 def test_visualdl_on_resume_keeps_one_run_without_the_replayed_steps(tmp_path):

@@ -15,6 +15,13 @@ TINY_MODEL = tiny_bart_arg(max_position_embeddings=512)
 SAMPLE_SPLITS = [f"--{split}_file=datasets/sample_summarization/{split}.jsonl" for split in ("train", "dev", "test")]
 
 
+def test_prediction_defaults_are_the_values_train_py_ships_with():
+    """What the prediction tool uses for a model without train_config.json (a converted one) is training's default."""
+    from paddle_finetune.tasks.summarization import PREDICTION_DEFAULTS
+
+    assert {k: train.CONFIG[k] for k in PREDICTION_DEFAULTS} == PREDICTION_DEFAULTS
+
+
 # ---------------------------------------------------------------------------- collate and labels
 FEATURES = [{"input_ids": [2, 10, 11, 12, 3], "labels": [20, 21, 3]}, {"input_ids": [2, 13, 3], "labels": [22, 3]}]
 
@@ -150,6 +157,28 @@ def test_e2e_writes_logs_metrics_predictions_and_checkpoints(trained):
     assert "global batch 16 = 16 per device x 1 device(s) x 1 accumulation" in result.stdout
     assert "eval at step 30: rouge1=" in result.stdout
     assert "wandb sync" in result.stdout  # no credentials: offline, and the log says how to upload
+    # the numbers name their ROUGE convention: the default, "chars"
+    assert all(m["rouge_style"] == "chars" for m in read_jsonl(out / "metrics.jsonl"))
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["eval_rouge_style"] == results["test_rouge_style"] == "chars"
+    assert "rouge_style=chars" in result.stdout and "(rouge_style chars, step " in result.stdout
+
+
+def test_eval_only_scores_in_the_style_it_is_given(trained, tmp_path):
+    """A model trained (and selected) on chars, scored in another convention: its records say which, and the numbers are
+    that convention's on the predictions the evaluation wrote."""
+    out, _ = trained
+    ev = tmp_path / "eval"
+    result = run_entry(["train.py", "--do_train=False", f"--pretrained_model={out}", f"--output_dir={ev}", "--report_to=none",
+                        "--max_eval_samples=16", "--rouge_style=cjk_tokens", *SAMPLE_SPLITS])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    from paddle_finetune.evaluation.rouge import rouge_scores
+
+    dev = read_jsonl(ev / "metrics.jsonl")[0]
+    predictions = read_jsonl(ev / "predictions_dev.jsonl")
+    pairs = [p["prediction"] for p in predictions], [p["reference"] for p in predictions]
+    assert dev["rouge_style"] == "cjk_tokens" and {k: dev[k] for k in ("rouge1", "rouge2", "rougeL")} == rouge_scores(*pairs, "cjk_tokens")
+    assert json.loads((ev / "all_results.json").read_text())["eval_rouge_style"] == "cjk_tokens"
 
 
 def test_e2e_checkpoints_hold_full_state_and_rotation_keeps_best(trained):
