@@ -26,12 +26,13 @@ from paddle_finetune import speedups
 from paddle_finetune.checkpoints.files import CHECKPOINT_PREFIX
 from paddle_finetune.checkpoints.listing import latest_checkpoint, rotate_checkpoints
 from paddle_finetune.checkpoints.output_dir import open_output_dir
+from paddle_finetune.checkpoints.ownership import recorded_names
 from paddle_finetune.checkpoints.resume import check_max_steps, check_resume_compatible, data_fingerprint, resolve_resume
 from paddle_finetune.checkpoints.storage import (export_final_model, load_checkpoint, load_rank_rng, save_checkpoint,
                                                  write_run_state)
 from paddle_finetune.configuration.rules import resolve_greater_is_better
 from paddle_finetune.data.batching import batch_rng, epoch_batches, to_tensors
-from paddle_finetune.errors import ConfigError, RunInterrupted, TrainingError
+from paddle_finetune.errors import CheckpointError, ConfigError, RunInterrupted, TrainingError
 from paddle_finetune.evaluation.selection import should_stop_early, update_best
 from paddle_finetune.models.loading import count_parameters
 from paddle_finetune.models.weights import apply_model_weights, read_model_weights
@@ -167,7 +168,14 @@ def setup(task):
         train_model = paddle.DataParallel(train_model)
 
     state = TrainState(metric_for_best=metric, world_size=world_size)
-    resumed = agree_on_resume(lambda: resolve_resume(cfg))  # read and verified (or None), the same on every rank
+    def within_an_epoch(contents):  # what only the run can check: damage, so auto falls back past it
+        position = contents.train_state.get("position", 0)
+        if position > micro_per_epoch:
+            raise CheckpointError(f"{contents.path}/trainer_state.json: position {position} is past the end of an epoch "
+                                  f"({micro_per_epoch} batches)")
+
+    # read and verified (or None), the same on every rank
+    resumed = agree_on_resume(lambda: resolve_resume(cfg, validate=within_an_epoch))
     if resumed:
         for note in check_resume_compatible(resumed, cfg, world_size, fingerprint, ignore_mismatch=cfg.get("resume_ignore_mismatch", False)):
             log(note)
@@ -299,7 +307,7 @@ def save(loop, step):
                                state.to_dict(), loop.cfg, loop.task.extra_files, rng_states=rng_states,
                                data_fingerprint=loop.fingerprint)
         best = [os.path.join(out, state.best_checkpoint)] if state.best_checkpoint else []
-        removed = rotate_checkpoints(out, loop.cfg.get("save_total_limit", 0), keep=best)
+        removed = rotate_checkpoints(out, loop.cfg.get("save_total_limit", 0), keep=best + [path], owned=recorded_names(out))
         write_run_state(out, state.to_dict())
     if is_main_process():
         loop.reporter.flush()  # a resume carries over only what reached the disk

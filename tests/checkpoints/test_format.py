@@ -336,7 +336,7 @@ def test_no_crafted_pickle_runs_on_resume_or_load(tmp_path):
         load_model_dir(AutoModelForConditionalGeneration, old)
     # 3. pickle bytes in place of each new-format file (checksums updated, as by a forger)
     for name in ("model.safetensors", "optimizer.safetensors", "trainer_state.json", "optimizer.json"):
-        victim = os.path.join(out, f"checkpoint-{10 + len(name)}")
+        victim = os.path.join(str(tmp_path), f"copy-{len(name)}", "checkpoint-2")  # a copy keeps the name its step says
         shutil.copytree(planted, victim)
         rewrite(victim, name, crafted_pickle(marker, lambda p: {"state": p}), update_manifest=True)
         with pytest.raises(CheckpointError, match=name.replace(".", r"\.")):
