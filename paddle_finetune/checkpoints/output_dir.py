@@ -77,7 +77,7 @@ def run_inputs(config):
 def _check_place(out, config):
     reason = protected_reason(out)
     if reason:
-        shown = out if real(out) == os.path.abspath(os.path.expanduser(out)) else f"{out} ({real(out)})"
+        shown = out if real(out) == out else f"{out} ({real(out)})"
         raise ConfigError(f"output_dir {shown} is {reason}; nothing was changed. Give the run a folder of its own, "
                           "e.g. --output_dir=output/my_run")
     for label, path in run_inputs(config):

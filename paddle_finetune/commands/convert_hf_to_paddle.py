@@ -57,6 +57,11 @@ def _print_report(report: dict) -> None:
             print(f"tokenizer ids    : {'identical' if v['tokenizer_identical'] else 'DIFFERENT'}")
         elif "tokenizer_check" in v:
             print(f"tokenizer ids    : {v['tokenizer_check']}")
+        if "tokenizer_matches_source" in v:
+            print(f"--tokenizer      : {'same ids as' if v['tokenizer_matches_source'] else 'DIFFERENT ids from'} "
+                  "SRC_DIR's own tokenizer")
+        elif "tokenizer_source_check" in v:
+            print(f"--tokenizer      : {v['tokenizer_source_check']}")
         for key in v.get("hf_reload_mismatches", []):
             print(f"note             : transformers' from_pretrained does not reproduce stored {key}; "
                   f"compared against the stored value")

@@ -34,7 +34,7 @@ from paddle_finetune.configuration.rules import resolve_greater_is_better
 from paddle_finetune.data.batching import batch_rng, epoch_batches, to_tensors
 from paddle_finetune.errors import CheckpointError, ConfigError, RunInterrupted, TrainingError
 from paddle_finetune.evaluation.selection import should_stop_early, update_best
-from paddle_finetune.models.loading import count_parameters
+from paddle_finetune.models.loading import check_tokenizer_fits, count_parameters
 from paddle_finetune.models.weights import apply_model_weights, read_model_weights
 from paddle_finetune.reporting.console import log, warn_once
 from paddle_finetune.reporting.curves import METRICS_LOG, TRAIN_LOG, plot_training_curves
@@ -62,6 +62,8 @@ def run_training(task):
     """Train, evaluate, checkpoint and report; then keep the best model (load_best_model_at_end), score the test
     split with it and export it to the root of output_dir. With do_train=False, only evaluate (run_evaluation).
     Returns {"global_step", "results", "state"}: results is all_results.json's content (rank 0)."""
+    # Before output_dir opens: a tokenizer with ids the embedding has no row for crashed at the first step.
+    check_tokenizer_fits(task.tokenizer, task.model, f"pretrained_model {task.config.get('pretrained_model') or '(model_config)'}")
     if not task.config.get("do_train", True):
         return run_evaluation(task)
     loop = setup(task)
