@@ -10,6 +10,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from paddle_finetune.checkpoints.ownership import MANIFEST_FILE
 from paddle_finetune.conversion.architectures import ARCHITECTURES, GENERATIVE, build_paddle_config_kwargs, build_rules
 from paddle_finetune.conversion.to_paddle import convert, ensure_paddle_checkpoint, is_hf_checkpoint_dir, no_tokenizer_message
 from paddle_finetune.conversion.to_paddle import MARKER_FILE
@@ -543,7 +545,7 @@ def test_output_is_safetensors_and_from_pretrained_reproduces_it(tmp_path, vocab
     report = convert(src, str(dst))
     assert (dst / "model.safetensors").is_file()
     assert not [f for f in os.listdir(dst) if f.endswith((".pdparams", ".pdopt", ".pkl", ".bin"))]
-    assert sorted(report["files"]) == sorted(f for f in os.listdir(dst) if f != MARKER_FILE)
+    assert sorted(report["files"]) == sorted(f for f in os.listdir(dst) if f not in (MARKER_FILE, MANIFEST_FILE))
     with safe_open(str(dst / "model.safetensors"), framework="np") as f:
         assert f.metadata() == {"format": "np"}  # paddlenlp's; HF writes "pt"
 

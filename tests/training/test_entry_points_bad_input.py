@@ -34,10 +34,12 @@ SAMPLE = os.path.join(ROOT, "datasets")
 USER_SUMMARIES = [{"content": f"用户第{i}条正文，讲述了城市{i}的新闻内容。", "title": f"用户标题{i}"} for i in range(20)]
 USER_LABELLED = [(f"用户文本{i}号，关于{'比赛' if i % 2 else '股票'}", "好" if i % 2 else "坏") for i in range(20)]
 USER_LINES = [f"用户语料第{i}行，内容是城市的新闻。" for i in range(40)]
-# a previous run's files in an output_dir the refused run is pointed at (with --overwrite_output_dir=True)
+# a previous run's files in an output_dir the refused run is pointed at (with --overwrite_output_dir=True): an
+# output_dir of the previous version (no ownership record), so overwrite would remove them once every check passed.
+# (A user's file among them refuses the run before anything else: tests/training/test_ownership_cases.py.)
 PREVIOUS_RUN = {"checkpoint-3/model.safetensors": b"old weights", "checkpoint-3/CHECKPOINT_COMPLETE": b"step 3\n",
                 "train_log.jsonl": b'{"step": 3, "loss": 1.0}\n', "train_config.json": b'{"old": true}\n',
-                "vocab.txt": b"[PAD]\nold\n", "my_notes.txt": b"keep me\n"}
+                "vocab.txt": b"[PAD]\nold\n"}
 
 
 def jsonl(rows):
