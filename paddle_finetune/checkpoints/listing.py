@@ -33,14 +33,12 @@ def _is_real_dir(path):
 
 
 def _has_marker(path):
-    try:
-        return stat.S_ISREG(os.lstat(os.path.join(path, COMPLETE_MARKER)).st_mode)
-    except OSError:
-        return False
+    """A CHECKPOINT_COMPLETE of any kind: a damaged one (a folder, a FIFO, a symlink) is the reader's to name."""
+    return os.path.lexists(os.path.join(path, COMPLETE_MARKER))
 
 
 def list_checkpoints(output_dir):
-    """Every checkpoint-<step> folder (a real folder, not a symlink) with a CHECKPOINT_COMPLETE file, oldest first by
+    """Every checkpoint-<step> folder (a real folder, not a symlink) with a CHECKPOINT_COMPLETE, oldest first by
     the step its name says. Half-written ones lack the marker and are invisible; whether a listed one is what its
     name says is the reader's to check (read_checkpoint, or good_checkpoints)."""
     if not os.path.isdir(output_dir):

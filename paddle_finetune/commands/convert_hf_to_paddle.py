@@ -9,7 +9,11 @@ files. A weights-only SRC_DIR converts too (no tokenizer is copied, and the
 report says so); ``--tokenizer DIR`` takes the tokenizer from another HF dir.
 DST_DIR receives ``model.safetensors``, a PaddleNLP ``config.json``, the
 PaddleNLP tokenizer files and ``hf_conversion.json`` (written last: its presence
-means the conversion finished).
+means the conversion finished). DST_DIR must be new or empty, or an earlier
+conversion of the same SRC_DIR (real paths) holding nothing else; never SRC_DIR,
+the --tokenizer dir, inside one or holding one (checkpoints.ownership.check_destination).
+With --verify and --tokenizer DIR, DIR's tokenizer must also give SRC_DIR's own
+tokenizer's ids, when SRC_DIR has one.
 
 This is only the command line: the conversion itself (mapping tables, checks,
 verification) is the top-level module ``hf_to_paddle``. Exit code 0 on

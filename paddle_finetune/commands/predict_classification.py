@@ -33,6 +33,9 @@ Outputs:
                name is removed, so it is never read as these predictions' metrics.
 A model trained on text pairs needs pairs (--text_pair_column, or TABs in a .txt), one trained on single
 texts needs single texts (train_config.json in the model directory says which).
+--output never writes over an input (INPUT, a file of MODEL, anything inside a checkpoint; real paths compared).
+An existing --output or metrics file is replaced only when this tool wrote it and it is unchanged since (recorded
+in .paddle_finetune_owned.json beside it), or with --overwrite.
 Exit status: 0, or 2 with one `error: ...` line on stderr (nothing is written then).
 """
 import argparse

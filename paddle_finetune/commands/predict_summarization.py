@@ -30,6 +30,9 @@ Outputs:
                with --output also saved next to it as <output without its extension>.metrics.json
                (--output=preds.jsonl -> preds.metrics.json); without references an earlier file of that name
                is removed, so it is never read as these predictions' metrics.
+--output never writes over an input (INPUT, a file of MODEL, anything inside a checkpoint; real paths compared).
+An existing --output or metrics file is replaced only when this tool wrote it and it is unchanged since (recorded
+in .paddle_finetune_owned.json beside it), or with --overwrite.
 Exit status: 0, or 2 with one `error: ...` line on stderr (nothing is written then).
 """
 import argparse

@@ -2,8 +2,9 @@
 and the helpers the engine uses: is a directory an HF checkpoint, does it have a tokenizer, where is its
 cached conversion (`ensure_paddle_checkpoint`).
 
-Imports: the standard library and numpy; paddle, paddlenlp and safetensors inside; of the project `errors`
-and the other `conversion` modules.
+Imports: the standard library and numpy; paddle, paddlenlp and safetensors inside; of the project `errors`,
+`checkpoints.ownership` (DST_DIR: new, empty, or an earlier conversion of the same SRC_DIR) and the other
+`conversion` modules.
 """
 
 from __future__ import annotations
