@@ -124,7 +124,7 @@ def _kind(path):
     """"file", "dir", "link" or "other" (FIFO, socket, device) by lstat; None when absent."""
     try:
         st = os.lstat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # a/file/out: nothing there either
         return None
     if stat.S_ISLNK(st.st_mode):
         return "link"

@@ -230,7 +230,8 @@ def _earlier_conversion(src_dir: str):
         marker = _read_marker(dst)
         if not marker or not isinstance(marker.get("source"), str) or real(marker["source"]) != real(src_dir):
             return None
-        return {*_previous_outputs(marker), MARKER_FILE}
+        # what it listed (or, before lists, version 1's stale names) and what every conversion writes
+        return {*_previous_outputs(marker), MARKER_FILE, "config.json", "generation_config.json", SAFETENSORS_FILE}
     return names
 
 
