@@ -58,8 +58,10 @@ def marker_step(path):
         manifest = _read_manifest(path)
     except CheckpointError:
         return None
-    step = (manifest or {}).get("step")
     named = checkpoint_step(os.path.basename(os.path.normpath(path)))
+    if manifest is not None and manifest.get("format") == 1:  # the old pickled format recorded no step: its name says
+        return named if named is not None and named <= MAX_STEP else None
+    step = (manifest or {}).get("step")
     return step if type(step) is int and step == named and 0 <= step <= MAX_STEP else None
 
 

@@ -212,9 +212,13 @@ def test_foreign_missing_or_misshaped_weights_are_refused_naming_the_keys(tmp_pa
     weights = load_file(os.path.join(directory, "model.safetensors"))
     path = os.path.join(directory, "model.safetensors")
 
-    foreign = {f"encoder.layer.{i}.weight": np.zeros(3, np.float32) for i in range(3)}
+    foreign = {f"encoder.layer.{i}.weight": np.zeros(10000, np.float32) for i in range(3)}
     save_file(foreign, path)
     with pytest.raises(CheckpointError, match=r"do not match BartForConditionalGeneration: missing .* and \d+ more; unexpected encoder\.layer\.0\.weight"):
+        load_model_dir(BartForConditionalGeneration, directory)
+    # far fewer numbers than config.json's sizes need: refused before the model is built (issue #21)
+    save_file({k: v[:3] for k, v in foreign.items()}, path)
+    with pytest.raises(CheckpointError, match=r"config.json's vocab_size=60 \(x 16\) is far beyond the weights it ships"):
         load_model_dir(BartForConditionalGeneration, directory)
 
     save_file({k: v for k, v in weights.items() if k != "final_logits_bias"}, path)

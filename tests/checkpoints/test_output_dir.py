@@ -202,7 +202,7 @@ def test_overwrite_deletes_nothing_until_open_output_dir(tmp_path):
         open_output_dir(config, staged=str(staged))
         assert run.state.claims[str(out)].opened
         # the earlier run's files (wandb/ too) are gone; the new run's are recorded
-        assert sorted(os.listdir(out)) == [MANIFEST_FILE, LOCK_FILE, "run.log", "train_config.json", "vocab.txt"]
+        assert sorted(os.listdir(out)) == [LOCK_FILE, MANIFEST_FILE, "run.log", "train_config.json", "vocab.txt"]
     assert not staged.exists()
     assert sorted(os.listdir(out)) == [MANIFEST_FILE, "run.log", "train_config.json", "vocab.txt"], "kept after open, lock dropped"
 
