@@ -363,8 +363,9 @@ def test_a_read_only_output_dir_is_refused_before_the_data_is_read(world):
     base = tempfile.mkdtemp(prefix="entry-ro-")  # under /tmp: reachable by an unprivileged process
     out = os.path.join(base, "out")
     os.mkdir(out)
-    with open(os.path.join(out, "old.txt"), "w") as f:
-        f.write("old run\n")
+    for name in ("train_config.json", "trainer_state.json"):  # an earlier run's (of the previous version: no record)
+        with open(os.path.join(out, name), "w") as f:
+            f.write('{"old": "run"}\n')
     os.chmod(out, 0o755 if os.geteuid() == 0 else 0o555)
     os.chmod(base, 0o755)
     try:
@@ -376,7 +377,8 @@ def test_a_read_only_output_dir_is_refused_before_the_data_is_read(world):
             result = run([os.path.join(ROOT, "train.py"), *args], base)
         assert the_error(result) == f"error: output_dir {os.path.abspath(out)} is not writable: Permission denied"
         assert "data:" not in result.stdout, "found before any data is read"
-        assert os.listdir(out) == ["old.txt"] and open(os.path.join(out, "old.txt")).read() == "old run\n"
+        assert sorted(os.listdir(out)) == ["train_config.json", "trainer_state.json"]
+        assert open(os.path.join(out, "train_config.json")).read() == '{"old": "run"}\n'
     finally:
         os.chmod(out, 0o700)
         shutil.rmtree(base)
