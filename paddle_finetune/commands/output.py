@@ -28,6 +28,16 @@ def metrics_path(output):
     return os.path.splitext(output)[0] + ".metrics.json"
 
 
+# What a model directory's model is made of (weights, configs, tokenizer, label map, the run's state): never an
+# --output. Other files beside a final model (an earlier prediction written into its output_dir) are not the model.
+MODEL_FILES = frozenset({
+    "config.json", "model_config.json", "generation_config.json", "model.safetensors.index.json", "vocab.txt",
+    "vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+    "added_tokens.json", "sentencepiece.bpe.model", "spiece.model", "chat_template.json", "label_map.json",
+    "train_config.json", "trainer_state.json",
+})
+
+
 def _model_inputs(model):
     """(label, path) of what a prediction reads of its MODEL: each file of the model directory, and the directory
     itself when it is a checkpoint (a file added there would go with it when it is rotated away)."""
@@ -35,7 +45,8 @@ def _model_inputs(model):
         model_dir, _ = choose_model_dir(model)
     except Exception:  # noqa: BLE001 - no model there: the load reports it, with its own message
         return [("MODEL", model)] if model else []
-    inputs = [("a file of the model", os.path.join(model_dir, n)) for n in sorted(os.listdir(model_dir))]
+    inputs = [("a file of the model", os.path.join(model_dir, n)) for n in sorted(os.listdir(model_dir))
+              if n in MODEL_FILES or n.endswith((".safetensors", ".pdparams"))]
     if os.path.lexists(os.path.join(model_dir, COMPLETE_MARKER)):
         inputs.append(("the checkpoint", model_dir))
     return inputs
