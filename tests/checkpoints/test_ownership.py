@@ -265,3 +265,28 @@ def test_every_run_leaves_what_it_did_not_write_byte_identical(tmp_path_factory,
     for name in ("data/train.jsonl", "data/dev.jsonl", "data/notes.txt", "user/notes.txt", "project/README.md",
                  "pretrained/model.safetensors"):
         assert after[name] == before[name]
+
+
+def test_a_prediction_may_replace_its_own_earlier_output_beside_a_final_model_but_never_the_model(tmp_path):
+    from paddle_finetune.commands.output import check_output
+    from paddle_finetune.checkpoints.ownership import record_output_file
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("config.json", "model.safetensors", "vocab.txt", "train_config.json"):
+        (out / name).write_text("{}")
+    data = tmp_path / "test.jsonl"
+    data.write_text("{}\n")
+    preds = out / "preds.jsonl"
+    preds.write_text("earlier predictions\n")
+    record_output_file(str(preds), tool="predict_summarization")
+    check_output(str(preds), "predict_summarization", str(data), str(out))  # its own, unchanged: may be replaced
+    for name in ("config.json", "model.safetensors", "vocab.txt"):
+        with pytest.raises(ConfigError, match=f"is a file of the model {out}/{name}"):
+            check_output(str(out / name), "predict_summarization", str(data), str(out), overwrite=True)
+    (out / "checkpoint-3").mkdir()
+    (out / "checkpoint-3" / COMPLETE_MARKER).write_text("{}")
+    (out / "checkpoint-3" / "config.json").write_text("{}")
+    (out / "checkpoint-3" / "model.safetensors").write_text("w")
+    with pytest.raises(ConfigError, match="is inside the checkpoint"):
+        check_output(str(out / "checkpoint-3" / "new.jsonl"), "predict_summarization", str(data), str(out / "checkpoint-3"))
