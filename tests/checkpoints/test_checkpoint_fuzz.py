@@ -123,6 +123,8 @@ def damage(checkpoint, kind, name, arg, outside):
         rehash(checkpoint, name)
     elif kind == "rename":
         moved = os.path.join(os.path.dirname(checkpoint), f"checkpoint-{arg}")
+        if os.path.exists(moved):  # both renamed to one name: the second keeps its own
+            return checkpoint
         os.rename(checkpoint, moved)
         return moved
     return checkpoint
