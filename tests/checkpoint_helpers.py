@@ -72,12 +72,14 @@ def crafted_pickle(marker_path, wrap=None):
 
 
 def make_checkpoint(out, step, complete=True):
-    """A checkpoint directory with an empty weights file: complete (with the marker) or killed mid-save."""
+    """A checkpoint directory with an empty weights file: complete (with a marker that records its step) or killed
+    mid-save (no marker)."""
     path = os.path.join(out, f"checkpoint-{step}")
     os.makedirs(path)
     open(os.path.join(path, "model_state.pdparams"), "w").close()
     if complete:
-        open(os.path.join(path, COMPLETE_MARKER), "w").close()
+        with open(os.path.join(path, COMPLETE_MARKER), "w") as f:
+            f.write(f'{{"format": 2, "step": {step}, "files": {{}}}}')
     return path
 
 

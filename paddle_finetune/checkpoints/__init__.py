@@ -8,11 +8,14 @@
     listing          the checkpoints of an output_dir, rotation, the best one by name, the model a
                      prediction tool loads
     resume           resume policy: auto with fall-back, refusing resumes that cannot be exact
-    output_dir       one run per output_dir (an flock held for the run), and the non-empty / overwrite policy
+    output_dir       one run per output_dir (an flock held for the run), and what a run may write there
+    ownership        what paddle-finetune wrote in a directory (.paddle_finetune_owned.json), and the one rule: a
+                     path is written over or removed only if this run or an earlier run of this toolkit wrote it;
+                     protected places, inputs, foreign files; check_destination for tools writing a directory
 
 Model weights (reading any model directory without unpickling) are in `models.weights`: checkpoints hold a
 model, and so do directories that are no checkpoint.
 
-Imports: the standard library and numpy; of the project `errors`, `models.weights`, `runtime` and
+Imports: the standard library and numpy; of the project `errors`, `paths`, `models.weights`, `runtime` and
 `reporting`; safetensors, paddle and paddlenlp inside the functions.
 """

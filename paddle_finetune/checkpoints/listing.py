@@ -2,67 +2,109 @@
 best checkpoint by name (so a moved output_dir still resolves it), and the model directory a prediction
 tool loads from an output_dir.
 
-Imports: the standard library; of the project `errors` and `checkpoints.files`.
+Imports: the standard library; of the project `errors`, `checkpoints.files` and `runtime.state`.
 """
-import json
 import os
 import shutil
+import stat
 
 from paddle_finetune.checkpoints.files import (
     COMPLETE_MARKER,
+    MAX_STEP,
     PICKLED_WEIGHTS_FILE,
     SAFE_WEIGHTS_FILE,
     SAFE_WEIGHTS_INDEX,
     TRAIN_CONFIG_FILE,
     TRAINER_STATE_FILE,
+    _read_manifest,
     best_checkpoint_name,
     checkpoint_step,
+    read_json_file,
 )
-from paddle_finetune.errors import DataError
+from paddle_finetune.errors import CheckpointError, DataError
+from paddle_finetune.runtime.state import note_removed
+
+
+def _is_real_dir(path):
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _has_marker(path):
+    """A CHECKPOINT_COMPLETE of any kind: a damaged one (a folder, a FIFO, a symlink) is the reader's to name."""
+    return os.path.lexists(os.path.join(path, COMPLETE_MARKER))
 
 
 def list_checkpoints(output_dir):
-    """Complete checkpoints, oldest first. Half-written ones lack the marker and are invisible."""
+    """Every checkpoint-<step> folder (a real folder, not a symlink) with a CHECKPOINT_COMPLETE, oldest first by
+    the step its name says. Half-written ones lack the marker and are invisible; whether a listed one is what its
+    name says is the reader's to check (read_checkpoint, or good_checkpoints)."""
     if not os.path.isdir(output_dir):
         return []
     found = []
     for name in os.listdir(output_dir):
         step = checkpoint_step(name)
         path = os.path.join(output_dir, name)
-        if step is not None and os.path.isfile(os.path.join(path, COMPLETE_MARKER)):
+        if step is not None and _is_real_dir(path) and _has_marker(path):
             found.append((step, path))
     return [p for _, p in sorted(found)]
 
 
+def marker_step(path):
+    """The step a checkpoint's CHECKPOINT_COMPLETE records when it agrees with the folder's name, else None."""
+    try:
+        manifest = _read_manifest(path)
+    except CheckpointError:
+        return None
+    named = checkpoint_step(os.path.basename(os.path.normpath(path)))
+    if manifest is not None and manifest.get("format") == 1:  # the old pickled format recorded no step: its name says
+        return named if named is not None and named <= MAX_STEP else None
+    step = (manifest or {}).get("step")
+    return step if type(step) is int and step == named and 0 <= step <= MAX_STEP else None
+
+
+def good_checkpoints(output_dir):
+    """list_checkpoints' folders whose name agrees with the step their manifest records (a renamed or damaged
+    marker is left out): the ones rotation, the newest and prediction go by."""
+    return [p for p in list_checkpoints(output_dir) if marker_step(p) is not None]
+
+
 def latest_checkpoint(output_dir):
-    ckpts = list_checkpoints(output_dir)
+    ckpts = good_checkpoints(output_dir)
     return ckpts[-1] if ckpts else None
 
 
 def resolve_best_checkpoint(output_dir, value):
     """The best checkpoint (a name, or an old absolute path) as a path in the *current* output_dir,
     None when it is not there (rotated away, never saved)."""
-    name = best_checkpoint_name(value)
+    name = best_checkpoint_name(value) if isinstance(value, str) else None
     path = os.path.join(output_dir, name) if name else None
-    return path if path and checkpoint_step(name) is not None and os.path.isfile(os.path.join(path, COMPLETE_MARKER)) else None
+    return path if path and checkpoint_step(name) is not None and _is_real_dir(path) and _has_marker(path) \
+        and marker_step(path) is not None else None
 
 
-def rotate_checkpoints(output_dir, save_total_limit, keep):
+def rotate_checkpoints(output_dir, save_total_limit, keep, owned=None):
     """Delete the oldest checkpoints beyond the limit, never one in `keep` (names or paths: the best,
-    which may be a step that is not a save step) nor the newest."""
+    which may be a step that is not a save step, and the one just saved) nor the newest. Only good checkpoints
+    (name and manifest agree) are counted and removed, and with `owned` (names the run may remove: its output_dir's
+    ownership record) only those."""
     if not save_total_limit or save_total_limit <= 0:
         return []
-    ckpts = list_checkpoints(output_dir)
+    ckpts = good_checkpoints(output_dir)
     protected = {best_checkpoint_name(k) for k in keep if k} | {os.path.basename(p) for p in ckpts[-1:]}
     remaining, removed = list(ckpts), []
     for path in ckpts:  # oldest first
         if len(remaining) <= save_total_limit:
             break
-        if os.path.basename(path) in protected:
+        name = os.path.basename(path)
+        if name in protected or (owned is not None and name not in owned):
             continue
         # Drop the marker first: a crash mid-delete must not leave a "complete" torso.
         os.remove(os.path.join(path, COMPLETE_MARKER))
         shutil.rmtree(path, ignore_errors=True)
+        note_removed(path)
         remaining.remove(path)
         removed.append(path)
     return removed
@@ -81,12 +123,13 @@ def choose_model_dir(path):
         is_output_dir = os.path.isfile(os.path.join(path, TRAIN_CONFIG_FILE)) and checkpoint_step(os.path.basename(os.path.normpath(path))) is None
         return path, (f"the final model in {path}" if is_output_dir else f"the model in {path}")
     state_file = os.path.join(path, TRAINER_STATE_FILE)
-    if os.path.isfile(state_file):
-        with open(state_file, encoding="utf-8") as f:
-            try:
-                state = json.load(f)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{state_file}: bad JSON at line {e.lineno} ({e.msg})") from None
+    if os.path.lexists(state_file):
+        try:
+            state = read_json_file(state_file, max_bytes=16 << 20)
+        except CheckpointError as e:
+            raise DataError(str(e)) from None
+        if not isinstance(state, dict):
+            raise DataError(f"{state_file}: not a trainer state (a JSON {type(state).__name__}, not an object)")
         best = resolve_best_checkpoint(path, state.get("best_checkpoint"))
         if best:
             score = f" ({state.get('metric_for_best')}={state.get('best_metric')})" if state.get("metric_for_best") else ""

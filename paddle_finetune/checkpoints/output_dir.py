@@ -1,9 +1,19 @@
-"""The output directory: one run at a time (an flock held for the run), refusing a used one, touching
-nothing until every check has passed; on nodes without a shared disk each node's writer claims its own copy
-the same way (runtime.multinode decides who).
+"""The output directory: one run at a time (an flock held for the run), and the one rule of ownership
+(checkpoints.ownership): a run writes only into an empty directory or one that runs of this toolkit wrote, and
+removes (overwrite_output_dir) exactly what earlier runs recorded there. Every check runs before anything is
+touched; on nodes without a shared disk each node's writer claims its own copy the same way (runtime.multinode
+decides who).
 
-Imports: the standard library; of the project `errors`, `checkpoints.files`, `checkpoints.listing`,
-`checkpoints.storage`, `reporting` and `runtime.distributed`.
+Refused, with one line and nothing touched, when output_dir
+  * is the filesystem root, the home directory, the current directory, the project, or a folder holding one;
+  * is, holds or is inside an input of the run (data files, a dataset folder, pretrained_model, the converted model,
+    the built-in sample data, a checkpoint resumed from another output_dir);
+  * holds files no run of this toolkit wrote (listed by name);
+  * holds an earlier run's files and the run neither resumes it nor has overwrite_output_dir;
+  * holds an earlier run's files and the run resumes a checkpoint of another output_dir, without overwrite_output_dir.
+
+Imports: the standard library; of the project `errors`, `paths`, `checkpoints.files`, `checkpoints.ownership`,
+`checkpoints.storage`, `reporting` and `runtime`.
 """
 import dataclasses
 import errno
@@ -12,34 +22,99 @@ import shutil
 import tempfile
 from typing import List, Optional
 
-from paddle_finetune.checkpoints.files import (
-    CHECKPOINT_PREFIX,
-    LOCK_FILE,
-    SHARING_CHECK_PREFIX,
-    checkpoint_step,
+from paddle_finetune.checkpoints.files import LOCK_FILE
+from paddle_finetune.checkpoints.ownership import (
+    RunRecorder,
+    begin_run_record,
+    clean_transient,
+    describe_names,
+    inventory,
+    new_run_id,
+    overlap,
+    protected_reason,
+    real,
+    remove_owned,
 )
 from paddle_finetune.checkpoints.storage import save_config
 from paddle_finetune.errors import ConfigError
+from paddle_finetune.paths import DATASETS_DIR
 from paddle_finetune.reporting.console import attach_run_log, log
 from paddle_finetune.runtime import state
 from paddle_finetune.runtime.distributed import is_main_process, writes_output
+from paddle_finetune.runtime.state import note_write
 
 
-def _previous_run_files(out):
-    return sorted(n for n in (os.listdir(out) if os.path.isdir(out) else []) if n != "wandb" and not n.startswith("."))
+def _is_local_path(value):
+    return isinstance(value, str) and bool(value) and (value.startswith((".", "/", "~")) or os.sep in value
+                                                       or os.path.exists(os.path.expanduser(value)))
+
+
+def resumes_in_place(config):
+    """The run continues output_dir's own run: resume_from_checkpoint is "auto", or a checkpoint inside output_dir."""
+    if not config.get("do_train", True):
+        return False
+    value = config.get("resume_from_checkpoint")
+    if value == "auto":
+        return True
+    return bool(value) and real(os.path.dirname(os.path.normpath(os.path.expanduser(value)))) == real(config["output_dir"])
+
+
+def run_inputs(config):
+    """(label, path) of every input of the run on disk, which output_dir must neither be, hold, nor be inside."""
+    inputs = [(key, config[key]) for key in ("train_file", "dev_file", "test_file") if _is_local_path(config.get(key))]
+    if _is_local_path(config.get("dataset_name")) and os.path.exists(os.path.expanduser(config["dataset_name"])):
+        inputs.append(("dataset_name", config["dataset_name"]))
+    for key in ("pretrained_model", "converted_model_dir"):
+        if _is_local_path(config.get(key)):
+            inputs.append((key, config[key]))
+    resume = config.get("resume_from_checkpoint")
+    if resume and resume != "auto" and config.get("do_train", True) and not resumes_in_place(config):
+        inputs.append(("resume_from_checkpoint", resume))
+    inputs.append(("paddle-finetune's built-in sample data", DATASETS_DIR))
+    return inputs
+
+
+def _check_place(out, config):
+    reason = protected_reason(out)
+    if reason:
+        shown = out if real(out) == out else f"{out} ({real(out)})"
+        raise ConfigError(f"output_dir {shown} is {reason}; nothing was changed. Give the run a folder of its own, "
+                          "e.g. --output_dir=output/my_run")
+    for label, path in run_inputs(config):
+        how = overlap(out, path)
+        if how:
+            raise ConfigError(f"output_dir {out} {how} {label} {path}, an input of this run; nothing was changed. "
+                              "Pick another --output_dir")
 
 
 def check_output_dir(config):
-    """Refuse to mix a new run into an old one's files unless asked to resume or overwrite.
-    Only checks: overwrite_output_dir clears in open_output_dir, once every check has passed."""
+    """Refuse an output_dir the run may not write (see the module docstring); only checks, touches nothing.
+    overwrite_output_dir removes the earlier run's files in open_output_dir, once every check has passed."""
     out = config["output_dir"]
-    previous = _previous_run_files(out)
-    if not previous or config.get("resume_from_checkpoint") or config.get("overwrite_output_dir"):
+    _check_place(out, config)
+    try:
+        inv = inventory(out)
+    except ConfigError as e:
+        raise ConfigError(f"output_dir {out}: {e}; so nothing in it can be proven to be an earlier run's, and nothing "
+                          "was changed. Pick another --output_dir") from None
+    if inv.foreign:
+        raise ConfigError(f"output_dir {out} holds files no paddle-finetune run wrote ({inv.shown_foreign()}); nothing "
+                          "was changed. Pick another --output_dir, or move those files out of it")
+    if inv.empty or resumes_in_place(config):
         return
+    names = describe_names(inv.owned)
+    resume = config.get("resume_from_checkpoint") if config.get("do_train", True) else None
+    if config.get("overwrite_output_dir"):
+        return
+    if resume:
+        raise ConfigError(
+            f"output_dir {out} holds an earlier run's files ({names}); resuming {resume}, a checkpoint of another "
+            "output_dir, there would mix two runs; nothing was changed. Pick an empty --output_dir, or pass "
+            "--overwrite_output_dir=True to remove that earlier run's files first (only the files runs recorded there)")
     raise ConfigError(
-        f"output_dir {out} is not empty ({', '.join(previous[:5])}{', ...' if len(previous) > 5 else ''}); "
-        "nothing was changed. Resume with --resume_from_checkpoint=auto, pick another --output_dir, "
-        "or pass --overwrite_output_dir=True to replace it"
+        f"output_dir {out} is not empty ({names}); nothing was changed. Resume with --resume_from_checkpoint=auto, "
+        "pick another --output_dir, or pass --overwrite_output_dir=True to replace the earlier run's files (only the "
+        "files runs recorded there are removed)"
     )
 
 
@@ -146,6 +221,7 @@ def claim_output_dir(config):
 
 
 def _take_claim(claim, config):
+    check_output_dir(config)  # before anything is created: a refused output_dir is not touched at all
     try:
         claim.created_dirs = _make_dirs(config["output_dir"])
         _take_lock(claim)
@@ -208,41 +284,61 @@ def release_run_claims():
         release_output_dir(claim, keep=claim.opened)
 
 
-def clean_stale_temp_dirs(output_dir):
-    if not os.path.isdir(output_dir):
-        return
-    for name in os.listdir(output_dir):
-        path = os.path.join(output_dir, name)
-        if name.startswith(f".tmp-{CHECKPOINT_PREFIX}") or (checkpoint_step(name.split(".old-")[0]) is not None and ".old-" in name):
-            shutil.rmtree(path, ignore_errors=True)
-        elif name.startswith((".tmp-rng-", ".write-test-", SHARING_CHECK_PREFIX)):  # .tmp-rng-: files of older versions
-            os.remove(path)
+def clean_stale_temp_dirs(output_dir, owned=()):
+    """Remove the leftovers of interrupted writes (checkpoints.ownership.clean_transient): only call it on an
+    output_dir that is ours (open_output_dir, after the checks)."""
+    return clean_transient(output_dir, owned)
+
+
+def _tool(command):
+    return (command or "").split(" ")[0] or "paddle-finetune"
 
 
 def open_output_dir(config, staged=None):
-    """Once every check has passed: clear a previous run's files (overwrite_output_dir, not resuming),
-    create output_dir, drop half-written temp dirs, save the config, and move in the files of `staged`
-    (a directory written during the checks, e.g. a vocab), which is then removed.
+    """Once every check has passed: remove an earlier run's recorded files (overwrite_output_dir, not resuming in
+    place), create output_dir, drop the leftovers of interrupted writes, record the run (adopting an earlier
+    version's output_dir), and from now on record every file the run writes there before it is written
+    (runtime.state.note_write); then save the config and move in the files of `staged` (a directory written during
+    the checks, e.g. a vocab), which is then removed.
 
     Bad data stops a run before this, so a fixed rerun is not refused as a non-empty output_dir.
     """
     out = config["output_dir"]
     if not writes_output():
         return
-    previous = _previous_run_files(out)
-    if previous and config.get("overwrite_output_dir") and not config.get("resume_from_checkpoint"):
-        log(f"overwrite_output_dir=True: clearing previous run files in {out}")
-        for name in previous:
-            path = os.path.join(out, name)
-            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+    inv = inventory(out)
+    if inv.foreign:  # appeared since the checks: still nothing is touched
+        raise ConfigError(f"output_dir {out} holds files no paddle-finetune run wrote ({inv.shown_foreign()}); nothing "
+                          "was changed. Pick another --output_dir, or move those files out of it")
+    in_place = resumes_in_place(config)
+    removed = []
+    if config.get("overwrite_output_dir") and not in_place and inv.owned:
+        removed = remove_owned(inv)
+        log(f"overwrite_output_dir=True: removed the earlier run's files in {out}: {describe_names(removed)} "
+            "(only what runs recorded there)")
+    elif config.get("overwrite_output_dir") and in_place and inv.owned:
+        log(f"overwrite_output_dir=True is ignored: resuming the run in {out} (resume_from_checkpoint="
+            f"{config.get('resume_from_checkpoint')})")
     os.makedirs(out, exist_ok=True)
-    clean_stale_temp_dirs(out)
+    clean_stale_temp_dirs(out, inv.owned)
+    current = state.current()
+    run_id, tool = new_run_id(), _tool(current.command)
+    resume = config.get("resume_from_checkpoint") if config.get("do_train", True) else None
+    begin_run_record(out, tool, run_id, adopted=[(n, k) for n, k in inv.owned.items() if n not in removed] if inv.legacy else (),
+                     resumed_from=real(resume) if resume and resume != "auto" else None, removed=removed)
+    if inv.legacy and not removed:
+        log(f"output_dir {out} was written by an earlier version (no record of its files): adopted "
+            f"{describe_names(inv.owned)} as that run's")
+    current.on_write = RunRecorder(out, tool, run_id)
     save_config(config, out)
     if staged:
         for name in os.listdir(staged):
+            note_write(os.path.join(out, name), "dir" if os.path.isdir(os.path.join(staged, name)) else "file")
             shutil.move(os.path.join(staged, name), os.path.join(out, name))
         shutil.rmtree(staged, ignore_errors=True)
     attach_run_log(out)  # what the console showed so far, and from now on, goes to output_dir/run.log
-    claim = state.current().claims.get(os.path.abspath(out))
+    if resume and resume != "auto" and not in_place:
+        log(f"resuming {real(resume)}, a checkpoint of another output_dir; this run's files go to {out}")
+    claim = current.claims.get(os.path.abspath(out))
     if claim is not None:
         claim.opened = True

@@ -35,12 +35,13 @@ SAFE_RESUME_KEYS = frozenset({
     "sample_prompt", "sample_max_new_tokens",  # train_clm's sample generation
 })
 
-def resolve_resume(config):
+def resolve_resume(config, validate=None):
     """None (no resume), or the read checkpoint to resume (CheckpointContents, usable as its path).
 
     "auto": the newest complete checkpoint that reads, newest first, logging each one skipped and why;
     none at all starts fresh, but checkpoints that all fail to read are an error (never a silent restart).
-    An explicit path that is damaged is a CheckpointError naming the file.
+    An explicit path that is damaged is a CheckpointError naming the file. validate(contents) may raise
+    CheckpointError for what only the run can check (e.g. the position within an epoch): damage as well.
     """
     value = config.get("resume_from_checkpoint")
     if not value:
@@ -48,7 +49,10 @@ def resolve_resume(config):
     if value != "auto":
         if not os.path.isdir(value):
             raise ConfigError(f"resume_from_checkpoint: directory not found: {value}")
-        return read_checkpoint(value)
+        contents = read_checkpoint(value)
+        if validate is not None:
+            validate(contents)
+        return contents
     out = config["output_dir"]
     candidates = list_checkpoints(out)[::-1]
     if not candidates:
@@ -58,6 +62,8 @@ def resolve_resume(config):
     for path in candidates:
         try:
             contents = read_checkpoint(path)
+            if validate is not None:
+                validate(contents)
         except CheckpointError as e:
             log(f"resume_from_checkpoint=auto: skipping {os.path.basename(path)}: {e}")
             failures.append(f"{os.path.basename(path)}: {e}")

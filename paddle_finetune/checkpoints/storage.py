@@ -8,6 +8,7 @@ Imports: the standard library and numpy; safetensors inside; of the project `err
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 from typing import Any, Dict
@@ -18,6 +19,8 @@ from paddle_finetune.checkpoints.files import (
     CHECKPOINT_PREFIX,
     COMPLETE_MARKER,
     FORMAT,
+    MAX_STEP,
+    MAX_WORLD_SIZE,
     OLD_FORMAT_FILES,
     OPTIMIZER_FILE,
     OPTIMIZER_META_FILE,
@@ -31,11 +34,14 @@ from paddle_finetune.checkpoints.files import (
     _fsync_dir,
     _json_bytes,
     _read_manifest,
+    _one_line,
     _Reader,
     _relative_files,
     _write_bytes,
     best_checkpoint_name,
     checkpoint_step,
+    is_count,
+    open_regular,
 )
 from paddle_finetune.checkpoints.optimizer_state import (
     apply_optimizer_state,
@@ -53,6 +59,7 @@ from paddle_finetune.runtime.rng import (
     rng_state_from_json,
     rng_state_to_json,
 )
+from paddle_finetune.runtime.state import note_write
 
 
 def save_config(config, output_dir, name=TRAIN_CONFIG_FILE):
@@ -63,6 +70,7 @@ def save_config(config, output_dir, name=TRAIN_CONFIG_FILE):
 
 def save_model_files(model, tokenizer, directory, extra_files=None):
     """The one place a model is unwrapped and saved: checkpoints and final exports both use it."""
+    note_write(directory, "dir")
     os.makedirs(directory, exist_ok=True)
     unwrap_model(model).save_pretrained(directory, safe_serialization=True)
     if tokenizer is not None:
@@ -109,6 +117,7 @@ def save_checkpoint(output_dir, step, model, tokenizer, optimizer, lr_scheduler,
     final = os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{step}")
     tmp = os.path.join(output_dir, f".tmp-{CHECKPOINT_PREFIX}{step}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
+    note_write(final, "dir")  # recorded before it exists: a crash never leaves a checkpoint the run cannot prove is its own
     save_model_files(model, tokenizer, tmp, extra_files)
     arrays, meta = optimizer_state(optimizer, model)
     save_file(arrays, os.path.join(tmp, OPTIMIZER_FILE))  # straight to disk: no second copy in memory (fsynced below)
@@ -130,7 +139,7 @@ def save_checkpoint(output_dir, step, model, tokenizer, optimizer, lr_scheduler,
     for name in sorted(_relative_files(tmp)):
         path = os.path.join(tmp, name)
         files[name] = _digest(path)
-        with open(path, "rb") as f:  # save_pretrained and the tokenizer do not fsync
+        with open_regular(path) as f:  # save_pretrained and the tokenizer do not fsync
             os.fsync(f.fileno())
     _write_bytes(os.path.join(tmp, COMPLETE_MARKER), _json_bytes({"format": FORMAT, "step": step, "files": files}))
     _fsync_dir(tmp)
@@ -194,26 +203,95 @@ def _old_format_error(path):
     )
 
 
+def _number_or_none(value):
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
+
+
+def _count_or_none(value, limit=MAX_STEP):
+    return value is None or is_count(value, limit)
+
+
+def check_trainer_state(where, state, step):
+    """The ranges of a checkpoint's trainer_state.json: the step it says agrees with the manifest and the train
+    state, every count is a whole number in range, every metric finite. CheckpointError names what is wrong."""
+    if not isinstance(state, dict) or state.get("format") != FORMAT or not isinstance(state.get("train_state"), dict) \
+            or not isinstance(state.get("lr_scheduler"), dict):
+        raise CheckpointError(f"{where}: not a format {FORMAT} trainer state")
+    if not is_count(state.get("step"), MAX_STEP):
+        raise CheckpointError(f"{where}: step {state.get('step')!r} is not a whole number from 0 to {MAX_STEP}")
+    if step is not None and state["step"] != step:
+        raise CheckpointError(f"{where}: step {state['step']}, but {COMPLETE_MARKER} says step {step}")
+    world_size = state.get("world_size")
+    if type(world_size) is not int or not 1 <= world_size <= MAX_WORLD_SIZE:
+        raise CheckpointError(f"{where}: world_size {world_size!r} is not a whole number from 1 to {MAX_WORLD_SIZE}")
+    train = state["train_state"]
+    problems = []
+    if train.get("global_step", state["step"]) != state["step"] or not is_count(train.get("global_step", 0), MAX_STEP):
+        problems.append(f"global_step {train.get('global_step')!r} differs from step {state['step']}")
+    for key in ("epoch", "position", "evals_without_improvement", "amp_skipped_in_a_row"):
+        if not is_count(train.get(key, 0), MAX_STEP):
+            problems.append(f"{key} {train.get(key)!r} is not a whole number from 0 to {MAX_STEP}")
+    for key in ("best_step", "stopped_early_at", "final_model_step"):
+        if not _count_or_none(train.get(key)) or (train.get(key) is not None and train[key] > state["step"]):
+            problems.append(f"{key} {train.get(key)!r} is not a step from 0 to {state['step']}")
+    if train.get("world_size", world_size) != world_size:
+        problems.append(f"train_state world_size {train.get('world_size')!r} differs from world_size {world_size}")
+    if not _number_or_none(train.get("best_metric")):
+        problems.append(f"best_metric {train.get('best_metric')!r} is not a finite number")
+    for key in ("best_checkpoint", "metric_for_best", "wandb_run_id"):
+        if train.get(key) is not None and not isinstance(train[key], str):
+            problems.append(f"{key} {train[key]!r} is not a name")
+    best = train.get("best_checkpoint")
+    if isinstance(best, str) and best and checkpoint_step(best_checkpoint_name(best)) is None:
+        problems.append(f"best_checkpoint {best!r} is not a checkpoint-<step> name")
+    for key, value in state["lr_scheduler"].items():
+        if not isinstance(key, str) or not (_number_or_none(value) or isinstance(value, (str, bool))):
+            problems.append(f"lr_scheduler {key!r} holds {value!r}")
+    scaler = state.get("scaler")
+    if scaler is not None and (not isinstance(scaler, dict) or not all(_number_or_none(v) or isinstance(v, bool) for v in scaler.values())
+                               or not (isinstance(scaler.get("scale"), (int, float)) and scaler["scale"] > 0)):
+        problems.append(f"scaler {scaler!r} is not a loss-scaler state")
+    if state.get("data_fingerprint") is not None and not isinstance(state["data_fingerprint"], str):
+        problems.append("data_fingerprint is not text")
+    if problems:
+        raise CheckpointError(f"{where}: {problems[0]}")
+
+
 def read_checkpoint(path):
     """Read and validate every file of a checkpoint into memory, or raise CheckpointError naming the
-    file and what is wrong (missing, truncated, corrupted, bad JSON, incomplete marker, old format)."""
+    file and what is wrong (missing, truncated, corrupted, bad JSON, incomplete marker, old format, a name that
+    disagrees with the step it holds, values out of range, a file that is not a regular file)."""
     if not os.path.isdir(path):
         raise CheckpointError(f"checkpoint not found: {path}")
-    if not os.path.isfile(os.path.join(path, COMPLETE_MARKER)):
+    if not os.path.lexists(os.path.join(path, COMPLETE_MARKER)):
         raise CheckpointError(f"{path} is not a complete checkpoint (no {COMPLETE_MARKER})")
+    try:
+        return _read_checkpoint(path)
+    except CheckpointError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError, IndexError, RecursionError) as e:
+        raise CheckpointError(f"{path}: damaged ({_one_line(e)})") from None
+
+
+def _read_checkpoint(path):
     manifest = _read_manifest(path)
     if manifest.get("format") == 1:
         raise _old_format_error(path)
+    marker = os.path.join(path, COMPLETE_MARKER)
+    named = checkpoint_step(os.path.basename(os.path.normpath(path)))
+    if manifest.get("step") is None:
+        raise CheckpointError(f"{marker}: no step recorded")
+    if named is not None and named != manifest["step"]:
+        raise CheckpointError(f"{path}: its name says step {named}, its {COMPLETE_MARKER} says step {manifest['step']} "
+                              "(renamed?)")
     reader = _Reader(path, manifest)
-    weights, weights_source = read_model_weights(path, reader)
     state_where = os.path.join(path, TRAINER_STATE_FILE)
-    state = reader.json(TRAINER_STATE_FILE)
-    if not isinstance(state, dict) or state.get("format") != FORMAT or not isinstance(state.get("train_state"), dict) \
-            or not isinstance(state.get("lr_scheduler"), dict) or not isinstance(state.get("world_size"), int):
-        raise CheckpointError(f"{state_where}: not a format {FORMAT} trainer state")
+    state = reader.json(TRAINER_STATE_FILE)  # first: small, and it says how many rank files there are
+    check_trainer_state(state_where, state, manifest["step"])
+    weights, weights_source = read_model_weights(path, reader)
     try:
         rng = rng_state_from_json(state.get("rng"))
-    except ValueError as e:
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise CheckpointError(f"{state_where}: {e}") from None
     rank_rng = {}
     for rank in range(1, state["world_size"]):
@@ -221,7 +299,7 @@ def read_checkpoint(path):
         data = reader.json(name)
         try:
             rank_rng[rank] = rng_state_from_json(data.get("rng") if isinstance(data, dict) else None)
-        except ValueError as e:
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
             raise CheckpointError(f"{os.path.join(path, name)}: {e}") from None
     meta = reader.json(OPTIMIZER_META_FILE)
     if not isinstance(meta, dict) or not isinstance(meta.get("dtypes"), dict):
@@ -234,7 +312,7 @@ def read_checkpoint(path):
         raise CheckpointError(f"{os.path.join(path, TRAIN_CONFIG_FILE)}: not a config object")
     for name in sorted(set(manifest["files"]) - reader.seen):  # the rest (tokenizer, config.json, ...) intact too
         reader.read(name)
-    return CheckpointContents(path=path, step=int(state.get("step", manifest.get("step", 0))), weights=weights,
+    return CheckpointContents(path=path, step=state["step"], weights=weights,
                               weights_source=weights_source, optimizer=optimizer, optimizer_meta=meta,
                               trainer_state=state, rng=rng, rank_rng=rank_rng, config=config, files=manifest["files"])
 
@@ -290,10 +368,14 @@ def load_rank_rng(checkpoint, rank, default):
 
 def export_final_model(model, tokenizer, output_dir, extra_files=None):
     """The kept model at the root of output_dir (HF/PaddleNLP convention: from_pretrained(output_dir) loads it).
-    Written next to it first, then moved in file by file, so a crash never leaves half a file."""
+    Written next to it first, then moved in file by file, so a crash never leaves half a file; the temp dir goes
+    whatever happens (and a kill's leftover at the next start: ownership's transient names)."""
     tmp = os.path.join(output_dir, f".tmp-final-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    save_model_files(model, tokenizer, tmp, extra_files)
-    for name in os.listdir(tmp):
-        os.replace(os.path.join(tmp, name), os.path.join(output_dir, name))
-    os.rmdir(tmp)
+    try:
+        save_model_files(model, tokenizer, tmp, extra_files)
+        for name in sorted(os.listdir(tmp)):
+            note_write(os.path.join(output_dir, name), "dir" if os.path.isdir(os.path.join(tmp, name)) else "file")
+            os.replace(os.path.join(tmp, name), os.path.join(output_dir, name))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

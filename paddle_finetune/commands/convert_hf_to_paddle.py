@@ -9,7 +9,11 @@ files. A weights-only SRC_DIR converts too (no tokenizer is copied, and the
 report says so); ``--tokenizer DIR`` takes the tokenizer from another HF dir.
 DST_DIR receives ``model.safetensors``, a PaddleNLP ``config.json``, the
 PaddleNLP tokenizer files and ``hf_conversion.json`` (written last: its presence
-means the conversion finished).
+means the conversion finished). DST_DIR must be new or empty, or an earlier
+conversion of the same SRC_DIR (real paths) holding nothing else; never SRC_DIR,
+the --tokenizer dir, inside one or holding one (checkpoints.ownership.check_destination).
+With --verify and --tokenizer DIR, DIR's tokenizer must also give SRC_DIR's own
+tokenizer's ids, when SRC_DIR has one.
 
 This is only the command line: the conversion itself (mapping tables, checks,
 verification) is the top-level module ``hf_to_paddle``. Exit code 0 on
@@ -57,6 +61,11 @@ def _print_report(report: dict) -> None:
             print(f"tokenizer ids    : {'identical' if v['tokenizer_identical'] else 'DIFFERENT'}")
         elif "tokenizer_check" in v:
             print(f"tokenizer ids    : {v['tokenizer_check']}")
+        if "tokenizer_matches_source" in v:
+            print(f"--tokenizer      : {'same ids as' if v['tokenizer_matches_source'] else 'DIFFERENT ids from'} "
+                  "SRC_DIR's own tokenizer")
+        elif "tokenizer_source_check" in v:
+            print(f"--tokenizer      : {v['tokenizer_source_check']}")
         for key in v.get("hf_reload_mismatches", []):
             print(f"note             : transformers' from_pretrained does not reproduce stored {key}; "
                   f"compared against the stored value")

@@ -33,6 +33,9 @@ Outputs:
                name is removed, so it is never read as these predictions' metrics.
 A model trained on text pairs needs pairs (--text_pair_column, or TABs in a .txt), one trained on single
 texts needs single texts (train_config.json in the model directory says which).
+--output never writes over an input (INPUT, a file of MODEL, anything inside a checkpoint; real paths compared).
+An existing --output or metrics file is replaced only when this tool wrote it and it is unchanged since (recorded
+in .paddle_finetune_owned.json beside it), or with --overwrite.
 Exit status: 0, or 2 with one `error: ...` line on stderr (nothing is written then).
 """
 import argparse
@@ -47,6 +50,7 @@ from paddle_finetune.commands.output import (
     stderr,
     write_atomic,
 )
+from paddle_finetune.checkpoints.ownership import real
 from paddle_finetune.configuration.rules import check_max_lengths
 from paddle_finetune.data.examples import column_names, normalize_column, read_examples
 from paddle_finetune.data.readers import SUPPORTED_EXTENSIONS, iter_rows
@@ -62,6 +66,8 @@ from paddle_finetune.tasks.classification import (
     tokenize_rows,
 )
 
+
+TOOL = "predict_classification"  # whose outputs --output may replace (checkpoints.ownership)
 
 def resolve_columns(path, text_column, text_pair_column, label_column):
     """({role: column}, how they were chosen) for a file with columns: "text"[, "text_pair"][, "label"]."""
@@ -188,6 +194,9 @@ def _main(argv=None):
                              "\"\" = no scoring")
     parser.add_argument("--output", default="", help="JSON lines file to write (metrics go to <output without extension>"
                                                      ".metrics.json); default: label<TAB>probability<TAB>text on stdout")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --output (and its metrics file) that is not an unchanged earlier "
+                             "output of this tool; never INPUT or a file of MODEL")
     parser.add_argument("--skip_bad_rows", action="store_true", help="skip (and count) bad rows instead of stopping")
     parser.add_argument("--max_seq_length", type=int, default=None, help="default: the value used in training")
     parser.add_argument("--batch_size", type=int, default=64)
@@ -199,7 +208,7 @@ def _main(argv=None):
         for name in ("max_seq_length", "batch_size"):
             if getattr(args, name) is not None and getattr(args, name) < 1:
                 raise ConfigError(f"--{name} must be >= 1, got {getattr(args, name)}")
-        check_output(args.output)
+        check_output(args.output, TOOL, args.input, args.checkpoint, args.overwrite)
         rows, label_column = read_inputs(args.input, args.text_column, args.text_pair_column, args.label_column,
                                        args.skip_bad_rows)
         from paddlenlp.transformers import AutoModelForSequenceClassification
@@ -235,7 +244,7 @@ def _main(argv=None):
                 record["gold_label"] = row["label"]
             record.update(prediction=name(best), probability=round(float(p[best]), 4))
             lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-        write_atomic(args.output, "".join(lines))
+        write_atomic(args.output, "".join(lines), tool=TOOL, input=real(args.input))
         stderr(f"wrote {len(lines)} predictions to {args.output}")
     else:
         for row, p, best in zip(rows, probs, predicted):
@@ -254,7 +263,7 @@ def _main(argv=None):
             stderr("no accuracy: every gold label is empty")
         if args.output:
             path = metrics_path(args.output)
-            write_atomic(path, json.dumps({"model": model_dir, "input": args.input, "label_column": label_column, **metrics},
+            write_atomic(path, tool=TOOL, text=json.dumps({"model": model_dir, "input": args.input, "label_column": label_column, **metrics},
                                           ensure_ascii=False, indent=2) + "\n")
             stderr(f"wrote metrics to {path}")
     return 0

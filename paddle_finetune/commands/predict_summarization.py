@@ -30,6 +30,9 @@ Outputs:
                with --output also saved next to it as <output without its extension>.metrics.json
                (--output=preds.jsonl -> preds.metrics.json); without references an earlier file of that name
                is removed, so it is never read as these predictions' metrics.
+--output never writes over an input (INPUT, a file of MODEL, anything inside a checkpoint; real paths compared).
+An existing --output or metrics file is replaced only when this tool wrote it and it is unchanged since (recorded
+in .paddle_finetune_owned.json beside it), or with --overwrite.
 Exit status: 0, or 2 with one `error: ...` line on stderr (nothing is written then).
 """
 import argparse
@@ -43,6 +46,7 @@ from paddle_finetune.commands.output import (
     stderr,
     write_atomic,
 )
+from paddle_finetune.checkpoints.ownership import real
 from paddle_finetune.configuration.rules import check_max_lengths
 from paddle_finetune.data.examples import column_names, normalize_column, read_examples
 from paddle_finetune.errors import ConfigError, DataError
@@ -61,6 +65,8 @@ from paddle_finetune.tasks.summarization import (
     tokenize_examples,
 )
 
+
+TOOL = "predict_summarization"  # whose outputs --output may replace (checkpoints.ownership)
 
 def resolve_columns(path, text_column, reference_column):
     """({role: column}, how they were chosen): "source" and, with references, "reference"."""
@@ -139,6 +145,9 @@ def _main(argv=None):
                              "summary column; \"\" = no scoring")
     parser.add_argument("--output", default="", help="JSON lines file to write (metrics go to <output without extension>"
                                                      ".metrics.json); default: predictions on stdout")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --output (and its metrics file) that is not an unchanged earlier "
+                             "output of this tool; never INPUT or a file of MODEL")
     parser.add_argument("--skip_bad_rows", action="store_true", help="skip (and count) bad rows instead of stopping")
     parser.add_argument("--num_beams", type=int, default=None, help="default: the value used in training")
     parser.add_argument("--max_target_length", type=int, default=None, help="tokens generated; default: training's")
@@ -155,7 +164,7 @@ def _main(argv=None):
         for name in ("num_beams", "max_target_length", "batch_size"):
             if getattr(args, name) is not None and getattr(args, name) < 1:
                 raise ConfigError(f"--{name} must be >= 1, got {getattr(args, name)}")
-        check_output(args.output)
+        check_output(args.output, TOOL, args.input, args.checkpoint, args.overwrite)
         examples, columns = read_inputs(args.input, args.text_column, args.reference_column, args.skip_bad_rows)
         from paddlenlp.transformers import BartForConditionalGeneration
 
@@ -190,7 +199,7 @@ def _main(argv=None):
             record["reference"] = ex["reference"]
         records.append(json.dumps(record, ensure_ascii=False))
     if args.output:
-        write_atomic(args.output, "".join(line + "\n" for line in records))
+        write_atomic(args.output, "".join(line + "\n" for line in records), tool=TOOL, input=real(args.input))
         stderr(f"wrote {len(records)} predictions to {args.output}")
     else:
         sys.stdout.write("".join(line + "\n" for line in records))
@@ -208,7 +217,7 @@ def _main(argv=None):
                + (f" (rouge_style {metrics['rouge_style']})" if "rouge_style" in metrics else ""))
         if args.output:
             path = metrics_path(args.output)
-            write_atomic(path, json.dumps({"model": model_dir, "input": args.input, "text_column": columns["source"],
+            write_atomic(path, tool=TOOL, text=json.dumps({"model": model_dir, "input": args.input, "text_column": columns["source"],
                                            "reference_column": columns["reference"], **metrics},
                                           ensure_ascii=False, indent=2) + "\n")
             stderr(f"wrote metrics to {path}")

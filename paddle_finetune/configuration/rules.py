@@ -74,7 +74,7 @@ def check_rules(cfg, rules):
 def training_rules(cfg):
     """The rules every trainer's CONFIG shares; its validate_config adds its own keys."""
     rules = {
-        "seed": (at_least(0),),  # numpy seeds must be >= 0
+        "seed": (at_least(0), at_most(2**32 - 1)),  # numpy seeds are 32-bit: 4294967296 failed deep inside numpy
         "learning_rate": (finite, positive),  # --learning_rate=1e400 trained with lr=inf and exited 0
         "warmup_steps": (non_negative,),
         "warmup_proportion": (finite, non_negative, at_most(1)),

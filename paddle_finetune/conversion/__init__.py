@@ -13,7 +13,7 @@ its marker and the trainer-facing helpers) and `verify` (HF and Paddle on the sa
 Imports: at module level only the standard library and numpy (safetensors when
 reading weights); paddle, paddlenlp, torch and transformers are imported lazily
 inside the functions that need them, so ``is_hf_checkpoint_dir`` and
-``has_tokenizer`` stay cheap. Of the project only `errors`.
+``has_tokenizer`` stay cheap. Of the project `errors` and `checkpoints.ownership` (the DST rule).
 
 A converted directory holds ``model.safetensors`` (paddlenlp's
 ``from_pretrained`` reads it first), a PaddleNLP ``config.json`` (plus

@@ -2,8 +2,9 @@
 and the helpers the engine uses: is a directory an HF checkpoint, does it have a tokenizer, where is its
 cached conversion (`ensure_paddle_checkpoint`).
 
-Imports: the standard library and numpy; paddle, paddlenlp and safetensors inside; of the project `errors`
-and the other `conversion` modules.
+Imports: the standard library and numpy; paddle, paddlenlp and safetensors inside; of the project `errors`,
+`checkpoints.ownership` (DST_DIR: new, empty, or an earlier conversion of the same SRC_DIR) and the other
+`conversion` modules.
 """
 
 from __future__ import annotations
@@ -48,13 +49,15 @@ from paddle_finetune.conversion.tokenizers import (
     build_paddle_tokenizer,
     has_tokenizer,
 )
+from paddle_finetune.checkpoints.ownership import check_destination, real, record_entries
 from paddle_finetune.conversion.verify import verify_conversion
-from paddle_finetune.errors import ConversionError, VerificationError
+from paddle_finetune.errors import ConfigError, ConversionError, VerificationError
 
 logger = logging.getLogger("paddle_finetune.conversion")
 
 CONVERTER_VERSION = 2
 MARKER_FILE = "hf_conversion.json"
+TOOL = "convert_hf_to_paddle"  # whose earlier output a DST may be (checkpoints.ownership)
 
 # --------------------------------------------------------------------------
 # Conversion.
@@ -104,15 +107,15 @@ def convert(
     started = time.time()
     src_dir = os.path.abspath(src_dir)
     dst_dir = os.path.abspath(dst_dir)
+    _require(os.path.isdir(src_dir), f"{src_dir}: not a directory.")
+    check_dst(src_dir, dst_dir, tokenizer_dir)
     if tokenizer_dir is not None:
         tokenizer_dir = os.path.abspath(tokenizer_dir)
         _require(os.path.isdir(tokenizer_dir), f"{tokenizer_dir}: tokenizer dir not found.")
         _require(has_tokenizer(tokenizer_dir), f"{tokenizer_dir}: no tokenizer files "
                                                f"(looked for {', '.join(TOKENIZER_VOCAB_FILES)}).")
     config_path = os.path.join(src_dir, "config.json")
-    _require(os.path.isdir(src_dir), f"{src_dir}: not a directory.")
     _require(os.path.isfile(config_path), f"{config_path}: missing (an HF checkpoint needs config.json).")
-    _require(src_dir != dst_dir, "SRC_DIR and DST_DIR must differ.")
     hf_cfg = _read_json(config_path)
     arch = select_architecture(hf_cfg, config_path)
     spec = ARCHITECTURES[arch]
@@ -153,6 +156,7 @@ def convert(
         model.set_state_dict(mapped)
         del mapped
 
+        check_dst(src_dir, dst_dir, tokenizer_dir)  # again, just before writing: nothing else may have appeared
         os.makedirs(dst_dir, exist_ok=True)
         previous = _read_marker(dst_dir)
         if previous is not None:
@@ -169,6 +173,8 @@ def convert(
             if getattr(model, "generation_config", None) is not None:
                 model.generation_config.save_pretrained(stage)
             written = sorted(os.listdir(stage))
+            record_entries(dst_dir, {name: "dir" if os.path.isdir(os.path.join(stage, name)) else "file"
+                                     for name in [*written, MARKER_FILE]}, tool=TOOL, source=real(src_dir))
             for name in _previous_outputs(previous) if previous else []:
                 stale = os.path.join(dst_dir, name)
                 if name not in written and name != MARKER_FILE and os.path.isfile(stale):
@@ -202,7 +208,9 @@ def convert(
     }
     if verify:
         verify_started = time.time()
-        report["verify"] = verify_conversion(src_dir, dst_dir, arch, hf_cfg, tolerance, tokenizer_dir=tokenizer_source)
+        report["verify"] = verify_conversion(
+            src_dir, dst_dir, arch, hf_cfg, tolerance, tokenizer_dir=tokenizer_source,
+            source_tokenizer_dir=src_dir if tokenizer_dir is not None and has_tokenizer(src_dir) else None)
         report["verify_seconds"] = round(time.time() - verify_started, 3)
         if not report["verify"]["passed"]:
             raise VerificationError(_verify_failure_message(report["verify"], tolerance), report)
@@ -215,6 +223,30 @@ def convert(
     return report
 
 
+def _earlier_conversion(src_dir: str):
+    """For check_destination: the names a conversion from before ownership records wrote into a DST, when its
+    marker says it converted this very SRC (real paths)."""
+    def names(dst: str):
+        marker = _read_marker(dst)
+        if not marker or not isinstance(marker.get("source"), str) or real(marker["source"]) != real(src_dir):
+            return None
+        # what it listed (or, before lists, version 1's stale names) and what every conversion writes
+        return {*_previous_outputs(marker), MARKER_FILE, "config.json", "generation_config.json", SAFETENSORS_FILE}
+    return names
+
+
+def check_dst(src_dir: str, dst_dir: str, tokenizer_dir: Optional[str] = None) -> None:
+    """DST must be new or empty, or an earlier conversion of the same SRC holding nothing else; never SRC, the
+    --tokenizer dir, inside one or holding one (real paths: a DST that is a symlink to SRC is SRC).
+    ConversionError in one line otherwise; nothing is touched."""
+    try:
+        check_destination(dst_dir, tool=TOOL, source=src_dir, what="DST_DIR",
+                          inputs=[("the --tokenizer dir", tokenizer_dir)] if tokenizer_dir else [],
+                          earlier=_earlier_conversion(src_dir))
+    except ConfigError as e:
+        raise ConversionError(str(e)) from None
+
+
 def _verify_failure_message(v: dict, tolerance: float) -> str:
     parts = []
     if v["max_abs_diff"] > tolerance:
@@ -223,6 +255,9 @@ def _verify_failure_message(v: dict, tolerance: float) -> str:
         parts.append(f"greedy generations differ: HF {v['greedy_hf']} vs Paddle {v['greedy_paddle']}")
     if v.get("tokenizer_identical") is False:
         parts.append(f"tokenizers disagree: HF {v['tokenizer_hf']} vs Paddle {v['tokenizer_paddle']}")
+    if v.get("tokenizer_matches_source") is False:
+        parts.append(f"the --tokenizer dir tokenizes differently from SRC_DIR's own tokenizer: {v['tokenizer_hf']} vs "
+                     f"{v['tokenizer_source']}")
     return "Verification failed: " + "; ".join(parts)
 
 # --------------------------------------------------------------------------
@@ -342,6 +377,7 @@ def ensure_paddle_checkpoint(name_or_path: str, cache_dir: Optional[str] = None)
         raise ConversionError(
             f"{dst} exists but is not a completed conversion of {src}; remove it or pass another cache_dir."
         )
+    check_dst(src, dst)  # a conversion of another source, or one with files of someone else's, is never replaced
 
     logger.warning("Converting HF checkpoint %s -> Paddle checkpoint %s (one-time)", src, dst)
     parent = os.path.dirname(dst)

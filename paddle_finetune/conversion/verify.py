@@ -139,13 +139,16 @@ def _align_hf_model_with_checkpoint(hf_model, src_dir: str) -> List[str]:
 
 
 def verify_conversion(
-    src_dir: str, dst_dir: str, arch: str, hf_cfg: dict, tolerance: float = 1e-4, tokenizer_dir: Optional[str] = None
+    src_dir: str, dst_dir: str, arch: str, hf_cfg: dict, tolerance: float = 1e-4, tokenizer_dir: Optional[str] = None,
+    source_tokenizer_dir: Optional[str] = None,
 ) -> dict:
     """Run the HF model from src_dir and the Paddle one from dst_dir on the same random padded ids.
 
     The tokenizers are compared too (HF from tokenizer_dir, default src_dir)
     unless dst_dir holds no tokenizer, in which case only that comparison is
-    skipped and result["tokenizer_check"] says so.
+    skipped and result["tokenizer_check"] says so. With source_tokenizer_dir
+    (SRC's own tokenizer, when another one was converted with --tokenizer), the
+    HF tokenizer of tokenizer_dir must also give the same ids as SRC's own.
     """
     try:
         import torch
@@ -216,5 +219,14 @@ def verify_conversion(
         result["tokenizer_paddle"] = pd_tok(VERIFY_TEXT)["input_ids"]
         result["tokenizer_identical"] = result["tokenizer_hf"] == result["tokenizer_paddle"]
         passed = passed and result["tokenizer_identical"]
+        if source_tokenizer_dir is not None:
+            try:
+                source_tok = transformers.AutoTokenizer.from_pretrained(source_tokenizer_dir, local_files_only=True)
+            except Exception as e:  # noqa: BLE001 - SRC's own tokenizer may not load in transformers
+                result["tokenizer_source_check"] = f"skipped: SRC_DIR's own tokenizer did not load ({e})"
+            else:
+                result["tokenizer_source"] = source_tok(VERIFY_TEXT)["input_ids"]
+                result["tokenizer_matches_source"] = result["tokenizer_source"] == result["tokenizer_hf"]
+                passed = passed and result["tokenizer_matches_source"]
     result["passed"] = bool(passed)
     return result

@@ -6,12 +6,11 @@ Also the trained model a prediction tool loads.
 Imports: the standard library and numpy; paddle and paddlenlp inside; of the project `errors`,
 `configuration`, `checkpoints`, `conversion`, `data.text`, `models.weights`, `reporting`, `runtime`.
 """
-import json
 import os
 
 import numpy as np
 
-from paddle_finetune.checkpoints.files import TRAIN_CONFIG_FILE
+from paddle_finetune.checkpoints.files import TRAIN_CONFIG_FILE, _one_line, read_json_file
 from paddle_finetune.checkpoints.listing import latest_checkpoint, resolve_model_dir
 from paddle_finetune.configuration.rules import check_max_lengths
 from paddle_finetune.conversion import (
@@ -21,7 +20,7 @@ from paddle_finetune.conversion import (
     no_tokenizer_message,
 )
 from paddle_finetune.data.text import write_char_vocab
-from paddle_finetune.errors import ConfigError, ConversionError
+from paddle_finetune.errors import CheckpointError, ConfigError, ConversionError, DataError
 from paddle_finetune.models.weights import load_model_dir, unwrap_model
 from paddle_finetune.reporting.console import log
 from paddle_finetune.runtime.distributed import barrier, is_main_process
@@ -144,20 +143,66 @@ def load_tokenizer(config, texts):
     Every rank builds it from the same texts, so no rank waits for another or needs a shared disk (write_char_vocab
     is deterministic; that every node read the same texts is checked on the tokenized data, see agree_on_data).
     """
-    from paddlenlp.transformers import AutoTokenizer, BertTokenizer
+    from paddlenlp.transformers import BertTokenizer
 
     if config["pretrained_model"]:
         path = resolve_pretrained(config["pretrained_model"], config.get("converted_model_dir") or None)
         if os.path.isdir(path):
             if not has_tokenizer(path):
                 raise ConfigError(f"pretrained_model {config['pretrained_model']}: " + no_tokenizer_message(path))
-        return AutoTokenizer.from_pretrained(path), {}
+        return load_tokenizer_from(path, f"pretrained_model {config['pretrained_model']}"), {}
     vocab = write_char_vocab(texts, os.path.join(staging_dir(), "vocab.txt"))
     return BertTokenizer(vocab_file=vocab), {"vocab.txt": vocab}
 
 
+def load_tokenizer_from(path, what):
+    """paddlenlp's AutoTokenizer for a name or directory; one ConfigError line when it cannot load it (e.g. a
+    tokenizer_config.json naming a class paddlenlp has not, such as HF's PreTrainedTokenizerFast)."""
+    from paddlenlp.transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as e:  # noqa: BLE001 - paddlenlp raises many types for a tokenizer it cannot build
+        named = ""
+        config_file = os.path.join(path, "tokenizer_config.json")
+        if os.path.isdir(path) and os.path.isfile(config_file):
+            try:
+                cls = read_json_file(config_file, max_bytes=16 << 20).get("tokenizer_class")
+                named = f" (its tokenizer_config.json names {cls})" if isinstance(cls, str) else ""
+            except (CheckpointError, AttributeError):
+                pass
+        raise ConfigError(f"{what}: paddlenlp cannot load its tokenizer{named}: {_one_line(e)}; convert it with "
+                          "tools/convert_hf_to_paddle.py, or give a paddlenlp tokenizer (vocab.txt, or vocab.json + "
+                          "merges.txt, with a paddlenlp tokenizer_config.json)") from None
+
+
 def vocab_size(tokenizer):
     return len(tokenizer.vocab) if hasattr(tokenizer, "vocab") else tokenizer.vocab_size
+
+
+def tokenizer_entries(tokenizer):
+    """How many ids the tokenizer can produce: its vocabulary with added tokens."""
+    try:
+        return len(tokenizer)
+    except TypeError:
+        return vocab_size(tokenizer)
+
+
+def check_tokenizer_fits(tokenizer, model, where):
+    """Every id the tokenizer can produce must have a row in the model's input embedding; refused (ConfigError)
+    before output_dir opens, where it used to crash at the first step with paddle's embedding error."""
+    if tokenizer is None:
+        return
+    inner = unwrap_model(model)
+    try:
+        rows = int(inner.get_input_embeddings().weight.shape[0])
+    except (AttributeError, NotImplementedError, TypeError):
+        rows = getattr(getattr(inner, "config", None), "vocab_size", None)
+    entries = tokenizer_entries(tokenizer)
+    if isinstance(rows, int) and entries > rows:
+        raise ConfigError(f"{where}: its tokenizer has {entries} entries, more than the model's {rows} embeddings "
+                          f"(vocab_size): ids from {rows} on have no embedding; use the tokenizer the model was trained "
+                          "with")
 
 
 def count_parameters(model):
@@ -167,16 +212,20 @@ def count_parameters(model):
 def load_trained(path, model_class, device="auto", defaults=None):
     """For prediction CLIs: (model_dir, model in eval mode, tokenizer, the training config it was saved
     with over `defaults`). `path` may be an output_dir (see resolve_model_dir)."""
-    from paddlenlp.transformers import AutoTokenizer
-
     model_dir = resolve_model_dir(path)
     config = dict(defaults or {})
     config_file = os.path.join(model_dir, TRAIN_CONFIG_FILE)
-    if os.path.isfile(config_file):
-        with open(config_file, encoding="utf-8") as f:
-            config.update(json.load(f))
+    if os.path.lexists(config_file):
+        try:
+            saved = read_json_file(config_file, max_bytes=16 << 20)
+        except CheckpointError as e:
+            raise DataError(str(e)) from None
+        if not isinstance(saved, dict):
+            raise DataError(f"{config_file}: not a training config (a JSON {type(saved).__name__}, not an object)")
+        config.update(saved)
     setup_device(device)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = load_tokenizer_from(model_dir, f"model {model_dir}")
     model = load_model_dir(model_class, model_dir)
+    check_tokenizer_fits(tokenizer, model, f"model {model_dir}")
     model.eval()
     return model_dir, model, tokenizer, config

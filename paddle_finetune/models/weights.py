@@ -3,6 +3,11 @@ sharded index), or an old model_state.pdparams through a restricted unpickler th
 nothing else; matched to the model exactly (missing, unexpected, mis-shaped and untied weights refused by
 name) and applied.
 
+A model directory is checked before anything is allocated: the safetensors header (8-byte length, then a JSON
+header of bounded size: names, dtypes, shapes, offsets) is read without reading the tensors, every size in
+config.json must fit the weights shipped (a config far beyond them is refused before the model is built), and
+the built model's names and shapes are compared with the header before the tensors are read.
+
 Imports: the standard library and numpy; paddle and paddlenlp inside the functions; of the project `errors`,
 `checkpoints.files` and `reporting`.
 """
@@ -11,15 +16,20 @@ import io
 import os
 import pickle
 import re
+import struct
 
 import numpy as np
 
 from paddle_finetune.checkpoints.files import (
+    MAX_JSON_DEPTH,
     PICKLED_WEIGHTS_FILE,
     SAFE_WEIGHTS_FILE,
     SAFE_WEIGHTS_INDEX,
     _dir_reader,
     _one_line,
+    _parse_json,
+    open_regular,
+    read_json_file,
 )
 from paddle_finetune.errors import CheckpointError
 from paddle_finetune.reporting.console import log
@@ -109,6 +119,109 @@ def read_model_weights(directory, reader=None):
     raise CheckpointError(f"{directory}: no model weights ({SAFE_WEIGHTS_FILE} or {PICKLED_WEIGHTS_FILE})")
 
 
+# ----------------------------------------------------------------------------
+# the safetensors header, read without the tensors
+# ----------------------------------------------------------------------------
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
+SAFETENSORS_DTYPES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+                      "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+
+
+def read_safetensors_header(path):
+    """{name: (shape, dtype)} of a safetensors file from its header alone (the 8-byte length and the JSON header,
+    bounded in size and nesting); every entry's offsets must lie in the file and match its shape and dtype.
+    CheckpointError names the file."""
+    with open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{path}: truncated or not a safetensors file ({size} bytes)")
+        (length,) = struct.unpack("<Q", head)
+        if length > min(MAX_HEADER_BYTES, size - 8):
+            raise CheckpointError(f"{path}: truncated or not a safetensors file (header of {length} bytes in a file "
+                                  f"of {size})")
+        header = _parse_json(path, f.read(length), MAX_JSON_DEPTH)
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: not a safetensors file (its header is not a JSON object)")
+    data_bytes = size - 8 - length
+    shapes = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(entry, dict) or entry.get("dtype") not in SAFETENSORS_DTYPES \
+                or not isinstance(entry.get("shape"), list) or not isinstance(entry.get("data_offsets"), list) \
+                or not all(type(d) is int and d >= 0 for d in entry["shape"]) or len(entry["data_offsets"]) != 2 \
+                or not all(type(o) is int for o in entry["data_offsets"]):
+            raise CheckpointError(f"{path}: not a safetensors file (bad header entry {name!r})")
+        start, end = entry["data_offsets"]
+        numel = int(np.prod(entry["shape"], dtype=object)) if entry["shape"] else 1
+        if not 0 <= start <= end <= data_bytes or end - start != numel * SAFETENSORS_DTYPES[entry["dtype"]]:
+            raise CheckpointError(f"{path}: truncated or not a safetensors file ({name!r} lies outside the file or "
+                                  "disagrees with its shape)")
+        shapes[name] = (tuple(entry["shape"]), entry["dtype"])
+    return shapes
+
+
+def weights_header(directory):
+    """{name: (shape, dtype)} of a model directory's safetensors weights (or sharded index), read lazily; None for
+    an old pickled model_state.pdparams (its shapes are known only once read)."""
+    if os.path.lexists(os.path.join(directory, SAFE_WEIGHTS_FILE)):
+        return read_safetensors_header(os.path.join(directory, SAFE_WEIGHTS_FILE))
+    index_path = os.path.join(directory, SAFE_WEIGHTS_INDEX)
+    if os.path.lexists(index_path):
+        index = read_json_file(index_path, max_bytes=64 << 20)
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict):
+            raise CheckpointError(f"{index_path}: no weight_map")
+        shapes = {}
+        for shard in sorted(set(weight_map.values()), key=str):
+            if not isinstance(shard, str) or os.path.basename(shard) != shard:
+                raise CheckpointError(f"{index_path}: bad shard name {shard!r}")
+            shapes.update(read_safetensors_header(os.path.join(directory, shard)))
+        return shapes
+    if os.path.lexists(os.path.join(directory, PICKLED_WEIGHTS_FILE)):
+        return None
+    raise CheckpointError(f"{directory}: no model weights ({SAFE_WEIGHTS_FILE} or {PICKLED_WEIGHTS_FILE})")
+
+
+# Sizes in a config.json that each shape a weight: none can exceed the weights' element count, and (a, b) pairs
+# shape one matrix (vocab_size x hidden_size, ...). Names of paddlenlp's BART, BERT/ERNIE/RoBERTa and GPT configs.
+_WIDTHS = ("hidden_size", "d_model", "n_embd")
+_ROWS = ("vocab_size", "max_position_embeddings", "n_positions", "type_vocab_size", "intermediate_size",
+         "encoder_ffn_dim", "decoder_ffn_dim")
+_COUNTS = ("num_hidden_layers", "encoder_layers", "decoder_layers", "n_layer", "num_attention_heads",
+           "encoder_attention_heads", "decoder_attention_heads", "n_head")
+
+
+def check_config_fits_weights(config, shapes, source):
+    """Refuse (CheckpointError) a config.json far beyond the weights it ships, before the model is built: every
+    matrix its sizes imply (vocab_size x hidden_size, max_position_embeddings x hidden_size, ...) must fit in the
+    weights' element count, and every layer or head count in their number of tensors."""
+    total = sum(int(np.prod(shape, dtype=object)) for shape, _ in shapes.values())
+    tensors = len(shapes)
+    sizes = {k: v for k, v in config.items() if type(v) is int}
+    width = next((sizes[k] for k in _WIDTHS if k in sizes), 1)
+    for key in _ROWS:
+        if key in sizes and sizes[key] * max(width, 1) > total:
+            raise CheckpointError(f"{source}: config.json's {key}={sizes[key]} (x {width}) is far beyond the weights it "
+                                  f"ships ({total} numbers in {tensors} tensors); refusing to build the model")
+    for key in _WIDTHS:
+        if key in sizes and sizes[key] > total:
+            raise CheckpointError(f"{source}: config.json's {key}={sizes[key]} is far beyond the weights it ships "
+                                  f"({total} numbers); refusing to build the model")
+    for key in _COUNTS:
+        if key in sizes and sizes[key] > tensors:
+            raise CheckpointError(f"{source}: config.json's {key}={sizes[key]} is more than the {tensors} tensors it "
+                                  "ships; refusing to build the model")
+
+
+class _Shape:
+    """A stand-in for a weight when only its header is known: what match_model_weights looks at."""
+
+    def __init__(self, shape):
+        self.shape = shape
+
+
 def _name_list(names, limit=8):
     names = sorted(names)
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
@@ -171,6 +284,8 @@ def match_model_weights(model, weights, source, allow_new_head=False):
         if key in weights:
             by_tensor.setdefault(id(tensor), []).append(key)
     for keys in by_tensor.values():
+        if isinstance(weights[keys[0]], _Shape):  # only the header is known yet: the values are compared when read
+            continue
         if any(not np.array_equal(weights[keys[0]], weights[k]) for k in keys[1:]):
             raise CheckpointError(f"{source}: tied weights {', '.join(keys)} differ")
     return {k: weights[k] for k in expected if k in weights}, notes
@@ -217,26 +332,39 @@ def model_class_for_dir(model_class, directory):
 
 
 def load_model_dir(model_class, directory, allow_new_head=False, **config_overrides):
-    """A model from a directory (checkpoint, final model, local Paddle dir): built from config.json
-    (with overrides, as from_pretrained's kwargs) without paddlenlp reading any weights, then the
-    weights loaded and matched exactly (see match_model_weights). Never unpickles beyond numpy arrays."""
+    """A model from a directory (checkpoint, final model, local Paddle dir), checked before anything is allocated:
+    the weights' header is read first (not the tensors), config.json must fit it (check_config_fits_weights), the
+    model is built from config.json (with overrides, as from_pretrained's kwargs) without paddlenlp reading any
+    weights, its names and shapes are compared with the header, and only then are the weights read, matched exactly
+    (see match_model_weights) and loaded. Never unpickles beyond numpy arrays."""
     from paddlenlp.generation import GenerationConfig
     from paddlenlp.transformers.model_utils import dtype_guard
 
     if not os.path.isdir(directory):
         raise CheckpointError(f"model directory not found: {directory}")
-    weights, source = read_model_weights(directory, _dir_reader(directory))  # first: a bad file fails before the build
+    shapes = weights_header(directory)  # first: a bad file fails before the build, and a huge one is not read
     cls = model_class_for_dir(model_class, directory)
+    config_file = next((os.path.join(directory, n) for n in ("config.json", "model_config.json")
+                        if os.path.lexists(os.path.join(directory, n))), None)
+    raw = read_json_file(config_file, max_bytes=16 << 20) if config_file else {}
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{config_file}: not a config object")
+    if shapes is not None:
+        check_config_fits_weights({**raw, **{k: v for k, v in config_overrides.items() if type(v) is int}}, shapes,
+                                  directory)
     try:
         config, model_kwargs = cls.config_class.from_pretrained(directory, return_unused_kwargs=True, **config_overrides)
     except Exception as e:  # noqa: BLE001
         raise CheckpointError(f"{directory}: unreadable config.json ({_one_line(e)})") from None
     with dtype_guard(config.dtype or "float32"):
         model = cls(config, *(config["init_args"] or ()), **model_kwargs)
+    source = os.path.join(directory, SAFE_WEIGHTS_FILE if os.path.lexists(os.path.join(directory, SAFE_WEIGHTS_FILE))
+                          else SAFE_WEIGHTS_INDEX)
+    if shapes is not None:  # names and shapes against the header, before the tensors are read
+        match_model_weights(model, {k: _Shape(list(shape)) for k, (shape, _) in shapes.items()}, source, allow_new_head)
+    weights, source = read_model_weights(directory, _dir_reader(directory))
     if model.can_generate() and os.path.isfile(os.path.join(directory, "generation_config.json")):
         model.generation_config = GenerationConfig.from_pretrained(directory)
     for note in apply_model_weights(model, weights, source, allow_new_head):
         log(note)
     return model
-
-

@@ -122,6 +122,7 @@ def attach_run_log(output_dir, command=None):
     run_log = state.current().run_log
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, RUN_LOG)
+    state.note_write(path)
     run_log.close()
     f = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - owned by the run's state; line-buffered, so a kill loses no line
     command = command or state.current().command or " ".join([os.path.basename(sys.argv[0] or "python")] + sys.argv[1:])

@@ -9,6 +9,7 @@ import re
 
 from paddle_finetune.reporting.files import _read_json_dict, read_jsonl
 from paddle_finetune.runtime.distributed import is_main_process
+from paddle_finetune.runtime.state import note_write
 
 # ----------------------------------------------------------------------------
 # the training curves
@@ -109,6 +110,7 @@ def plot_training_curves(output_dir, out_path=None, best_step=None):
     name = os.path.basename(os.path.abspath(output_dir))
     fig.suptitle(f"{name}: training curves" + (f"   best step {best_step} (red dashes)" if best_step is not None else ""), fontsize=12)
     path = out_path or os.path.join(output_dir, CURVES_FILE)
+    note_write(path)
     tmp = f"{path}.tmp{os.getpid()}"
     fig.savefig(tmp, format="png")
     os.replace(tmp, path)

@@ -14,6 +14,7 @@ from paddle_finetune.reporting import console
 from paddle_finetune.reporting.console import log, warn, warn_once
 from paddle_finetune.reporting.files import _plain
 from paddle_finetune.runtime.distributed import is_main_process
+from paddle_finetune.runtime.state import note_write
 
 VISUALDL_DIR = "visualdl"
 TARGETS = ("wandb", "visualdl")
@@ -53,6 +54,7 @@ def _open_wandb(config, output_dir, run_id):
         # no "Detected [huggingface_hub.inference] in use" or Weave advert (wandb's global terminal
         # settings, fixed when wandb.setup creates its singleton; wandb.init alone would create it loud).
         wandb.setup(settings=wandb.Settings(silent=True))
+        note_write(os.path.join(output_dir, "wandb"), "dir")  # where wandb.init(dir=output_dir) keeps its files
         run = wandb.init(
             project=config.get("wandb_project") or "paddle-finetune",
             name=config.get("wandb_run_name") or None,
@@ -126,6 +128,7 @@ def _open_visualdl(logdir, config, resume_step, display_name):
     except ImportError:
         warn_once("report_to includes visualdl but visualdl is not installed: pip install visualdl")
         return None
+    note_write(logdir, "dir")
     os.makedirs(logdir, exist_ok=True)
     existing = _visualdl_record_files(logdir)
     carried = []

@@ -11,6 +11,7 @@ import os
 from paddle_finetune.reporting.console import scrub_temp_paths, warn
 from paddle_finetune.reporting.progress import _duration
 from paddle_finetune.runtime.distributed import is_main_process
+from paddle_finetune.runtime.state import note_write
 
 
 # ----------------------------------------------------------------------------
@@ -18,6 +19,7 @@ from paddle_finetune.runtime.distributed import is_main_process
 # ----------------------------------------------------------------------------
 def write_json_atomic(path, obj):
     """A reader (or a kill) never sees half a file: write a temp file, fsync, rename over."""
+    note_write(path)
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(obj, f, ensure_ascii=False, indent=2, default=str)
@@ -29,6 +31,7 @@ def write_json_atomic(path, obj):
 def append_jsonl(path, record):
     if not is_main_process():
         return
+    note_write(path)
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record, ensure_ascii=False) + "\n")
 

@@ -8,6 +8,8 @@ the library's modules read the current one instead of keeping registries of thei
     output_writer   the rank that writes this rank's output_dir (runtime.distributed, runtime.multinode)
     claims          the output directories this run claimed: lock held, and what it created (checkpoints)
     staging_dir     a temp dir for files made before output_dir may change (a vocab built from the data)
+    on_write        who is told of each path about to be written (note_write): the output_dir's ownership
+                    record, installed once output_dir opens (checkpoints.ownership.RunRecorder)
     started         when the run began (run.log's header)
 
 Outside a run (a prediction tool, a notebook cell that calls a library function) a process-wide default
@@ -24,7 +26,7 @@ import dataclasses
 import shutil
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 
 class RunLog:
@@ -64,6 +66,7 @@ class RunState:
     active: bool = False  # a run began it (not the process-wide default)
     started: float = dataclasses.field(default_factory=time.time)  # run.log's header
     command: Optional[str] = None  # run.log's header: the command line, or how the Python API was called
+    on_write: Optional[Callable[..., None]] = None  # note_write's hook: records what the run writes in output_dir
 
     def release(self):
         """Close run.log and remove the staging dir (claims are released by their owner, the session)."""
@@ -87,6 +90,21 @@ def begin() -> RunState:
         raise RuntimeError("a run is already going in this process; one at a time")
     _current = RunState(active=True)
     return _current
+
+
+def note_write(path, kind="file") -> None:
+    """Say that `path` ("file", or "dir" for a folder) is about to be written: a run records what it writes in
+    its output_dir before writing it, so that it can later prove the file is its own (checkpoints.ownership)."""
+    hook = _current.on_write
+    if hook is not None:
+        hook(path, kind)
+
+
+def note_removed(path) -> None:
+    """Say that `path` (a top-level entry of output_dir the run wrote) was removed, e.g. a rotated checkpoint."""
+    forget = getattr(_current.on_write, "forget", None)
+    if forget is not None:
+        forget(path)
 
 
 def end(state: RunState) -> None:

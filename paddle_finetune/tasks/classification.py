@@ -20,6 +20,7 @@ from paddle_finetune.models.weights import unwrap_model
 from paddle_finetune.reporting.console import log
 from paddle_finetune.reporting.files import write_json_atomic
 from paddle_finetune.reporting.progress import progress_bar
+from paddle_finetune.runtime.state import note_write
 from paddle_finetune.training.task import Batch
 
 LABEL_MAP_FILE = "label_map.json"
@@ -151,6 +152,7 @@ def write_reports(report, label_names, output_dir, step, split="dev"):
     lines = ["gold\\predicted\t" + "\t".join(label_names)]
     lines += [name + "\t" + "\t".join(str(c) for c in row) for name, row in zip(label_names, report["confusion_matrix"])]
     path = os.path.join(output_dir, f"confusion_matrix{suffix}.tsv")
+    note_write(path)
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     os.replace(path + ".tmp", path)
@@ -158,6 +160,7 @@ def write_reports(report, label_names, output_dir, step, split="dev"):
 
 def write_predictions(path, rows, probs, label_names):
     """One JSON line per row: its text(s), gold label when known, predicted label and probability."""
+    note_write(path)
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         for row, p in zip(rows, probs):
             best = int(np.argmax(p))

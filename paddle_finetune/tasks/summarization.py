@@ -23,6 +23,7 @@ from paddle_finetune.evaluation.sharding import length_sorted_units
 from paddle_finetune.models.weights import unwrap_model
 from paddle_finetune.reporting.console import log
 from paddle_finetune.reporting.progress import progress_bar
+from paddle_finetune.runtime.state import note_write
 from paddle_finetune.training.task import Batch
 
 # What prediction uses where a model directory has no train_config.json (a converted or foreign model): the values
@@ -262,6 +263,7 @@ def score_split(examples, units, outputs, out_path, rouge_style=DEFAULT_ROUGE_ST
         metrics["loss"] = loss_sum / loss_tokens
     metrics["gen_len"] = float(np.mean(gen_tokens)) if predictions else 0.0
     metrics["gen_chars"] = float(np.mean([len(p) for p in predictions])) if predictions else 0.0
+    note_write(out_path)
     tmp = out_path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         for ex, pred in zip(examples, predictions):

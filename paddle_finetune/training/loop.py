@@ -26,14 +26,15 @@ from paddle_finetune import speedups
 from paddle_finetune.checkpoints.files import CHECKPOINT_PREFIX
 from paddle_finetune.checkpoints.listing import latest_checkpoint, rotate_checkpoints
 from paddle_finetune.checkpoints.output_dir import open_output_dir
+from paddle_finetune.checkpoints.ownership import recorded_names
 from paddle_finetune.checkpoints.resume import check_max_steps, check_resume_compatible, data_fingerprint, resolve_resume
 from paddle_finetune.checkpoints.storage import (export_final_model, load_checkpoint, load_rank_rng, save_checkpoint,
                                                  write_run_state)
 from paddle_finetune.configuration.rules import resolve_greater_is_better
 from paddle_finetune.data.batching import batch_rng, epoch_batches, to_tensors
-from paddle_finetune.errors import ConfigError, RunInterrupted, TrainingError
+from paddle_finetune.errors import CheckpointError, ConfigError, RunInterrupted, TrainingError
 from paddle_finetune.evaluation.selection import should_stop_early, update_best
-from paddle_finetune.models.loading import count_parameters
+from paddle_finetune.models.loading import check_tokenizer_fits, count_parameters
 from paddle_finetune.models.weights import apply_model_weights, read_model_weights
 from paddle_finetune.reporting.console import log, warn_once
 from paddle_finetune.reporting.curves import METRICS_LOG, TRAIN_LOG, plot_training_curves
@@ -61,6 +62,8 @@ def run_training(task):
     """Train, evaluate, checkpoint and report; then keep the best model (load_best_model_at_end), score the test
     split with it and export it to the root of output_dir. With do_train=False, only evaluate (run_evaluation).
     Returns {"global_step", "results", "state"}: results is all_results.json's content (rank 0)."""
+    # Before output_dir opens: a tokenizer with ids the embedding has no row for crashed at the first step.
+    check_tokenizer_fits(task.tokenizer, task.model, f"pretrained_model {task.config.get('pretrained_model') or '(model_config)'}")
     if not task.config.get("do_train", True):
         return run_evaluation(task)
     loop = setup(task)
@@ -167,7 +170,14 @@ def setup(task):
         train_model = paddle.DataParallel(train_model)
 
     state = TrainState(metric_for_best=metric, world_size=world_size)
-    resumed = agree_on_resume(lambda: resolve_resume(cfg))  # read and verified (or None), the same on every rank
+    def within_an_epoch(contents):  # what only the run can check: damage, so auto falls back past it
+        position = contents.train_state.get("position", 0)
+        if position > micro_per_epoch:
+            raise CheckpointError(f"{contents.path}/trainer_state.json: position {position} is past the end of an epoch "
+                                  f"({micro_per_epoch} batches)")
+
+    # read and verified (or None), the same on every rank
+    resumed = agree_on_resume(lambda: resolve_resume(cfg, validate=within_an_epoch))
     if resumed:
         for note in check_resume_compatible(resumed, cfg, world_size, fingerprint, ignore_mismatch=cfg.get("resume_ignore_mismatch", False)):
             log(note)
@@ -299,7 +309,7 @@ def save(loop, step):
                                state.to_dict(), loop.cfg, loop.task.extra_files, rng_states=rng_states,
                                data_fingerprint=loop.fingerprint)
         best = [os.path.join(out, state.best_checkpoint)] if state.best_checkpoint else []
-        removed = rotate_checkpoints(out, loop.cfg.get("save_total_limit", 0), keep=best)
+        removed = rotate_checkpoints(out, loop.cfg.get("save_total_limit", 0), keep=best + [path], owned=recorded_names(out))
         write_run_state(out, state.to_dict())
     if is_main_process():
         loop.reporter.flush()  # a resume carries over only what reached the disk

@@ -33,6 +33,7 @@ from paddle_finetune.runtime.distributed import (
 from paddle_finetune.runtime.environment import record_launch_env, setup_device
 from paddle_finetune.runtime.multinode import check_output_dir_sharing
 from paddle_finetune.runtime.rng import set_seed
+from paddle_finetune.runtime.state import note_write
 
 
 class Run:
@@ -108,4 +109,5 @@ def copy_staged_files(staged, output_dir):
     """Staged files into output_dir (copies: a tokenizer keeps reading its vocab from where it was made)."""
     if writes_output():
         for name, path in (staged or {}).items():
+            note_write(os.path.join(output_dir, name))
             shutil.copyfile(path, os.path.join(output_dir, name))

@@ -212,9 +212,13 @@ def test_foreign_missing_or_misshaped_weights_are_refused_naming_the_keys(tmp_pa
     weights = load_file(os.path.join(directory, "model.safetensors"))
     path = os.path.join(directory, "model.safetensors")
 
-    foreign = {f"encoder.layer.{i}.weight": np.zeros(3, np.float32) for i in range(3)}
+    foreign = {f"encoder.layer.{i}.weight": np.zeros(10000, np.float32) for i in range(3)}
     save_file(foreign, path)
     with pytest.raises(CheckpointError, match=r"do not match BartForConditionalGeneration: missing .* and \d+ more; unexpected encoder\.layer\.0\.weight"):
+        load_model_dir(BartForConditionalGeneration, directory)
+    # far fewer numbers than config.json's sizes need: refused before the model is built (issue #21)
+    save_file({k: v[:3] for k, v in foreign.items()}, path)
+    with pytest.raises(CheckpointError, match=r"config.json's vocab_size=60 \(x 16\) is far beyond the weights it ships"):
         load_model_dir(BartForConditionalGeneration, directory)
 
     save_file({k: v for k, v in weights.items() if k != "final_logits_bias"}, path)
@@ -336,7 +340,7 @@ def test_no_crafted_pickle_runs_on_resume_or_load(tmp_path):
         load_model_dir(AutoModelForConditionalGeneration, old)
     # 3. pickle bytes in place of each new-format file (checksums updated, as by a forger)
     for name in ("model.safetensors", "optimizer.safetensors", "trainer_state.json", "optimizer.json"):
-        victim = os.path.join(out, f"checkpoint-{10 + len(name)}")
+        victim = os.path.join(str(tmp_path), f"copy-{len(name)}", "checkpoint-2")  # a copy keeps the name its step says
         shutil.copytree(planted, victim)
         rewrite(victim, name, crafted_pickle(marker, lambda p: {"state": p}), update_manifest=True)
         with pytest.raises(CheckpointError, match=name.replace(".", r"\.")):

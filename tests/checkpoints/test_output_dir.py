@@ -10,6 +10,7 @@ import pytest
 
 from paddle_finetune.checkpoints.files import LOCK_FILE
 from paddle_finetune.checkpoints.output_dir import claim_output_dir, open_output_dir, release_output_dir
+from paddle_finetune.checkpoints.ownership import MANIFEST_FILE
 from paddle_finetune.errors import ConfigError
 from paddle_finetune.training.session import Run
 
@@ -155,6 +156,12 @@ def test_a_refused_run_leaves_output_dir_byte_identical(tmp_path):
     (out / "train_log.jsonl").write_text('{"step": 1}\n')
     (out / LOCK_FILE).write_text("99999999\n")
     before = snapshot(out)
+    with pytest.raises(ConfigError, match="nothing was changed"):
+        claim_output_dir({"output_dir": str(out)})
+    assert snapshot(out) == before
+    (out / "train_config.json").write_text("{}")  # now an earlier run's output_dir (of the previous version)
+    (out / "checkpoint-2" / "CHECKPOINT_COMPLETE").write_text("{}")
+    before = snapshot(out)
     with pytest.raises(ConfigError, match="is not empty .*nothing was changed"):
         claim_output_dir({"output_dir": str(out)})
     assert snapshot(out) == before
@@ -177,6 +184,8 @@ def test_a_refused_run_leaves_output_dir_byte_identical(tmp_path):
 def test_overwrite_deletes_nothing_until_open_output_dir(tmp_path):
     out = tmp_path / "out"
     (out / "checkpoint-2").mkdir(parents=True)
+    (out / "checkpoint-2" / "CHECKPOINT_COMPLETE").write_text("{}")
+    (out / "train_config.json").write_text("{}")
     (out / "train_log.jsonl").write_text("old\n")
     (out / "wandb").mkdir()
     config = {"output_dir": str(out), "overwrite_output_dir": True}
@@ -192,9 +201,10 @@ def test_overwrite_deletes_nothing_until_open_output_dir(tmp_path):
     with Run(config) as run:
         open_output_dir(config, staged=str(staged))
         assert run.state.claims[str(out)].opened
-        assert sorted(os.listdir(out)) == [LOCK_FILE, "run.log", "train_config.json", "vocab.txt", "wandb"]
+        # the earlier run's files (wandb/ too) are gone; the new run's are recorded
+        assert sorted(os.listdir(out)) == [LOCK_FILE, MANIFEST_FILE, "run.log", "train_config.json", "vocab.txt"]
     assert not staged.exists()
-    assert sorted(os.listdir(out)) == ["run.log", "train_config.json", "vocab.txt", "wandb"], "kept after open, lock dropped"
+    assert sorted(os.listdir(out)) == [MANIFEST_FILE, "run.log", "train_config.json", "vocab.txt"], "kept after open, lock dropped"
 
 
 def test_other_ranks_do_not_lock(tmp_path, monkeypatch):

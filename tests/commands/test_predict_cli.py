@@ -12,6 +12,8 @@ import shutil
 
 import pytest
 
+from paddle_finetune.checkpoints.ownership import MANIFEST_FILE, record_output_file
+
 from helpers import ROOT, read_jsonl, run_entry
 
 BATCH = 8  # the eval_batch_size of both trainings: the CLIs then cut the same batches evaluation did
@@ -109,7 +111,7 @@ def test_a_csv_with_a_header_predicts_its_rows_and_scores_them_as_training_did(s
     assert f"input: 12 rows from {summarizer['files']['test']}; columns: text 'content', reference 'title' (detected)" in result.stderr
     assert f"metrics over 12 of 12 rows (reference column 'title'): rouge1={metrics['rouge1']}" in result.stderr
     assert f"using the final model in {summarizer['out']}" in result.stderr
-    assert sorted(os.listdir(tmp_path)) == ["preds.jsonl", "preds.metrics.json"]
+    assert sorted(os.listdir(tmp_path)) == [MANIFEST_FILE, "preds.jsonl", "preds.metrics.json"]  # recorded as the tool's
 
 
 def test_json_lines_with_a_detected_pair_print_predictions_on_stdout_and_rouge_on_stderr(summarizer, tmp_path):
@@ -182,7 +184,8 @@ def test_a_known_text_column_alone_predicts_without_metrics_and_bad_rows_are_fil
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     output = tmp_path / "preds.jsonl"
     stale = tmp_path / "preds.metrics.json"
-    stale.write_text('{"rougeL": 99.0}\n')  # an earlier run's, with references
+    stale.write_text('{"rougeL": 99.0}\n')  # an earlier run's, with references: recorded as the tool records it
+    record_output_file(str(stale), tool="predict_summarization")
     error = the_error(run_entry([SUMMARIZE, summarizer["out"], str(path), f"--output={output}"]))
     assert error == f"error: {path}:2: source (column 'content') is NaN (a missing value)"
     assert not output.exists() and stale.read_text() == '{"rougeL": 99.0}\n', "a refused run writes and removes nothing"
@@ -192,7 +195,8 @@ def test_a_known_text_column_alone_predicts_without_metrics_and_bad_rows_are_fil
     records = read_jsonl(output)
     assert [r["source"] for r in records] == [rows[i]["content"] for i in (0, 2, 3)] and all("reference" not in r for r in records)
     assert f"removed {stale}: it held an earlier run's metrics, and these predictions have none" in result.stderr
-    assert "metrics over" not in result.stderr and sorted(os.listdir(tmp_path)) == ["preds.jsonl", "texts.jsonl"]
+    assert "metrics over" not in result.stderr
+    assert sorted(os.listdir(tmp_path)) == [MANIFEST_FILE, "preds.jsonl", "texts.jsonl"]
 
 
 # ---------------------------------------------------------------------------- classification

@@ -10,6 +10,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from paddle_finetune.checkpoints.ownership import MANIFEST_FILE
 from paddle_finetune.conversion.architectures import ARCHITECTURES, GENERATIVE, build_paddle_config_kwargs, build_rules
 from paddle_finetune.conversion.to_paddle import convert, ensure_paddle_checkpoint, is_hf_checkpoint_dir, no_tokenizer_message
 from paddle_finetune.conversion.to_paddle import MARKER_FILE
@@ -543,7 +545,7 @@ def test_output_is_safetensors_and_from_pretrained_reproduces_it(tmp_path, vocab
     report = convert(src, str(dst))
     assert (dst / "model.safetensors").is_file()
     assert not [f for f in os.listdir(dst) if f.endswith((".pdparams", ".pdopt", ".pkl", ".bin"))]
-    assert sorted(report["files"]) == sorted(f for f in os.listdir(dst) if f != MARKER_FILE)
+    assert sorted(report["files"]) == sorted(f for f in os.listdir(dst) if f not in (MARKER_FILE, MANIFEST_FILE))
     with safe_open(str(dst / "model.safetensors"), framework="np") as f:
         assert f.metadata() == {"format": "np"}  # paddlenlp's; HF writes "pt"
 
@@ -605,24 +607,25 @@ def test_reconverting_into_an_old_output_dir_removes_stale_files(tmp_path, vocab
     dst = tmp_path / "pd"
     convert(full, str(dst))
     assert has_tokenizer(str(dst))
-    # Pretend it is a version-1 conversion: pickled weights, a marker without a file list.
+    # Pretend it is a version-1 conversion: pickled weights, a marker without a file list, no ownership record.
     (dst / "model_state.pdparams").write_bytes(b"old pickle")
     marker = _marker(str(dst))
     marker.pop("files")
     marker["converter_version"] = 1
     (dst / MARKER_FILE).write_text(json.dumps(marker), encoding="utf-8")
-    (dst / "notes.txt").write_text("mine")
+    (dst / MANIFEST_FILE).unlink()
 
-    weights_only = tmp_path / "weights-only"
-    weights_only.mkdir()
-    for name in ("config.json", "model.safetensors"):
-        (weights_only / name).write_bytes(open(os.path.join(full, name), "rb").read())
-    report = convert(str(weights_only), str(dst))
+    _drop_tokenizer(full)  # the same source, now weights only
+    report = convert(full, str(dst))
     assert report["tokenizer_class"] is None
     assert not (dst / "model_state.pdparams").exists()
     assert not has_tokenizer(str(dst)) and not (dst / "tokenizer_config.json").exists()  # no stale tokenizer
-    assert (dst / "notes.txt").read_text() == "mine"  # files it never wrote are left alone
-    assert not [p for p in os.listdir(dst) if p.startswith(".")]  # no staging dir left behind
+    assert not [p for p in os.listdir(dst) if p.startswith(".") and p != MANIFEST_FILE]  # no staging dir left behind
+    # a file of the user's in it: not an earlier conversion any more, refused and left alone
+    (dst / "notes.txt").write_text("mine")
+    with pytest.raises(ConversionError, match=r"is not an earlier convert_hf_to_paddle output .*\(notes.txt\)"):
+        convert(full, str(dst))
+    assert (dst / "notes.txt").read_text() == "mine"
 
 
 def test_ensure_paddle_checkpoint_on_a_weights_only_dir(tmp_path, vocab_dir, monkeypatch, caplog):
@@ -651,3 +654,39 @@ def test_ensure_paddle_checkpoint_on_a_weights_only_dir(tmp_path, vocab_dir, mon
     _save_hf_tokenizer(src, "BertForSequenceClassification", "wordpiece", vocab_dir)
     assert ensure_paddle_checkpoint(src) == out
     assert has_tokenizer(out) and _marker(out)["tokenizer_source"] == src
+
+
+def test_verify_checks_a_tokenizer_dir_against_the_sources_own_tokenizer(tmp_path, vocab_dir, capsys):
+    """Issue #21: --tokenizer DIR next to a SRC_DIR that has its own tokenizer must tokenize as SRC_DIR's does."""
+    src = make_hf_dir(tmp_path / "hf", "BertModel", vocab_dir)
+    same = tmp_path / "same"
+    _save_hf_tokenizer(same, "BertModel", "wordpiece", vocab_dir)
+    assert cli.main([src, str(tmp_path / "ok"), "--tokenizer", str(same), "--verify"]) == 0
+    assert "--tokenizer      : same ids as SRC_DIR's own tokenizer" in capsys.readouterr().out
+    shuffled = tmp_path / "shuffled"
+    shuffled.mkdir()
+    words = BERT_VOCAB[:5] + BERT_VOCAB[5:][::-1]  # the same size, other ids
+    (shuffled / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+    transformers.BertTokenizerFast(vocab_file=str(shuffled / "vocab.txt")).save_pretrained(str(shuffled))
+    assert cli.main([src, str(tmp_path / "bad"), "--tokenizer", str(shuffled), "--verify"]) == 1
+    captured = capsys.readouterr()
+    assert "--tokenizer      : DIFFERENT ids from SRC_DIR's own tokenizer" in captured.out
+    assert "the --tokenizer dir tokenizes differently from SRC_DIR's own tokenizer" in captured.err
+
+
+def test_dst_is_refused_unless_new_empty_or_an_earlier_conversion_of_the_same_src(tmp_path, vocab_dir, capsys):
+    """Issue #21: an earlier conversion of the same SRC_DIR is replaced; of another SRC_DIR, or with a file of the
+    user's in it, it is refused with one line and nothing touched."""
+    src = make_hf_dir(tmp_path / "hf", "BertModel", vocab_dir)
+    other = make_hf_dir(tmp_path / "other", "BertModel", vocab_dir, seed=1)
+    dst = tmp_path / "pd"
+    assert cli.main([src, str(dst)]) == 0
+    assert cli.main([src, str(dst)]) == 0, "its own earlier conversion is replaced"
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in dst.iterdir()}
+    assert cli.main([other, str(dst)]) == 1
+    assert f"DST_DIR {dst} is not empty and is not an earlier convert_hf_to_paddle output of {other}" in capsys.readouterr().err
+    (dst / "notes.txt").write_text("mine")
+    assert cli.main([src, str(dst)]) == 1
+    assert "(notes.txt)" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in dst.iterdir() if p.name != "notes.txt"} == before

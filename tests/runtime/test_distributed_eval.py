@@ -34,7 +34,7 @@ TRAINERS = {
                      ["--sample_max_new_tokens=10"], 4),
 }
 COMMON = ["--device=cpu", "--report_to=none"]
-OWN_OUTPUT_DIR = {"run.log", "train_config.json"}  # name the run's own output_dir
+OWN_OUTPUT_DIR = {"run.log", "train_config.json", ".paddle_finetune_owned.json"}  # name the run's own output_dir (or run)
 
 
 @pytest.fixture(scope="module")

@@ -77,7 +77,7 @@ def test_a_node_writer_refuses_a_used_output_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("PADDLE_TRAINER_ID", "1")
     (tmp_path / "old.txt").write_text("a previous run")
     with Run({"output_dir": str(tmp_path)}):
-        with pytest.raises(ConfigError, match="is not empty"):
+        with pytest.raises(ConfigError, match=r"holds files no paddle-finetune run wrote \(old.txt\); nothing was changed"):
             claim_node_output_dir({"output_dir": str(tmp_path)})
     assert os.listdir(tmp_path) == ["old.txt"]
 

@@ -34,10 +34,12 @@ SAMPLE = os.path.join(ROOT, "datasets")
 USER_SUMMARIES = [{"content": f"用户第{i}条正文，讲述了城市{i}的新闻内容。", "title": f"用户标题{i}"} for i in range(20)]
 USER_LABELLED = [(f"用户文本{i}号，关于{'比赛' if i % 2 else '股票'}", "好" if i % 2 else "坏") for i in range(20)]
 USER_LINES = [f"用户语料第{i}行，内容是城市的新闻。" for i in range(40)]
-# a previous run's files in an output_dir the refused run is pointed at (with --overwrite_output_dir=True)
+# a previous run's files in an output_dir the refused run is pointed at (with --overwrite_output_dir=True): an
+# output_dir of the previous version (no ownership record), so overwrite would remove them once every check passed.
+# (A user's file among them refuses the run before anything else: tests/training/test_ownership_cases.py.)
 PREVIOUS_RUN = {"checkpoint-3/model.safetensors": b"old weights", "checkpoint-3/CHECKPOINT_COMPLETE": b"step 3\n",
                 "train_log.jsonl": b'{"step": 3, "loss": 1.0}\n', "train_config.json": b'{"old": true}\n',
-                "vocab.txt": b"[PAD]\nold\n", "my_notes.txt": b"keep me\n"}
+                "vocab.txt": b"[PAD]\nold\n"}
 
 
 def jsonl(rows):
@@ -361,8 +363,9 @@ def test_a_read_only_output_dir_is_refused_before_the_data_is_read(world):
     base = tempfile.mkdtemp(prefix="entry-ro-")  # under /tmp: reachable by an unprivileged process
     out = os.path.join(base, "out")
     os.mkdir(out)
-    with open(os.path.join(out, "old.txt"), "w") as f:
-        f.write("old run\n")
+    for name in ("train_config.json", "trainer_state.json"):  # an earlier run's (of the previous version: no record)
+        with open(os.path.join(out, name), "w") as f:
+            f.write('{"old": "run"}\n')
     os.chmod(out, 0o755 if os.geteuid() == 0 else 0o555)
     os.chmod(base, 0o755)
     try:
@@ -374,7 +377,8 @@ def test_a_read_only_output_dir_is_refused_before_the_data_is_read(world):
             result = run([os.path.join(ROOT, "train.py"), *args], base)
         assert the_error(result) == f"error: output_dir {os.path.abspath(out)} is not writable: Permission denied"
         assert "data:" not in result.stdout, "found before any data is read"
-        assert os.listdir(out) == ["old.txt"] and open(os.path.join(out, "old.txt")).read() == "old run\n"
+        assert sorted(os.listdir(out)) == ["train_config.json", "trainer_state.json"]
+        assert open(os.path.join(out, "train_config.json")).read() == '{"old": "run"}\n'
     finally:
         os.chmod(out, 0o700)
         shutil.rmtree(base)
