@@ -31,7 +31,7 @@ from paddle_finetune.checkpoints.resume import check_max_steps, check_resume_com
 from paddle_finetune.checkpoints.storage import (export_final_model, load_checkpoint, load_rank_rng, save_checkpoint,
                                                  write_run_state)
 from paddle_finetune.configuration.rules import resolve_greater_is_better
-from paddle_finetune.data.batching import batch_rng, epoch_batches, to_tensors
+from paddle_finetune.data.batching import batch_rng, describe_plan, epoch_batches, epoch_plan, to_tensors
 from paddle_finetune.errors import CheckpointError, ConfigError, RunInterrupted, TrainingError
 from paddle_finetune.evaluation.selection import should_stop_early, update_best
 from paddle_finetune.models.loading import check_tokenizer_fits, count_parameters
@@ -204,6 +204,10 @@ def setup(task):
         f"{world_size} device(s) x {accumulation} accumulation, "
         f"device {device}{f' ({cpu_threads()} math threads)' if device == 'cpu' else ''}, "
         f"{'AMP ' + amp_dtype if use_amp else 'fp32'}, {count_parameters(model) / 1e6:.2f}M parameters")
+    layout = describe_plan(epoch_plan(len(task.train_features), cfg["train_batch_size"], world_size),
+                           len(task.train_features), cfg["train_batch_size"], world_size)
+    if layout:
+        log(layout)
     if "dev" in task.eval_units and eval_steps % save_steps != 0 and max_steps > eval_steps:
         warn_once(f"eval_steps={eval_steps} is not a multiple of save_steps={save_steps}: an evaluation that beats the best "
                   "between saves saves a checkpoint of its own, so the best can be kept; use a multiple to avoid the extra saves")
