@@ -20,8 +20,8 @@ from paddle_finetune.configuration import (ConfigError, at_least, check_max_leng
 from paddle_finetune.evaluation.rouge import ROUGE_STYLES
 from paddle_finetune.evaluation.sharding import length_sorted_units
 from paddle_finetune.reporting.console import log
-from paddle_finetune.tasks.summarization import (collate, load_data, predict_unit, record_generation_settings, score_split,
-                                                 seq2seq_loss, special_ids, tokenize_examples)
+from paddle_finetune.tasks.summarization import (collate, load_data, predict_rows, record_generation_settings, score_split,
+                                                 seq2seq_loss, special_ids, tokenize_examples, unit_lengths)
 
 CONFIG = dict(
     # --- run ---
@@ -58,6 +58,7 @@ CONFIG = dict(
     dev_size=0,  # with no dev_file: hold out this many shuffled train rows as dev
     text_column=None,  # name or 0-based index; None: from dataset_name, or detected (source/content/text/...)
     summary_column=None,  # name or 0-based index; None: from dataset_name, or detected (target/title/summary/...)
+    has_header="auto",  # CSV/TSV files: "auto" (a first row of known column names, or a word above numbers, is a header; logged), True or False
     max_source_length=192,  # source tokens kept, special tokens included; at most the model's max_position_embeddings
     max_target_length=32,  # summary tokens kept (eos included) and generated; at most max_position_embeddings
     min_target_length=0,  # generated summaries are at least this many tokens (min_length of generate)
@@ -164,9 +165,10 @@ def main(cfg):
     eval_units = {split: length_sorted_units([len(f["input_ids"]) for f in features[split]], cfg["eval_batch_size"])
                   for split in ("dev", "test") if split in data}
 
-    def predict_fn(model_, split, unit):
-        with_loss = all(data[split][i]["target"] for i in unit)
-        return predict_unit(model_, tokenizer, [features[split][i] for i in unit], cfg, ids, with_loss)
+    def predict_fn(model_, split, unit, rows):
+        pad_to = unit_lengths([features[split][i] for i in unit])
+        return predict_rows(model_, tokenizer, [features[split][i] for i in rows], cfg, ids, pad_to,
+                            with_loss=[bool(data[split][i]["target"]) for i in rows])
 
     def score_fn(split, outputs, step):
         metrics, predictions = score_split(data[split], eval_units[split], outputs,

@@ -13,6 +13,7 @@ the functions (so `--help` answers without loading them).
 """
 
 import functools
+import math
 import os
 
 import numpy as np
@@ -23,9 +24,9 @@ from paddle_finetune.configuration import (check_max_lengths, check_model_config
 from paddle_finetune.evaluation.classification import classification_report
 from paddle_finetune.evaluation.sharding import length_sorted_units
 from paddle_finetune.reporting.console import log
-from paddle_finetune.tasks.classification import (LABEL_MAP_FILE, check_labels, classification_loss, collate, eval_loss,
-                                                  label_names_from, label_names_of, load_data, majority_accuracy,
-                                                  predict_batch, tokenize_rows, write_predictions, write_reports)
+from paddle_finetune.tasks.classification import (LABEL_MAP_FILE, check_labels, classification_loss, collate, eval_rows,
+                                                  describe_labels, label_names_from, label_names_of, load_data, majority_accuracy,
+                                                  tokenize_rows, write_predictions, write_reports)
 
 CONFIG = dict(
     # --- run ---
@@ -59,6 +60,7 @@ CONFIG = dict(
     text_column=None,  # name or 0-based index (headerless TSV/CSV); None = "text"
     text_pair_column=None,  # second text of a pair (name or index); None = single texts
     label_column=None,  # name or index; None = "label". Label names are read from the data
+    has_header="auto",  # CSV/TSV files: "auto" (a first row of known column names, or a word above numbers, is a header; logged), True or False
     max_seq_length=128,  # tokens per example (pair included), special tokens included; at most max_position_embeddings
     max_train_samples=0,  # 0 = all
     max_eval_samples=0,  # 0 = all
@@ -143,7 +145,8 @@ def main(cfg):
     for split in ("dev", "test"):
         if split in data:
             check_labels(data[split], label2id, cfg.get(f"{split}_file") or f"the {split} split")
-    log(f"labels ({len(label_names)}): {label_names[:20]}{' ...' if len(label_names) > 20 else ''}")
+    log(describe_labels(data["train"], label_names) if "train" in data
+        else f"labels ({len(label_names)}) of the model: {', '.join(label_names[:20])}{' ...' if len(label_names) > 20 else ''}")
     pad_id = tokenizer.pad_token_id
     log(f"device {device}, pad={pad_id}")
     features = {split: tokenize_rows(rows, tokenizer, cfg["max_seq_length"], label2id) for split, rows in data.items()}
@@ -155,23 +158,24 @@ def main(cfg):
         baseline = majority_accuracy([r["label"] for r in data["train"]], [r["label"] for r in data["dev"]])
         log(f"majority-class baseline on dev: accuracy {baseline}")
 
-    def predict_fn(model_, split, unit):
-        feats = [features[split][i] for i in unit]
-        return {"probs": predict_batch(model_, feats, pad_id).tolist(), "loss": eval_loss(model_, feats, pad_id)}
+    def predict_fn(model_, split, unit, rows):
+        pad_to = max(len(features[split][i]["input_ids"]) for i in unit)
+        return eval_rows(model_, [features[split][i] for i in rows], pad_id, pad_to)
 
     def score_fn(split, outputs, step):
-        probs = [None] * len(features[split])
-        for unit, out in zip(eval_units[split], outputs):
-            for i, p in zip(unit, out["probs"]):
-                probs[i] = p
+        probs, losses = [None] * len(features[split]), []
+        for unit, unit_outputs in zip(eval_units[split], outputs):
+            for i, out in zip(unit, unit_outputs):
+                probs[i] = out["probs"]
+                losses.append(out["loss"])
         preds = [int(np.argmax(p)) for p in probs]
         report = classification_report([f["label"] for f in features[split]], preds, label_names)
         write_reports(report, label_names, cfg["output_dir"], step, split)
         write_predictions(os.path.join(cfg["output_dir"], f"predictions_{split}.jsonl"), data[split], probs, label_names)
         rows = [{"text": r["text"][:200], "label": r["label"], "prediction": label_names[p], "probability": round(float(probs[i][p]), 4)}
                 for i, (r, p) in enumerate(list(zip(data[split], preds))[: cfg["num_eval_samples_logged"]])] if split == "dev" else []
-        loss = sum(out["loss"][0] for out in outputs) / max(sum(out["loss"][1] for out in outputs), 1)
-        return tu.Scored({"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "loss": loss}, rows)
+        return tu.Scored({"accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
+                          "loss": math.fsum(losses) / max(len(losses), 1)}, rows)
 
     task = tu.TrainingTask(
         config=cfg,

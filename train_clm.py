@@ -25,7 +25,7 @@ from paddle_finetune.evaluation.sharding import in_order_units
 from paddle_finetune.reporting.console import log
 from paddle_finetune.reporting.files import write_json_atomic
 from paddle_finetune.runtime.distributed import is_main_process
-from paddle_finetune.tasks.causal_lm import batch_loss, build_blocks, clm_loss, collate, end_of_text_id, generate_text
+from paddle_finetune.tasks.causal_lm import build_blocks, clm_loss, collate, end_of_text_id, generate_text, row_losses
 
 CONFIG = dict(
     # --- run ---
@@ -57,6 +57,7 @@ CONFIG = dict(
     test_file="",  # scored once after training, with the final model; "" = none
     dev_size=0,  # with no dev_file: hold out this many shuffled train texts as dev
     text_column=None,  # name or 0-based index for JSON/TSV/CSV (None = "text"); .txt files are one text per line
+    has_header="auto",  # CSV/TSV files: "auto" (a first row of known column names, or a word above numbers, is a header; logged), True or False
     block_size=64,  # tokens per training example; >= 2 (one token predicts the next)
     max_train_samples=0,  # texts; 0 = all
     max_eval_samples=0,  # texts; 0 = all
@@ -141,11 +142,12 @@ def main(cfg):
     eval_units = {split: in_order_units(len(features[split]), cfg["eval_batch_size"])
                   for split in ("dev", "test") if features.get(split)}
 
-    def predict_fn(model_, split, unit):
-        return batch_loss(model_, [features[split][i] for i in unit], pad_id)
+    def predict_fn(model_, split, unit, rows):
+        pad_to = max(len(features[split][i]["input_ids"]) for i in unit)
+        return row_losses(model_, [features[split][i] for i in rows], pad_id, pad_to)
 
     def score_fn(split, outputs, step):
-        return tu.Scored(loss_and_perplexity(outputs))
+        return tu.Scored(loss_and_perplexity([row for unit in outputs for row in unit]))
 
     task = tu.TrainingTask(
         config=cfg,

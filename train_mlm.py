@@ -29,8 +29,9 @@ from paddle_finetune.evaluation.sharding import in_order_units
 from paddle_finetune.reporting.console import log
 from paddle_finetune.reporting.files import write_json_atomic
 from paddle_finetune.runtime.distributed import is_main_process
-from paddle_finetune.tasks.masked_lm import (CLOZE_FILE, INITIAL_MODEL_DIR, answer_in_top_k, batch_loss, build_examples,
-                                             cloze_record, collate, fixed_eval_batches, mlm_loss, random_token_ids)
+from paddle_finetune.tasks.masked_lm import (CLOZE_FILE, INITIAL_MODEL_DIR, answer_in_top_k, build_examples,
+                                             cloze_record, collate, fixed_eval_batches, mlm_loss, random_token_ids,
+                                             unit_row_losses)
 
 CONFIG = dict(
     # --- run ---
@@ -62,6 +63,7 @@ CONFIG = dict(
     test_file="",  # scored once after training, with the final model; "" = none
     dev_size=0,  # with no dev_file: hold out this many shuffled train texts as dev
     text_column=None,  # name or 0-based index for JSON/TSV/CSV (None = "text"); .txt files are one text per line
+    has_header="auto",  # CSV/TSV files: "auto" (a first row of known column names, or a word above numbers, is a header; logged), True or False
     # True: one example per line, False: texts concatenated and cut into block_size blocks.
     # Line by line, the sample's made-up name sits at fixed positions, which a small model from
     # scratch learns in ~900 steps (perplexity 332 -> 3.8); in blocks it was still at 93 after 600.
@@ -158,11 +160,11 @@ def main(cfg):
     masked = {split: fixed_eval_batches(features[split], bs, cfg["seed"], collate_fn) for split in splits}
     eval_units = {split: in_order_units(len(features[split]), bs) for split in splits}
 
-    def predict_fn(model_, split, unit):
-        return batch_loss(model_, masked[split][unit[0] // bs])
+    def predict_fn(model_, split, unit, rows):
+        return unit_row_losses(model_, masked[split][unit[0] // bs], unit, rows)
 
     def score_fn(split, outputs, step):
-        return tu.Scored(loss_and_perplexity(outputs))
+        return tu.Scored(loss_and_perplexity([row for unit in outputs for row in unit]))
 
     cloze_path = os.path.join(out, CLOZE_FILE)
 

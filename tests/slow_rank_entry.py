@@ -22,12 +22,12 @@ def main():
     slept = []
 
     def slow_predict(predict_fn):
-        def predict(model, split, unit):
+        def predict(model, split, unit, rows):
             if get_rank() == int(slow_rank) and not slept:
                 slept.append(True)
                 print(f"rank {get_rank()}: sleeping {seconds} s in predict", flush=True)
                 time.sleep(float(seconds))
-            return predict_fn(model, split, unit)
+            return predict_fn(model, split, unit, rows)
         return predict
 
     def slow_evaluate_split(model, split, units, predict_fn, *rest, **kwargs):

@@ -66,8 +66,17 @@ def normalise_report_to(value, source="report_to"):
         raise ConfigError(f"{e} (from {source})") from None
 
 
+def normalise_has_header(value, source="has_header"):
+    """"auto" (any case), True or False: whether CSV/TSV data files start with a header row."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("auto", "true", "false"):
+        return {"auto": "auto", "true": True, "false": False}[value.strip().lower()]
+    raise ConfigError(f"config key 'has_header' (from {source}) must be 'auto', True or False, got {value!r}")
+
+
 # key -> (value, source) -> normalised value; each does its own type check (report_to takes a list too).
-NORMALISERS = {"device": normalise_device, "report_to": normalise_report_to}
+NORMALISERS = {"device": normalise_device, "report_to": normalise_report_to, "has_header": normalise_has_header}
 
 
 # ----------------------------------------------------------------------------

@@ -120,20 +120,31 @@ def _finish(source, examples, bad, log):
     return examples
 
 
-def read_examples(path, columns, skip_bad_rows=False, allow_empty=(), log=print):
+def header_setting(has_header, columns, path):
+    """True, False or "auto" for reading a CSV/TSV file with these columns: names need a header (a declared
+    has_header=False with a name is refused); indexes select columns of a file with or without one."""
+    names = [c for c in columns.values() if isinstance(c, str)]
+    if names and has_header is False:
+        raise DataError(f"{path}: column {names[0]!r} is a name, but has_header=False says the file has no header; "
+                        "give the columns by 0-based index, or set has_header=True (or auto)")
+    return True if names else has_header
+
+
+def read_examples(path, columns, skip_bad_rows=False, allow_empty=(), log=print, has_header="auto"):
     """Read a local file into a list of dicts keyed by the given column *roles*.
 
     columns: {role: column}, e.g. {"source": "content", "target": 2}. A column is a name
-    (files with a header, JSON objects) or a 0-based index (headerless TSV/CSV, TXT).
-    Delimited files are taken to have a header exactly when the columns are names.
+    (files with a header, JSON objects) or a 0-based index (any TSV/CSV, TXT; in a file
+    with a header, indexes count its columns and the header is not a row). has_header:
+    True, False or "auto" (detected, and logged, for CSV/TSV files; names imply True).
     Bad rows raise DataError naming file and line, or are skipped and counted when
     skip_bad_rows is set. Roles in allow_empty may be empty strings (never null or NaN).
     """
     columns = _checked_columns(columns)
-    has_header = any(isinstance(c, str) for c in columns.values())
+    header = header_setting(has_header, columns, path)
     bad = []
     on_error = bad.append if skip_bad_rows else None
-    located = ((_where(path, line_no), row) for line_no, row in iter_rows(path, has_header, on_error))
+    located = ((_where(path, line_no), row) for line_no, row in iter_rows(path, header, on_error, note=log))
     return _finish(path, _checked_examples(located, columns, allow_empty, on_error), bad, log)
 
 

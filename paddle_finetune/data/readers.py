@@ -13,17 +13,26 @@ Every bad row is reported with its file and line, before any training starts. Fi
 * JSON: a ``.json`` file is one document (a list of rows, ``{"data": [rows]}`` or one
   object), or JSON lines; a broken document is reported at its real line and column.
   Object keys must be unique.
+* CSV/TSV header: declared (``has_header`` True/False) or, with "auto", detected from the
+  first row (known column names, or words above a column of numbers); a header-only file
+  has no rows and says so.
 * Values: text, or numbers (ints as ``"3"``, integral floats too, so ``3.0`` and ``3``
   are one label); null, NaN, infinities, nested objects and lists are bad rows.
+* What a path is: only a regular file (or a link to one) is opened, without blocking; a
+  directory, FIFO, device or socket is named as such. Text must be UTF-8 (a BOM is fine);
+  UTF-16 and GBK files are recognised and named, with the command that converts them.
 
 
 Imports: the standard library; of the project `errors`.
 """
 
+import codecs
 import csv
+import itertools
 import json
 import os
 import re
+import stat
 
 from paddle_finetune.errors import DataError
 
@@ -57,22 +66,92 @@ def _split_lines(text):
     return lines[:-1] if lines[-1] == "" else lines
 
 
+_KINDS = ((stat.S_ISDIR, "a directory, not a data file: give a file inside it (a folder of split files is a dataset_name)"),
+          (stat.S_ISFIFO, "a named pipe (FIFO), not a regular file: it is not read (that would wait for a writer); "
+                          "write the data to a file"),
+          (stat.S_ISCHR, "a character device, not a data file"),
+          (stat.S_ISBLK, "a block device, not a data file"),
+          (stat.S_ISSOCK, "a socket, not a data file"))
+
+
+def _not_a_file(path, mode):
+    kind = next((text for test, text in _KINDS if test(mode)), "not a regular file")
+    return DataError(f"{path}: is {kind}")
+
+
+def check_data_file(path):
+    """DataError unless path is a regular file (or a link to one), saying what it is instead. Only stats it."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.lexists(path):
+            raise DataError(f"{path}: is a symbolic link to {os.readlink(path)!r}, which does not exist") from None
+        raise DataError(f"data file not found: {path}") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror})") from None
+    if not stat.S_ISREG(mode):
+        raise _not_a_file(path, mode)
+
+
+def _read_bytes(path):
+    """The file's bytes. Opened without blocking (O_NONBLOCK: a FIFO swapped in after the check does not wait for a
+    writer) and checked again on the open descriptor, so only a regular file is ever read."""
+    check_data_file(path)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_a_file(path, mode)
+        return f.read()
+
+
+def _utf16_kind(raw):
+    """"UTF-16" (with a byte-order mark), "UTF-16LE"/"UTF-16BE" (without one, told by where the zero bytes of its
+    ASCII characters fall: tabs, commas, line breaks, digits), or None."""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "UTF-16"
+    sample = raw[:8192][: len(raw[:8192]) // 2 * 2]
+    if len(sample) < 4:
+        return None
+    even, odd = sample[0::2].count(0), sample[1::2].count(0)
+    pairs = len(sample) // 2
+    for zeros, other, codec in ((odd, even, "UTF-16LE"), (even, odd, "UTF-16BE")):
+        if zeros >= max(2, pairs // 20) and other * 10 <= zeros:
+            try:
+                sample.decode(codec)
+            except UnicodeDecodeError:
+                continue
+            return codec
+    return None
+
+
 def _not_utf8(path, line_no, raw_line, error):
+    """The error of a line that is not UTF-8, naming GBK when the line reads as GBK (the usual Chinese Windows
+    encoding) and otherwise not guessing."""
+    try:
+        raw_line.decode("gbk")
+        encoding, source = "GBK", "GBK"
+    except UnicodeDecodeError:
+        encoding, source = None, "ITS_ENCODING"
+    what = "text is GBK-encoded, not UTF-8" if encoding else "text is not UTF-8"
     return DataError(
-        f"{path}:{line_no}: text is not UTF-8 (byte {raw_line[error.start:error.start + 1]!r} at column {error.start + 1}); "
-        f"re-encode the file as UTF-8, e.g. `iconv -f GBK -t UTF-8 {os.path.basename(path)}`"
+        f"{path}:{line_no}: {what} (byte {raw_line[error.start:error.start + 1]!r} at column {error.start + 1}); "
+        f"re-encode the file as UTF-8, e.g. `iconv -f {source} -t UTF-8 {os.path.basename(path)} > utf8-{os.path.basename(path)}`"
     )
 
 
 def _read_lines(path):
     """(lines, bad): the file's lines without BOM and line ends; bad maps the line number of
     every non-UTF-8 line to its DataError. Such lines are kept, decoded with U+FFFD, so the
-    tabs, commas and quotes around them still delimit rows and only their row is bad."""
-    if not os.path.isfile(path):
-        raise DataError(f"data file not found: {path}")
-    with open(path, "rb") as f:
-        raw = f.read()
-    if raw.startswith(b"\xef\xbb\xbf"):
+    tabs, commas and quotes around them still delimit rows and only their row is bad. A
+    UTF-16 file is one error for the whole file."""
+    raw = _read_bytes(path)
+    utf16 = _utf16_kind(raw)
+    if utf16:
+        name = os.path.basename(path)
+        raise DataError(f"{path}: text is {utf16} (what Windows calls \"Unicode\"), not UTF-8; re-encode it, e.g. "
+                        f"`iconv -f {utf16} -t UTF-8 {name} > utf8-{name}`, or save it as \"UTF-8\"")
+    if raw.startswith(codecs.BOM_UTF8):
         raw = raw[3:]
     if not raw.strip():
         raise DataError(f"{path}: file is empty")
@@ -334,12 +413,68 @@ def _header_names(path, line_no, fields):
     return names
 
 
-def _delimited_rows(path, lines, bad_lines, delimiter, has_header, on_error=None):
+# Column names a header row of a summarization or classification file usually has (compared case-folded).
+KNOWN_COLUMN_NAMES = frozenset({
+    "text", "label", "labels", "content", "title", "summary", "source", "target", "document", "article",
+    "highlights", "abstract", "sentence", "sentence1", "sentence2", "text_a", "text_b", "text_pair", "review",
+    "category", "class", "id", "qid", "query", "question", "answer",
+    "文本", "内容", "标题", "摘要", "标签", "类别", "句子",
+})
+HEADER_VALUES = ("auto", True, False)
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+_HEADER_SAMPLE = 50  # rows after the first that header detection looks at
+
+
+def is_number_text(text):
+    """Whether text reads as a finite decimal number ("3", "3.0", "-1e2"; not "nan", "1_000" or "")."""
+    return bool(_NUMBER.fullmatch(text))
+
+
+def header_evidence(first, rest):
+    """Why the fields `first` look like a header above the rows `rest` (lists of fields), or None: a field that is
+    a known column name, or a word above a column whose every value below is a number (labels 0/1 under
+    "sentiment")."""
+    known = [f.strip() for f in first if f.strip().casefold() in KNOWN_COLUMN_NAMES]
+    if known:
+        return f"known column name(s) {', '.join(repr(k) for k in known)}"
+    for j, value in enumerate(first):
+        below = [row[j] for row in rest if len(row) == len(first)]
+        if len(below) >= 2 and value.strip() and not is_number_text(value) and all(is_number_text(v) for v in below):
+            return f"{value.strip()!r} stands above a column of numbers"
+    return None
+
+
+def _header_decision(path, head, has_header, note):
+    """Whether the first record of `head` (the file's first records) is a header, per has_header; the
+    decision, and a first row that looks like one but is read as a row, go to note()."""
+    valid = [(first, fields) for first, last, fields, error in head if error is None]
+    if not valid:
+        return bool(has_header is True)
+    line, fields = valid[0]
+    evidence = header_evidence(fields, [f for _, f in valid[1:]])
+    if has_header == "auto":
+        if evidence and note:
+            note(f"{path}: line {line} read as a header ({evidence}); set has_header=False if it is a row")
+        return bool(evidence)
+    if not has_header and evidence and note:
+        note(f"WARNING: {path}:{line}: the first row looks like a header ({evidence}) but has_header=False reads it "
+             "as a row; set has_header=True (or auto) if it is one")
+    return bool(has_header)
+
+
+def _delimited_rows(path, lines, bad_lines, delimiter, has_header, on_error=None, note=None):
+    """Rows of a CSV/TSV file: dicts by header name, or lists (no header). has_header: True, False or "auto"."""
     records = _tsv_records(lines) if delimiter == "\t" else _csv_records(lines)
-    header, expected = None, None
-    for first, last, fields, error in records:
-        if first == last and not lines[first - 1].strip():
-            continue  # a blank line is no row
+    records = ((first, last, fields, error) for first, last, fields, error in records
+               if not (first == last and not lines[first - 1].strip()))  # a blank line is no row
+    head = []
+    for record in records:
+        head.append(record)
+        if len(head) > _HEADER_SAMPLE:
+            break
+    has_header = _header_decision(path, head, has_header, note)
+    header, expected, header_line, rows = None, None, None, 0
+    for first, last, fields, error in itertools.chain(head, records):
         utf8_error = _first_bad_line(bad_lines, first, last)
         if has_header and header is None:
             # The header is not a row that can be skipped: every row depends on it.
@@ -347,9 +482,10 @@ def _delimited_rows(path, lines, bad_lines, delimiter, has_header, on_error=None
                 raise utf8_error
             if error is not None:
                 raise DataError(f"{path}:{first}: header: {error}")
-            header = _header_names(path, first, fields)
+            header, header_line = _header_names(path, first, fields), first
             expected = (len(header), f"the header (line {first})")
             continue
+        rows += 1
         if utf8_error is not None or error is not None:
             _bad(utf8_error or DataError(f"{path}:{first}: {error}"), on_error)
             continue
@@ -361,6 +497,8 @@ def _delimited_rows(path, lines, bad_lines, delimiter, has_header, on_error=None
                            f"{cause}, or a missing field?"), on_error)
             continue
         yield first, (dict(zip(header, fields)) if header else fields)
+    if header is not None and not rows:
+        raise DataError(f"{path}: no rows, only a header (line {header_line}: {', '.join(header)})")
 
 
 def _txt_rows(path, lines, bad_lines, on_error=None):
@@ -371,13 +509,16 @@ def _txt_rows(path, lines, bad_lines, on_error=None):
             yield line_no, [text]
 
 
-def iter_rows(path, has_header, on_error=None):
+def iter_rows(path, has_header, on_error=None, note=None):
     """Yield (line_no, row) where row is a dict (named columns) or a list (columns by index).
 
+    has_header (CSV/TSV): True, False or "auto" (detected from the first rows; note() hears the decision).
     line_no is the row's first line; for a JSON document it reads "LINE (item N)". A row that
     cannot be decoded or parsed raises DataError, or with on_error set is passed to it and
-    skipped. An empty or missing file, a bad header and a broken JSON document always raise.
+    skipped. A path that is not a regular file, an empty or missing file, a header without
+    rows, a bad header and a broken JSON document always raise.
     """
+    check_data_file(path)
     fmt = _file_format(path)
     lines, bad_lines = _read_lines(path)
     if fmt == "json":
@@ -387,4 +528,4 @@ def iter_rows(path, has_header, on_error=None):
     elif fmt == "txt":
         yield from _txt_rows(path, lines, bad_lines, on_error)
     else:
-        yield from _delimited_rows(path, lines, bad_lines, "\t" if fmt == "tsv" else ",", has_header, on_error)
+        yield from _delimited_rows(path, lines, bad_lines, "\t" if fmt == "tsv" else ",", has_header, on_error, note)

@@ -8,7 +8,7 @@ import os
 
 from paddle_finetune.data.examples import read_examples
 from paddle_finetune.data.named import dataset_columns, load_named_dataset
-from paddle_finetune.errors import DataError
+from paddle_finetune.errors import ConfigError, DataError
 from paddle_finetune.paths import DATASETS_DIR
 
 
@@ -56,12 +56,22 @@ def load_splits(cfg, read_file, sample_files, named_columns=None, log=print):
     With no dev split, dev_size > 0 holds out that many training rows; with neither there is no
     dev evaluation, and the log says so. do_train=False reads no training split.
     """
+    if cfg.get("dev_size", 0) > 0 and cfg.get("dev_file"):
+        raise ConfigError(f"dev_file ({cfg['dev_file']}) and dev_size={cfg['dev_size']} both name a dev split: "
+                          "dev_size holds training rows out as dev only when there is no dev file; set one of them")
     kind, files = data_sources(cfg, sample_files)
     wanted = SPLITS if cfg.get("do_train", True) else ("dev", "test")
     name = cfg.get("dataset_name")
     if name:
         data = load_named_dataset(name, cfg.get("dataset_config_name") or None, files or None, columns=named_columns,
                                   skip_bad_rows=cfg.get("skip_bad_rows", False), log=log)
+        found = sorted(data)
+        if cfg.get("do_train", True) and "train" not in data:
+            raise DataError(f"dataset {name} has no train split (it has {', '.join(found) or 'none'}): give its "
+                            "training rows as a train split (a train.* file in the folder), or train_file")
+        if "dev" in data and cfg.get("dev_size", 0) > 0 and cfg.get("do_train", True):
+            raise ConfigError(f"dataset {name} has a dev split of its own (dev/validation) and dev_size="
+                              f"{cfg['dev_size']} would hold out another: set dev_size=0, or drop the dataset's dev split")
         data = {split: rows for split, rows in data.items() if split in wanted}
         sources = {split: f"dataset {name}" + (f" ({files[split]})" if split in files else f"/{split}") for split in data}
     else:
@@ -92,12 +102,13 @@ def load_text_splits(cfg, sample_files, log=print):
     column = cfg.get("text_column")
     named = {"text": column if column is not None else (dataset_columns(cfg["dataset_name"]) or {}).get("text", "text")} \
         if cfg.get("dataset_name") else None
-    data = load_splits(cfg, lambda split, path: load_texts(path, column, cfg.get("skip_bad_rows", False), 0, log),
+    data = load_splits(cfg, lambda split, path: load_texts(path, column, cfg.get("skip_bad_rows", False), 0, log,
+                                                           cfg.get("has_header", "auto")),
                        sample_files, named, log)
     return {split: [r["text"] if isinstance(r, dict) else r for r in rows] for split, rows in data.items()}
 
-def load_texts(path, column, skip_bad_rows=False, max_samples=0, log=print):
+def load_texts(path, column, skip_bad_rows=False, max_samples=0, log=print, has_header="auto"):
     """One text per row of a .txt/.json/.jsonl/.tsv/.csv file (for the LM trainers); bad rows stop with file:line."""
     column = 0 if path.endswith(".txt") else ("text" if column is None else column)
-    rows = read_examples(path, {"text": column}, skip_bad_rows=skip_bad_rows, log=log)
+    rows = read_examples(path, {"text": column}, skip_bad_rows=skip_bad_rows, log=log, has_header=has_header)
     return [r["text"] for r in truncate(rows, max_samples)]

@@ -1,12 +1,19 @@
 """Evaluation on every rank.
 
-A trainer describes a split as a list of work units (batches of row indices, cut after sorting by
-length, or pre-built batches) plus two functions: `predict_fn(model, split, unit)` -> a JSON-serialisable
-output for that unit, and `score_fn(split, outputs, step)` -> Scored(metrics, sample_rows), which also writes
-the split's predictions file (training.task). `evaluate_split` deals the units round-robin across ranks (so every rank gets a
-similar share of long rows), each rank predicts its own, rank 0 gathers the outputs in unit order
-and scores them, and every rank gets the metrics. Units are the same batches a single process cuts,
-so the metrics and predictions equal a one-process evaluation of the same weights.
+A trainer describes a split as a list of work units (the batches one process computes: lists of row indices,
+cut after sorting by length, or in row order) plus two functions: `predict_fn(model, split, unit, rows)` -> one
+JSON-serialisable output per row of `rows` (all of the unit, or a contiguous slice of it), each computed as in the
+whole unit (padded to the unit's longest row), and `score_fn(split, outputs, step)` -> Scored(metrics,
+sample_rows), where outputs[u] lists unit u's rows' outputs in unit order; score_fn also writes the split's
+predictions file (training.task).
+
+`deal_rows` shares the rows out so every rank's share is within one row of equal (and no rank that could have
+rows is left without): whole units go round-robin in length order (so every rank gets a similar share of long
+rows), and the units that fit no rank's remaining share whole are cut between ranks. Each rank predicts its own
+pieces, rank 0 gathers the outputs, puts every unit back together in row order and scores them, and every rank
+gets the metrics. A row's output does not depend on which rows share its batch as long as the batch is padded to
+the same length (row-wise matrix products; checked bit for bit in tests/evaluation/), so the metrics and
+predictions equal a one-process evaluation of the same weights.
 
 Imports: the standard library; of the project `runtime.distributed` and `reporting`; paddle inside functions.
 """
@@ -39,10 +46,63 @@ def in_order_units(n, batch_size):
     return [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
 
 
-def shard_units(num_units, rank, world_size):
-    """This rank's units: every world_size-th, starting at its rank. After a length sort that spreads the
-    long batches evenly."""
-    return list(range(rank, num_units, world_size))
+class Piece(NamedTuple):
+    """Rows unit[start:stop] of one unit."""
+
+    unit: int
+    start: int
+    stop: int
+
+
+def rank_quotas(num_rows, world_size):
+    """Rows per rank: the even share, the remainder one each to the first ranks."""
+    base, extra = divmod(num_rows, world_size)
+    return [base + (1 if rank < extra else 0) for rank in range(world_size)]
+
+
+def deal_rows(unit_sizes, world_size):
+    """Per rank, the pieces it evaluates (sorted by unit): every rank's rows are its rank_quotas share.
+
+    Whole units go to the ranks in turn (the next rank with room for it), longest units first as they come;
+    the units no rank has room for are then cut into the ranks' remaining room, in rank order."""
+    quota = rank_quotas(sum(unit_sizes), world_size)
+    shares, leftover, turn = [[] for _ in range(world_size)], [], 0
+    for unit, size in enumerate(unit_sizes):
+        rank = next(((turn + k) % world_size for k in range(world_size) if quota[(turn + k) % world_size] >= size), None)
+        if size and rank is None:
+            leftover.append(unit)
+        elif size:
+            shares[rank].append(Piece(unit, 0, size))
+            quota[rank] -= size
+            turn = (rank + 1) % world_size
+    rank = 0
+    for unit in leftover:
+        start = 0
+        while start < unit_sizes[unit]:
+            while not quota[rank]:
+                rank += 1
+            stop = min(unit_sizes[unit], start + quota[rank])
+            shares[rank].append(Piece(unit, start, stop))
+            quota[rank] -= stop - start
+            start = stop
+    return [sorted(share) for share in shares]
+
+
+def assemble(units, pieces_outputs):
+    """outputs[u]: unit u's per-row outputs in row order, from [(Piece, [outputs])] in any order."""
+    by_unit = {}
+    for piece, outputs in pieces_outputs:
+        piece = Piece(*piece)
+        if len(outputs) != piece.stop - piece.start:
+            raise ValueError(f"predict_fn returned {len(outputs)} outputs for {piece.stop - piece.start} rows")
+        by_unit.setdefault(piece.unit, []).append((piece.start, outputs))
+    assembled = []
+    for u, unit in enumerate(units):
+        rows = [out for _, outputs in sorted(by_unit.get(u, []), key=lambda p: p[0]) for out in outputs]
+        if len(rows) != len(unit):
+            raise ValueError(f"unit {u}: {len(rows)} outputs for {len(unit)} rows")
+        assembled.append(rows)
+    return assembled
 
 
 # ----------------------------------------------------------------------------
@@ -71,30 +131,31 @@ class Evaluation(NamedTuple):
     sample_rows: List[Dict[str, Any]]
 
 
-def evaluate_split(model, split, units, predict_fn, score_fn, step, use_amp=False, amp_dtype="float16", unit_rows=len):
+def evaluate_split(model, split, units, predict_fn, score_fn, step, use_amp=False, amp_dtype="float16"):
     """The Evaluation of `split`; rank 0 also wrote its predictions (score_fn). See the module docstring."""
     rank, world_size = get_rank(), get_world_size()
     started = time.perf_counter()
-    mine = shard_units(len(units), rank, world_size)
-    bar = progress_bar(sum(unit_rows(units[i]) for i in mine), f"eval {split}")
-    outputs = {}
+    total = sum(len(u) for u in units)
+    mine = deal_rows([len(u) for u in units], world_size)[rank]
+    rows = sum(p.stop - p.start for p in mine)
+    bar = progress_bar(rows, f"eval {split}")
+    outputs = []
     with eval_mode(model, use_amp, amp_dtype):
-        for i in mine:
-            outputs[i] = predict_fn(model, split, units[i])
-            bar.update(unit_rows(units[i]))
+        for piece in mine:
+            unit = units[piece.unit]
+            outputs.append([list(piece), list(predict_fn(model, split, unit, unit[piece.start:piece.stop]))])
+            bar.update(piece.stop - piece.start)
     bar.close()
-    rows = sum(unit_rows(units[i]) for i in mine)
     if world_size > 1:
         # the worker logs (log/workerlog.N) say how the split was shared
-        print(f"rank {rank}: evaluated {rows} of {sum(unit_rows(u) for u in units)} {split} rows", flush=True)
-    gathered = gather_to_main([[i, out] for i, out in outputs.items()])
+        print(f"rank {rank}: evaluated {rows} of {total} {split} rows", flush=True)
+    gathered = gather_to_main(outputs)
     metrics, sample_rows = None, []
     if is_main_process():
-        by_unit = {i: out for part in gathered for i, out in part}
-        scored = score_fn(split, [by_unit[i] for i in range(len(units))], step)
+        scored = score_fn(split, assemble(units, [p for part in gathered for p in part]), step)
         # Numbers rounded; a string is a label of how they were computed (rouge_style) and stays as it is.
         metrics = {k: v if isinstance(v, str) else round(float(v), 4) for k, v in scored.metrics.items()}
         sample_rows = list(scored.sample_rows or [])
-        log(f"eval {split}: {sum(unit_rows(u) for u in units)} rows in {time.perf_counter() - started:.1f} s"
+        log(f"eval {split}: {total} rows in {time.perf_counter() - started:.1f} s"
             + (f" on {world_size} ranks" if world_size > 1 else ""))
     return Evaluation(broadcast_from_main(metrics), sample_rows)

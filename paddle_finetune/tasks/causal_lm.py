@@ -8,6 +8,7 @@ import numpy as np
 from paddle_finetune.training.task import Batch
 
 from paddle_finetune.data.batching import to_tensors
+from paddle_finetune.evaluation.perplexity import per_row_sums
 from paddle_finetune.data.text import decode_tokens
 
 
@@ -63,13 +64,28 @@ def clm_loss(model, batch):
     return F.cross_entropy(chosen.astype("float32"), paddle.gather(labels, positions).unsqueeze(-1)).mean()
 
 
-def batch_loss(model, features, pad_id):
-    """[summed next-token loss, predicted tokens] of one batch of blocks (zeros when it predicts nothing)."""
+def row_losses(model, features, pad_id, pad_to=0):
+    """[summed next-token loss, predicted tokens] of each block, padded to pad_to (the unit's longest block), so a
+    block's numbers do not depend on the blocks beside it; [0.0, 0] for a block that predicts nothing."""
+    import paddle
+    import paddle.nn.functional as F
+
     batch = collate(features, pad_id=pad_id).arrays
-    predicted = int((batch["labels"][:, 1:] != -100).sum())
-    if not predicted:
-        return [0.0, 0]
-    return [float(clm_loss(model, to_tensors(batch))) * predicted, predicted]
+    width = max(pad_to, batch["input_ids"].shape[1])
+    if width > batch["input_ids"].shape[1]:
+        extra = width - batch["input_ids"].shape[1]
+        batch = {"input_ids": np.pad(batch["input_ids"], ((0, 0), (0, extra)), constant_values=pad_id),
+                 "labels": np.pad(batch["labels"], ((0, 0), (0, extra)), constant_values=-100)}
+    if not (batch["labels"][:, 1:] != -100).any():
+        return [[0.0, 0] for _ in features]
+    tensors = to_tensors(batch)
+    with paddle.no_grad():
+        logits = clm_logits(model, tensors["input_ids"])[:, :-1]
+        labels = tensors["labels"][:, 1:].flatten()
+        positions = paddle.nonzero(labels != -100).flatten()
+        chosen = paddle.gather(logits.reshape([-1, logits.shape[-1]]), positions)
+        losses = F.cross_entropy(chosen.astype("float32"), paddle.gather(labels, positions).unsqueeze(-1), reduction="none")
+    return per_row_sums(losses.numpy().reshape(-1).tolist(), (positions.numpy() // (width - 1)).tolist(), len(features))
 
 
 # ----------------------------------------------------------------------------

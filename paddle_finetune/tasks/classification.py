@@ -7,12 +7,14 @@ Imports: the standard library and numpy; paddle and paddlenlp inside; of the pro
 """
 import json
 import os
+from collections import Counter
 
 import numpy as np
 
 from paddle_finetune.data.batching import to_tensors
 from paddle_finetune.data.examples import read_examples
 from paddle_finetune.data.named import dataset_columns
+from paddle_finetune.data.readers import is_number_text
 from paddle_finetune.data.splits import load_splits
 from paddle_finetune.errors import DataError
 from paddle_finetune.evaluation.sharding import length_sorted_units
@@ -36,11 +38,44 @@ def default_if_none(value, default):
     return default if value is None else value
 
 
+def number_label(text):
+    """The one spelling of a label that reads as a number: "1", "1.0", "01" and "1e0" -> "1"; "0.50" -> "0.5"."""
+    value = float(text)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def numeric_labels(rows, source, log=log):
+    """When every label of a file reads as a number, labels are numbers: "1" and "1.0" (pandas writes an int
+    column with missing values as floats) are one class. Rows are changed in place and returned; the log says how
+    many labels were respelled."""
+    labels = [r["label"] for r in rows if "label" in r]
+    if not labels or not all(is_number_text(label) for label in labels):
+        return rows
+    respelled = Counter()
+    for r in rows:
+        canonical = number_label(r["label"])
+        if canonical != r["label"]:
+            respelled[(r["label"], canonical)] += 1
+            r["label"] = canonical
+    if respelled:
+        shown = ", ".join(f"{a!r} -> {b!r} ({n})" for (a, b), n in sorted(respelled.items())[:5])
+        log(f"{source}: every label reads as a number, so labels are compared as numbers: {shown}"
+            + (" ..." if len(respelled) > 5 else ""))
+    return rows
+
+
 def label_names_from(rows):
     """Sorted label names; all-numeric labels sort as numbers so "10" follows "9"."""
     names = {r["label"] for r in rows}
-    numeric = all(n.lstrip("-").isdigit() for n in names)
-    return sorted(names, key=(lambda n: int(n)) if numeric else None)
+    numeric = all(is_number_text(n) for n in names)
+    return sorted(names, key=(lambda n: (float(n), n)) if numeric else None)
+
+
+def describe_labels(rows, label_names, limit=20):
+    """The log line naming the classes and their training rows: "labels (3), rows each: 0 (120), 1 (80), 2 (4)"."""
+    counts = Counter(r["label"] for r in rows)
+    shown = ", ".join(f"{name} ({counts.get(name, 0)})" for name in label_names[:limit])
+    return f"labels ({len(label_names)}), training rows each: {shown}" + (" ..." if len(label_names) > limit else "")
 
 
 def check_labels(rows, label2id, path):
@@ -63,8 +98,13 @@ def split_columns(cfg):
 
 
 def load_data(cfg):
-    """{split: rows}, every row checked before training starts (see data_utils.load_splits)."""
-    return load_splits(cfg, lambda split, path: read_examples(path, split_columns(cfg), skip_bad_rows=cfg["skip_bad_rows"], log=log),
+    """{split: rows}, every row checked before training starts (see data.splits.load_splits); labels that all read
+    as numbers are compared as numbers, per file (per split of a named dataset)."""
+    if cfg.get("dataset_name"):
+        data = load_splits(cfg, None, SAMPLE_FILES, split_columns(cfg), log)
+        return {split: numeric_labels(rows, f"dataset {cfg['dataset_name']}/{split}") for split, rows in data.items()}
+    return load_splits(cfg, lambda split, path: numeric_labels(read_examples(path, split_columns(cfg), skip_bad_rows=cfg["skip_bad_rows"],
+                                                                          log=log, has_header=cfg.get("has_header", "auto")), path),
                        SAMPLE_FILES, split_columns(cfg) if cfg.get("dataset_name") else None, log)
 
 
@@ -84,9 +124,9 @@ def tokenize_rows(rows, tokenizer, max_seq_length, label2id=None):
     return features
 
 
-def collate(features, rng=None, pad_id=0):
-    """Dynamic padding to the longest item in the batch."""
-    length = max(len(f["input_ids"]) for f in features)
+def collate(features, rng=None, pad_id=0, pad_to=0):
+    """Dynamic padding to the longest item in the batch (or to pad_to, when longer: the unit a slice came from)."""
+    length = max([pad_to or 0] + [len(f["input_ids"]) for f in features])
     n = len(features)
     input_ids = np.full((n, length), pad_id, dtype="int64")
     token_type_ids = np.zeros((n, length), dtype="int64")
@@ -113,15 +153,33 @@ def classification_loss(model, batch):
     return F.cross_entropy(forward_logits(model, batch).astype("float32"), batch["labels"].unsqueeze(-1)).mean()
 
 
-def predict_batch(model, features, pad_id):
+def predict_batch(model, features, pad_id, pad_to=0):
     """Softmax probabilities of one batch, [len(features), num_labels]."""
     import paddle
     import paddle.nn.functional as F
 
-    batch = collate([{k: v for k, v in f.items() if k != "label"} for f in features], pad_id=pad_id).arrays
+    batch = collate([{k: v for k, v in f.items() if k != "label"} for f in features], pad_id=pad_id, pad_to=pad_to).arrays
     with paddle.no_grad():
         logits = forward_logits(model, to_tensors(batch))
     return F.softmax(logits.astype("float32"), axis=-1).numpy()
+
+
+def eval_rows(model, features, pad_id, pad_to=0):
+    """Per row, from one forward pass over the rows padded to pad_to (the length of the unit they belong to):
+    {"probs": softmax probabilities, "loss": its cross-entropy (None without a label)}. A row's numbers are the
+    same whichever rows share its batch, so evaluation can cut a unit between ranks (evaluation.sharding)."""
+    import paddle
+    import paddle.nn.functional as F
+
+    batch = collate(features, pad_id=pad_id, pad_to=pad_to).arrays
+    with paddle.no_grad():
+        logits = forward_logits(model, to_tensors({k: v for k, v in batch.items() if k != "labels"})).astype("float32")
+        probs = F.softmax(logits, axis=-1).numpy()
+        losses = [None] * len(features)
+        if "labels" in batch:
+            labels = paddle.to_tensor(batch["labels"]).unsqueeze(-1)
+            losses = [float(v) for v in F.cross_entropy(logits, labels, reduction="none").numpy().reshape(-1)]
+    return [{"probs": p.tolist(), "loss": loss} for p, loss in zip(probs, losses)]
 
 
 def predict_probabilities(model, features, batch_size, pad_id, desc="predict"):
@@ -134,12 +192,6 @@ def predict_probabilities(model, features, batch_size, pad_id, desc="predict"):
         bar.update(len(unit))
     bar.close()
     return np.stack(probs) if probs else np.zeros((0, 0))
-
-
-def eval_loss(model, features, pad_id):
-    """[summed cross-entropy, rows] of one labelled batch."""
-    batch = collate(features, pad_id=pad_id).arrays
-    return [float(classification_loss(model, to_tensors(batch))) * len(features), len(features)]
 
 
 # ----------------------------------------------------------------------------

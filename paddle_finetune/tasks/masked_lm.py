@@ -9,6 +9,7 @@ import numpy as np
 from paddle_finetune.training.task import Batch
 
 from paddle_finetune.data.batching import to_tensors
+from paddle_finetune.evaluation.perplexity import per_row_sums
 from paddle_finetune.models.loading import vocab_size
 
 INITIAL_MODEL_DIR = "initial_model"
@@ -135,11 +136,29 @@ def fixed_eval_batches(features, batch_size, seed, collate_fn):
     return [collate_fn(features[i:i + batch_size], rng) for i in range(0, len(features), batch_size)]
 
 
-def batch_loss(model, batch):
-    """[summed loss over the masked tokens, masked tokens] of one pre-masked batch."""
-    tensors = to_tensors(batch.arrays)
-    masked = int((batch.arrays["labels"] != -100).sum())
-    return [float(mlm_loss(model, tensors)) * masked, masked]
+def row_losses(model, arrays):
+    """[summed loss over its masked tokens, masked tokens] of each row of a pre-masked batch's arrays (rows of
+    one, padded to its length: a row's numbers do not depend on the rows beside it)."""
+    import paddle
+    import paddle.nn.functional as F
+
+    if not (arrays["labels"] != -100).any():  # no masked token in these rows: nothing to gather
+        return [[0.0, 0] for _ in range(arrays["labels"].shape[0])]
+    tensors = to_tensors(arrays)
+    with paddle.no_grad():
+        logits = mlm_logits(model, tensors["input_ids"], tensors["attention_mask"])
+        labels = tensors["labels"].flatten()
+        positions = paddle.nonzero(labels != -100).flatten()
+        chosen = paddle.gather(logits.reshape([-1, logits.shape[-1]]), positions)
+        losses = F.cross_entropy(chosen.astype("float32"), paddle.gather(labels, positions).unsqueeze(-1), reduction="none")
+    return per_row_sums(losses.numpy().reshape(-1).tolist(), (positions.numpy() // arrays["labels"].shape[1]).tolist(),
+                        arrays["labels"].shape[0])
+
+
+def unit_row_losses(model, batch, unit, rows):
+    """row_losses of `rows`, a contiguous slice of `unit`, whose pre-masked batch is `batch`."""
+    start = rows[0] - unit[0] if rows else 0
+    return row_losses(model, {k: v[start:start + len(rows)] for k, v in batch.arrays.items()})
 
 
 # ----------------------------------------------------------------------------

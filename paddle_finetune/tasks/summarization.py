@@ -6,6 +6,7 @@ Imports: the standard library and numpy; paddle inside; of the project `errors`,
 `models.weights`, `reporting` and `speedups`.
 """
 import json
+import math
 import os
 
 import numpy as np
@@ -18,6 +19,7 @@ from paddle_finetune.data.readers import iter_rows
 from paddle_finetune.data.splits import load_splits
 from paddle_finetune.data.text import decode_tokens
 from paddle_finetune.errors import ConfigError, DataError
+from paddle_finetune.evaluation.perplexity import per_row_sums
 from paddle_finetune.evaluation.rouge import DEFAULT_ROUGE_STYLE, rouge_scores
 from paddle_finetune.evaluation.sharding import length_sorted_units
 from paddle_finetune.models.weights import unwrap_model
@@ -38,8 +40,10 @@ KNOWN_COLUMN_PAIRS = [("source", "target"), ("content", "title"), ("content", "s
 # ----------------------------------------------------------------------------
 # data
 # ----------------------------------------------------------------------------
-def detect_columns(path):
+def detect_columns(path, has_header="auto"):
     """Pick a known (text, summary) column pair from the first row of a file with named columns."""
+    if has_header is False:
+        raise DataError(f"{path}: has_header=False: set text_column and summary_column by 0-based index")
     for line_no, row in iter_rows(path, has_header=True):
         if isinstance(row, dict):
             for text_col, summary_col in KNOWN_COLUMN_PAIRS:
@@ -56,7 +60,7 @@ def detect_columns(path):
 def resolve_columns(cfg, path):
     text_col, summary_col = cfg["text_column"], cfg["summary_column"]
     if text_col is None or summary_col is None:
-        mapped = SUMMARIZATION_NAME_MAPPING.get(cfg["dataset_name"]) or detect_columns(path)
+        mapped = SUMMARIZATION_NAME_MAPPING.get(cfg["dataset_name"]) or detect_columns(path, cfg.get("has_header", "auto"))
         text_col = mapped[0] if text_col is None else text_col
         summary_col = mapped[1] if summary_col is None else summary_col
     return text_col, summary_col
@@ -70,6 +74,7 @@ def load_split(cfg, path, split, allow_empty_target=False):
         skip_bad_rows=cfg["skip_bad_rows"],
         allow_empty=("target",) if allow_empty_target else (),
         log=log,
+        has_header=cfg.get("has_header", "auto"),
     )
 
 
@@ -113,9 +118,11 @@ def tokenize_examples(examples, tokenizer, cfg, eos_id):
 
 
 def collate(features, rng=None, pad_id=0, decoder_start_id=2, ignore_pad=True, pad_to=None):
-    """Dynamic padding to the longest item (or to pad_to=(src, tgt) lengths for pad-to-max)."""
-    src_len = pad_to[0] if pad_to else max(len(f["input_ids"]) for f in features)
-    tgt_len = pad_to[1] if pad_to else max(len(f["labels"]) for f in features)
+    """Dynamic padding to the longest item, or to pad_to=(src, tgt) lengths when longer (pad-to-max, or the unit
+    an evaluation slice came from)."""
+    src_len, tgt_len = pad_to or (0, 0)
+    src_len = max([src_len] + [len(f["input_ids"]) for f in features])
+    tgt_len = max([tgt_len] + [len(f["labels"]) for f in features])
     n = len(features)
     input_ids = np.full((n, src_len), pad_id, dtype="int64")
     attention_mask = np.zeros((n, src_len), dtype="float32")
@@ -190,11 +197,11 @@ def record_generation_settings(model, cfg, ids):
     model.generation_config._from_model_config = False
 
 
-def generate_batch(model, features, cfg, ids):
-    """Generated token ids of one batch (a numpy row per feature), padded to the batch's longest source."""
+def generate_batch(model, features, cfg, ids, pad_to=None):
+    """Generated token ids of one batch (a numpy row per feature), padded to the batch's longest source (or pad_to)."""
     import paddle
 
-    batch = collate(features, pad_id=ids["pad"], decoder_start_id=ids["decoder_start"]).arrays
+    batch = collate(features, pad_id=ids["pad"], decoder_start_id=ids["decoder_start"], pad_to=pad_to).arrays
     with paddle.no_grad(), speedups.fast_beam_search(model, enabled=cfg.get("fast_kernels", True)):
         generated, _ = model.generate(
             input_ids=paddle.to_tensor(batch["input_ids"]),
@@ -228,16 +235,43 @@ def generated_length(ids, eos_id, pad_id):
     return ids.index(eos_id) + 1 if eos_id in ids else sum(1 for i in ids if i != pad_id)
 
 
-def predict_unit(model, tokenizer, features, cfg, ids, with_loss):
-    """One evaluation batch: the generated summaries and their token counts, and (with references) the
-    teacher-forced loss summed over the batch's real target tokens."""
-    rows = generate_batch(model, features, cfg, ids)
-    out = {"predictions": [decode_ids(tokenizer, row, ids["eos"], ids["pad"]) for row in rows],
-           "gen_tokens": [generated_length(row, ids["eos"], ids["pad"]) for row in rows]}
-    if with_loss:
-        batch = collate(features, pad_id=ids["pad"], decoder_start_id=ids["decoder_start"]).arrays
-        tokens = int((batch["labels"] != -100).sum())
-        out["loss"] = [float(seq2seq_loss(model, to_tensors(batch))) * tokens, tokens]
+def unit_lengths(features):
+    """(source, target) lengths a unit's rows are padded to: its longest of each."""
+    return max(len(f["input_ids"]) for f in features), max(len(f["labels"]) for f in features)
+
+
+def row_losses(model, features, ids, pad_to=None):
+    """[summed teacher-forced loss, target tokens] of each row, from per-token cross-entropy (math.fsum per row:
+    a row's sum does not depend on the rows beside it)."""
+    import paddle
+    import paddle.nn.functional as F
+
+    batch = collate(features, pad_id=ids["pad"], decoder_start_id=ids["decoder_start"], pad_to=pad_to).arrays
+    tensors = to_tensors(batch)
+    with paddle.no_grad():
+        hidden = model.bart(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"],
+                            decoder_input_ids=tensors["decoder_input_ids"], use_cache=False, return_dict=False)[0]
+        labels = tensors["labels"].flatten()
+        positions = paddle.nonzero(labels != -100).flatten()
+        real_hidden = paddle.gather(hidden.reshape([-1, hidden.shape[-1]]), positions)
+        logits = paddle.matmul(real_hidden, model.lm_head_weight, transpose_y=True) + model.final_logits_bias
+        losses = F.cross_entropy(logits.astype("float32"), paddle.gather(labels, positions).unsqueeze(-1), reduction="none")
+    return per_row_sums(losses.numpy().reshape(-1).tolist(), (positions.numpy() // batch["labels"].shape[1]).tolist(),
+                        len(features))
+
+
+def predict_rows(model, tokenizer, features, cfg, ids, pad_to=None, with_loss=None):
+    """Per row: the generated summary and its token count, and (rows with a reference, with_loss[i]) the
+    teacher-forced loss as [summed over target tokens, target tokens]. pad_to: the (source, target) lengths of the
+    unit the rows belong to, so each row is computed as in the whole unit (evaluation.sharding)."""
+    generated = generate_batch(model, features, cfg, ids, pad_to)
+    out = [{"prediction": decode_ids(tokenizer, row, ids["eos"], ids["pad"]),
+            "gen_tokens": generated_length(row, ids["eos"], ids["pad"])} for row in generated]
+    with_loss = [True] * len(features) if with_loss is None else list(with_loss)
+    if any(with_loss):
+        for record, wanted, loss in zip(out, with_loss, row_losses(model, features, ids, pad_to)):
+            if wanted:
+                record["loss"] = loss
     return out
 
 
@@ -248,19 +282,21 @@ def rouge_metrics(predictions, references, style):
 
 
 def score_split(examples, units, outputs, out_path, rouge_style=DEFAULT_ROUGE_STYLE):
-    """ROUGE in rouge_style (when every row has a reference), loss, gen_len (tokens) and gen_chars; writes the
-    predictions file (atomically). Returns (metrics, predictions in row order)."""
+    """ROUGE in rouge_style (when every row has a reference), loss (over the rows with one), gen_len (tokens) and
+    gen_chars; writes the predictions file (atomically). outputs[u]: unit u's per-row outputs (predict_rows).
+    Returns (metrics, predictions in row order)."""
     predictions, gen_tokens = [None] * len(examples), [0] * len(examples)
-    loss_sum = loss_tokens = 0
-    for unit, out in zip(units, outputs):
-        for i, text, n in zip(unit, out["predictions"], out["gen_tokens"]):
-            predictions[i], gen_tokens[i] = text, n
-        if "loss" in out:
-            loss_sum, loss_tokens = loss_sum + out["loss"][0], loss_tokens + out["loss"][1]
+    losses = []
+    for unit, unit_outputs in zip(units, outputs):
+        for i, out in zip(unit, unit_outputs):
+            predictions[i], gen_tokens[i] = out["prediction"], out["gen_tokens"]
+            if "loss" in out:
+                losses.append(out["loss"])
     references = [ex["target"] for ex in examples]
     metrics = rouge_metrics(predictions, references, rouge_style) if all(references) else {}
+    loss_tokens = sum(n for _, n in losses)
     if loss_tokens:
-        metrics["loss"] = loss_sum / loss_tokens
+        metrics["loss"] = math.fsum(total for total, _ in losses) / loss_tokens
     metrics["gen_len"] = float(np.mean(gen_tokens)) if predictions else 0.0
     metrics["gen_chars"] = float(np.mean([len(p) for p in predictions])) if predictions else 0.0
     note_write(out_path)

@@ -24,7 +24,7 @@ def evaluate(task, model, split, step, use_amp=False, amp_dtype="float16"):
     if split not in task.eval_units or task.predict_fn is None:
         return None
     return evaluate_split(model, split, task.eval_units[split], task.predict_fn, task.score_fn, step,
-                          use_amp=use_amp, amp_dtype=amp_dtype, unit_rows=task.unit_rows)
+                          use_amp=use_amp, amp_dtype=amp_dtype)
 
 
 def check_same_data_on_every_rank(task, train_fingerprint=None):

@@ -7,12 +7,14 @@ functions in it.
         so a resume draws the same MLM masks); collate functions that need no randomness ignore it.
     loss_fn(model, tensors) -> scalar loss
         tensors: Batch.arrays as paddle tensors. Runs inside the loss layer DataParallel wraps.
-    predict_fn(model, split, unit) -> output
-        One evaluation unit (a batch of row indices, or a pre-built batch) on this rank: a JSON-serialisable
-        output, gathered to rank 0 in unit order (evaluation.sharding).
+    predict_fn(model, split, unit, rows) -> [output per row]
+        unit: one evaluation unit (a batch of row indices, as one process computes it); rows: the part of it this
+        rank computes (all of it, or a contiguous slice when ranks share the unit to balance their shares). One
+        JSON-serialisable output per row, each what computing the whole unit gives it (pad to the unit's longest
+        row); gathered to rank 0 (evaluation.sharding).
     score_fn(split, outputs, step) -> Scored
-        Rank 0: the split's metrics from every unit's output, in unit order; writes the split's predictions
-        file; and sample rows for the dashboards' table (dev only, [] for none).
+        Rank 0: the split's metrics from outputs[u], unit u's per-row outputs in row order, for every unit in
+        order; writes the split's predictions file; and sample rows for the dashboards' table (dev only, [] for none).
     before_training(model) -> None
         Optional: on a fresh start, once output_dir is open, on output_dir's writers (e.g. save the initial model).
 
@@ -41,8 +43,8 @@ class Scored(NamedTuple):
 @dataclasses.dataclass
 class TrainingTask:
     """What a trainer hands the engine (see the module docstring for the functions' signatures). Evaluation is
-    described per split: the engine deals eval_units[split] across ranks, calls predict_fn on each unit and
-    score_fn on rank 0."""
+    described per split: the engine deals the rows of eval_units[split] across ranks, calls predict_fn on each
+    rank's pieces and score_fn on rank 0."""
 
     config: Dict[str, Any]
     model: Any
@@ -54,7 +56,6 @@ class TrainingTask:
     eval_units: Dict[str, list] = dataclasses.field(default_factory=dict)  # "dev"/"test" -> work units (batches)
     predict_fn: Optional[Callable[..., Any]] = None
     score_fn: Optional[Callable[..., Scored]] = None
-    unit_rows: Callable[[Any], int] = len  # rows in a unit, for progress and the per-rank log
     metric_for_best: Optional[str] = None  # the trainer's default; config["metric_for_best"] wins
     extra_files: Optional[Dict[str, Any]] = None  # written into each checkpoint and the final model (label maps, ...)
     staged_files: Optional[Dict[str, str]] = None  # {name: temp path}: copied into output_dir once every check passed

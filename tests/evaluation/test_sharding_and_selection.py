@@ -4,7 +4,10 @@ import pytest
 from paddle_finetune.training.state import TrainState
 from paddle_finetune.training.task import Scored
 from paddle_finetune.evaluation.selection import is_better, should_stop_early, update_best
-from paddle_finetune.evaluation.sharding import evaluate_split, in_order_units, length_sorted_units, shard_units
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from paddle_finetune.evaluation.sharding import Piece, assemble, deal_rows, evaluate_split, in_order_units, length_sorted_units
 
 
 # ---------------------------------------------------------------------------- units and shards
@@ -17,12 +20,35 @@ def test_length_sorted_units_are_the_batches_one_process_cuts():
 
 def test_ranks_get_whole_units_round_robin_and_together_all_of_them():
     units = length_sorted_units(list(range(100)), 8)  # 13 units, the longest first
-    shards = [shard_units(len(units), rank, 2) for rank in range(2)]
-    assert shards == [list(range(0, 13, 2)), list(range(1, 13, 2))]
-    rows = [sum(len(units[i]) for i in shard) for shard in shards]
-    assert sum(rows) == 100 and abs(rows[0] - rows[1]) <= 8  # about half each
-    # the long batches are spread: each rank's share of the 4 longest units is 2
-    assert [sum(1 for i in shard if i < 4) for shard in shards] == [2, 2]
+    shares = deal_rows([len(u) for u in units], 2)
+    rows = [sum(p.stop - p.start for p in share) for share in shares]
+    assert rows == [50, 50]
+    # whole units round-robin, the long ones spread: each rank gets 2 of the 4 longest units whole
+    assert [sum(1 for p in share if p.unit < 4 and (p.start, p.stop) == (0, 8)) for share in shares] == [2, 2]
+
+
+def test_the_reported_case_100_rows_in_batches_of_32_is_shared_50_50():
+    """Whole batches gave 64 and 36 rows; the third batch is now cut between the ranks."""
+    units = length_sorted_units(list(range(100)), 32)
+    shares = deal_rows([len(u) for u in units], 2)
+    assert shares == [[Piece(0, 0, 32), Piece(2, 0, 14), Piece(3, 0, 4)], [Piece(1, 0, 32), Piece(2, 14, 32)]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(sizes=st.lists(st.integers(1, 40), min_size=0, max_size=30), world_size=st.integers(1, 9))
+def test_every_rank_gets_within_one_row_of_an_even_share_and_every_row_once(sizes, world_size):
+    shares = deal_rows(sizes, world_size)
+    total = sum(sizes)
+    rows = [sum(p.stop - p.start for p in share) for share in shares]
+    assert len(shares) == world_size and sum(rows) == total
+    assert max(rows) - min(rows) <= 1
+    assert all(r > 0 for r in rows) or total < world_size  # a rank with nothing to do only when rows < ranks
+    covered = sorted((p.unit, i) for share in shares for p in share for i in range(p.start, p.stop))
+    assert covered == [(u, i) for u, size in enumerate(sizes) for i in range(size)]
+    # reassembled, every unit's outputs are back in row order
+    units = [[(u, i) for i in range(size)] for u, size in enumerate(sizes)]
+    pieces = [(p, units[p.unit][p.start:p.stop]) for share in reversed(shares) for p in reversed(share)]
+    assert assemble(units, pieces) == units
 
 
 def test_in_order_units_keep_row_order():
@@ -46,19 +72,19 @@ def test_single_process_evaluation_scores_every_unit_in_order():
     units = [[2, 0], [1]]
     seen = []
 
-    def predict(model, split, unit):
-        assert not model.training and split == "dev"
-        return {"rows": unit}
+    def predict(model, split, unit, rows):
+        assert not model.training and split == "dev" and rows == unit  # one process computes whole units
+        return [{"row": i} for i in rows]
 
     def score(split, outputs, step):
         seen.append((split, outputs, step))
-        return Scored({"n": sum(len(o["rows"]) for o in outputs), "f": 1 / 3, "rouge_style": "chars"}, [{"row": 1}])
+        return Scored({"n": sum(len(o) for o in outputs), "f": 1 / 3, "rouge_style": "chars"}, [{"row": 1}])
 
     model = Model()
     metrics, rows = evaluate_split(model, "dev", units, predict, score, step=7)
     # numbers rounded to 4 decimals; a string labels them and stays as it is
     assert metrics == {"n": 3.0, "f": 0.3333, "rouge_style": "chars"} and rows == [{"row": 1}]
-    assert seen == [("dev", [{"rows": [2, 0]}, {"rows": [1]}], 7)]
+    assert seen == [("dev", [[{"row": 2}, {"row": 0}], [{"row": 1}]], 7)]
     assert model.training, "the model is put back in training mode"
 
 
