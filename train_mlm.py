@@ -185,7 +185,7 @@ def main(cfg):
         collate_fn=collate_fn,
         loss_fn=mlm_loss,
         eval_units=eval_units,
-        eval_data={split: features[split] for split in eval_units},
+        eval_data={split: [b.arrays for b in masked[split]] for split in eval_units},  # what is scored: masks included
         predict_fn=predict_fn,
         score_fn=score_fn,
         metric_for_best="perplexity",

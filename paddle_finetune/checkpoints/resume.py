@@ -1,13 +1,23 @@
 """Resume policy: which checkpoint a run resumes (auto: the newest that reads, falling back past damaged
-ones), and refusing a resume that cannot continue exactly (config keys outside SAFE_RESUME_KEYS, the number of
-ranks, the training data), or whose max_steps is below the checkpoint.
+ones), and refusing a resume that cannot continue exactly, or whose max_steps is below the checkpoint.
 
-Imports: the standard library and numpy; of the project `errors`, `checkpoints.listing`, `checkpoints.storage`
-and `reporting`.
+What a resume compares is what changes the math, not the spelling that produced it:
+
+* the tokenized training data (its fingerprint), and the dev data the best was chosen on (the dev features'
+  fingerprint): the same rows from a .csv instead of a .jsonl, or text_column=None spelled out as "content",
+  resume; the keys that only choose or shape data (DATA_KEYS) are then allowed and logged, and named beside a
+  fingerprint that changed;
+* the evaluation settings (evaluation.selection.EVALUATION_KEYS): a change is refused like any unsafe key, and
+  with resume_ignore_mismatch the best is re-based, since earlier evaluations are no longer comparable;
+* every other config key outside SAFE_RESUME_KEYS, and the number of ranks.
+
+Imports: the standard library and numpy; of the project `errors`, `checkpoints.listing`, `checkpoints.storage`,
+`evaluation.selection` and `reporting`.
 """
 import hashlib
 import json
 import os
+from typing import NamedTuple
 
 import numpy as np
 
@@ -18,21 +28,29 @@ from paddle_finetune.checkpoints.storage import (
     read_checkpoint,
 )
 from paddle_finetune.errors import CheckpointError, ConfigError
+from paddle_finetune.evaluation.selection import EVALUATION_KEYS
 from paddle_finetune.reporting.console import log
 
 # Changing these between a checkpoint and its resume is allowed and logged: they only touch reporting,
-# evaluation, where the run lives, or how long it goes (max_steps/num_train_epochs also stretch the LR
-# decay, which is what extending a run means). Every other key is unsafe by default (resume_mismatches).
-# rouge_style is left out on purpose: it defines what the dev scores mean (the styles differ by points), so the best
-# so far could not be compared with the resumed run's evaluations; its name is in every metric record.
+# where the run lives, or how long it goes (max_steps/num_train_epochs also stretch the LR decay, which is
+# what extending a run means). Every other key is unsafe by default (resume_mismatches). EVALUATION_KEYS are
+# never safe, whatever this set says.
 SAFE_RESUME_KEYS = frozenset({
     "max_steps", "num_train_epochs", "logging_steps", "eval_steps", "save_steps", "save_total_limit",
     "report_to", "eval_batch_size", "output_dir", "resume_from_checkpoint", "overwrite_output_dir",
-    "wandb_project", "wandb_run_name", "max_eval_samples", "num_eval_samples_logged", "num_beams",
+    "wandb_project", "wandb_run_name", "num_eval_samples_logged",
     "test_file", "device", "early_stopping_patience", "early_stopping_threshold", "load_best_model_at_end",
     "resume_ignore_mismatch", "converted_model_dir",
     "probe_text", "probe_answer", "probe_top_k",  # train_mlm's cloze report
     "sample_prompt", "sample_max_new_tokens",  # train_clm's sample generation
+})
+
+# Keys that only choose or shape the training and dev data: resume compares the data they produce (its
+# fingerprints), not them.
+DATA_KEYS = frozenset({
+    "train_file", "dev_file", "dataset_name", "dataset_config_name", "text_column", "summary_column",
+    "label_column", "text_pair_column", "has_header", "skip_bad_rows", "max_train_samples", "max_eval_samples",
+    "dev_size",
 })
 
 def resolve_resume(config, validate=None):
@@ -75,22 +93,33 @@ def resolve_resume(config, validate=None):
 
 
 _UNSET = "(unset)"
+_NOT_CHECKED = object()
+
+
+class Mismatches(NamedTuple):
+    """The keys whose value differs between a checkpoint's config and a resume's, each (key, old, new), by key."""
+
+    unsafe: list  # refused (unless resume_ignore_mismatch)
+    safe: list  # allowed and logged (SAFE_RESUME_KEYS)
+    data: list  # allowed when the data they produce is the same (DATA_KEYS)
 
 
 def resume_mismatches(saved_config, new_config):
-    """(unsafe, safe): the keys whose value differs, each (key, old, new), sorted by key. Safe keys are
-    SAFE_RESUME_KEYS; every other difference (a key only one side has included) is unsafe."""
+    """Mismatches of two configs. Safe keys are SAFE_RESUME_KEYS (never an EVALUATION_KEY), data keys DATA_KEYS;
+    every other difference (a key only one side has included) is unsafe."""
     old, new = _jsonable_config(saved_config), _jsonable_config(new_config)
-    unsafe, safe = [], []
+    found = Mismatches([], [], [])
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key, _UNSET), new.get(key, _UNSET)
         if a != b:
-            (safe if key in SAFE_RESUME_KEYS else unsafe).append((key, a, b))
-    return unsafe, safe
+            kind = ("unsafe" if key in EVALUATION_KEYS else "safe" if key in SAFE_RESUME_KEYS
+                    else "data" if key in DATA_KEYS else "unsafe")
+            getattr(found, kind).append((key, a, b))
+    return found
 
 
 def data_fingerprint(features):
-    """sha256 over the tokenized training features, in order: a resume on other data is refused."""
+    """sha256 over the tokenized features, in order: a resume on other data is refused."""
     h = hashlib.sha256()
     count = 0
     for feature in features:
@@ -102,30 +131,75 @@ def data_fingerprint(features):
 
 def _changes(items):
     def show(v):
-        return v if isinstance(v, str) and v == _UNSET else json.dumps(v, ensure_ascii=False)
+        return v if isinstance(v, str) and v in (_UNSET, "(not recorded)", "(none)") else json.dumps(v, ensure_ascii=False)
 
     return ", ".join(f"{key} {show(a)} -> {show(b)}" for key, a, b in items)
 
 
-def check_resume_compatible(checkpoint, config, world_size, fingerprint, ignore_mismatch=False):
-    """Refuse a resume that cannot continue exactly: config keys outside SAFE_RESUME_KEYS, the number of
-    ranks, or the training data (fingerprint) changed. Returns the lines to log (allowed changes, and the
-    warning when ignore_mismatch overrides a refusal); raises CheckpointError otherwise."""
+def _dev_change(saved_state, dev_fingerprint):
+    """("dev data", old, new) when the checkpoint's dev data (its train state's record) is not this run's, else None."""
+    if "dev_fingerprint" not in saved_state:
+        return "dev data", "(not recorded)", dev_fingerprint or "(none)"
+    if saved_state["dev_fingerprint"] != dev_fingerprint:
+        return "dev data", saved_state["dev_fingerprint"] or "(none)", dev_fingerprint or "(none)"
+    return None
+
+
+def _has_comparisons(saved_state):
+    """Whether the checkpoint's evaluations set a best or counted patience: something later ones are compared with."""
+    return saved_state.get("best_metric") is not None or bool(saved_state.get("evals_without_improvement"))
+
+
+def evaluation_changes(checkpoint, config, dev_fingerprint):
+    """What makes the checkpoint's evaluations incomparable with this run's, each (key, old, new): a changed
+    EVALUATION_KEY, or other dev data (dev_fingerprint: this run's dev features' fingerprint, None without dev;
+    a checkpoint without a record, from an older version, counts as other data) when the checkpoint has
+    evaluations to compare with."""
     contents = _contents(checkpoint)
-    unsafe, safe = resume_mismatches(contents.config, config)
+    old, new = _jsonable_config(contents.config), _jsonable_config(config)
+    changes = [(key, old.get(key, _UNSET), new.get(key, _UNSET)) for key in sorted(EVALUATION_KEYS)
+               if old.get(key, _UNSET) != new.get(key, _UNSET)]
+    saved = contents.trainer_state.get("train_state") or {}
+    dev = _dev_change(saved, dev_fingerprint)
+    if dev and _has_comparisons(saved):
+        changes.append(dev)
+    return changes
+
+
+def check_resume_compatible(checkpoint, config, world_size, fingerprint, ignore_mismatch=False, dev_fingerprint=_NOT_CHECKED):
+    """Refuse a resume that cannot continue exactly: config keys outside SAFE_RESUME_KEYS and DATA_KEYS, the
+    number of ranks, the training data (fingerprint), the evaluation settings or the dev data (dev_fingerprint,
+    when given) changed. Returns the lines to log (allowed changes, and the warning when ignore_mismatch overrides
+    a refusal); raises CheckpointError otherwise."""
+    contents = _contents(checkpoint)
+    unsafe, safe, data = resume_mismatches(contents.config, config)
     state = contents.trainer_state
     if state.get("world_size") != world_size:
         unsafe.append(("ranks", state.get("world_size"), world_size))
+    other_data = []
     if fingerprint is not None and state.get("data_fingerprint") != fingerprint:
-        unsafe.append(("training data", state.get("data_fingerprint") or "(not recorded)", fingerprint))
+        other_data.append(("training data", state.get("data_fingerprint") or "(not recorded)", fingerprint))
+    evaluation = [] if dev_fingerprint is _NOT_CHECKED else evaluation_changes(contents, config, dev_fingerprint)
+    other_data += [c for c in evaluation if c[0] == "dev data"]
+    unsafe += [c for c in evaluation if c[0] != "dev data" and c not in unsafe] + other_data
     lines = [f"resuming from {contents.name} with changed settings (allowed): {_changes(safe)}"] if safe else []
+    if dev_fingerprint is not _NOT_CHECKED and not any(c[0] == "dev data" for c in evaluation):
+        dev = _dev_change(state.get("train_state") or {}, dev_fingerprint)
+        if dev:
+            lines.append(f"resuming from {contents.name} with other dev data (allowed: it has no evaluation to compare "
+                         f"with): {_changes([dev])}")
+    if data and not other_data:
+        lines.append(f"resuming from {contents.name} with the same tokenized data read another way (allowed): {_changes(data)}")
     if unsafe:
+        cause = f" (with {_changes(data)})" if data and other_data else ""
+        rebase = (" (the best is then re-based: earlier evaluations scored other dev data or settings and are no "
+                  "longer compared)") if evaluation else ""
         if not ignore_mismatch:
             raise CheckpointError(
-                f"cannot resume {contents.path} exactly: {_changes(unsafe)}; restore them, or pass "
-                "--resume_ignore_mismatch=True to resume anyway (the run will differ from one that never stopped)"
+                f"cannot resume {contents.path} exactly: {_changes(unsafe)}{cause}; restore them, or pass "
+                f"--resume_ignore_mismatch=True to resume anyway{rebase} (the run will differ from one that never stopped)"
             )
-        lines.append(f"WARNING: resume_ignore_mismatch=True: resuming {contents.name} although {_changes(unsafe)}; "
+        lines.append(f"WARNING: resume_ignore_mismatch=True: resuming {contents.name} although {_changes(unsafe)}{cause}; "
                      "the run will differ from one that never stopped")
     return lines
 

@@ -73,7 +73,8 @@ def _read_json(path):
 
 
 def _read_python(path):
-    """A .py file's top-level names that are not modules, functions or classes; each where its last assignment is."""
+    """A .py file's top-level names that are not modules, functions or classes; each where its last assignment is.
+    The file is run as Python: presets are the user's own, trusted files (README, --help)."""
     with open(path, encoding="utf-8") as f:
         text = f.read()
     scope: Dict[str, Any] = {}

@@ -7,6 +7,7 @@ import ast
 import copy
 import difflib
 import os
+import re
 
 from paddle_finetune.configuration.files import find_config_file, load_config_file, read_config_file  # noqa: F401
 from paddle_finetune.configuration.help import format_help
@@ -19,8 +20,12 @@ def _closest_keys(key, keys):
     return f"; closest valid keys: {', '.join(close)}" if close else ""
 
 
+PRESET_HELPER_HINT = "; a .py preset's own helper names must start with '_' to stay out of the config"
+
+
 def _unknown_key(key, keys, source):
-    return ConfigError(f"unknown config key {key!r} (from {source}){_closest_keys(key, keys)}")
+    hint = PRESET_HELPER_HINT if re.search(r"\.py(:\d+)?$", str(source)) else ""  # "file.py" or "file.py:LINE"
+    return ConfigError(f"unknown config key {key!r} (from {source}){_closest_keys(key, keys)}{hint}")
 
 
 # ----------------------------------------------------------------------------
@@ -129,12 +134,38 @@ def parse_literal(text):
         return text
 
 
-def parse_value(text, default):
+_LITERAL_NODES = (ast.Expression, ast.Constant, ast.Dict, ast.List, ast.Tuple, ast.Set, ast.Load, ast.UnaryOp,
+                  ast.UAdd, ast.USub)
+
+
+def not_a_literal(text):
+    """Why text is not a Python literal ("2**7 is an expression"), or None when it is one (or a bare word)."""
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as e:
+        return f"{e.msg} (column {e.offset})" if text.strip()[:1] in "{[(\"'" else None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node is tree.body:
+            return None  # a bare word: a string where strings go
+        if not isinstance(node, _LITERAL_NODES + (ast.Name,)) or isinstance(node, ast.Name) and node.id not in ("True", "False", "None"):
+            segment = ast.get_source_segment(text.strip(), node) or type(node).__name__
+            kind = "a name" if isinstance(node, ast.Name) else "an expression"
+            return f"{segment} is {kind}, and values are read as literals, never run"
+    return None
+
+
+def parse_value(text, default, key=None):
     """A command-line value for a key with this default. A str key takes the text as typed unless it
-    is a quoted string or a list: --wandb_run_name=2024 and --report_to=none stay strings."""
+    is a quoted string or a list: --wandb_run_name=2024 and --report_to=none stay strings. For a number, dict or
+    list key, text that is not a Python literal (2**7, dict(a=1)) is a ConfigError saying so."""
     value = parse_literal(text)
     if isinstance(default, str) and not isinstance(value, (str, list)):
         return text
+    if value == text and default is not None and not isinstance(default, str):
+        why = not_a_literal(text)
+        if why:
+            raise ConfigError(f"--{key}={text} is not a Python literal: {why}; write the value itself "
+                              f"(like its default {default!r})")
     return value
 
 
@@ -183,7 +214,7 @@ def parse_config(defaults, argv, prog="train.py", doc="", root=None, source=None
     # Command-line keys win over the config file wherever they stand.
     for key, value in overrides:
         if isinstance(value, str):
-            value = parse_value(value, defaults.get(key))
+            value = parse_value(value, defaults.get(key), key)
         config[key] = merge_value(config.get(key), check_override(defaults, key, value, f"--{key}"))
     return config
 

@@ -9,6 +9,7 @@ import os
 from paddle_finetune import speedups
 from paddle_finetune.checkpoints.output_dir import open_output_dir
 from paddle_finetune.checkpoints.resume import data_fingerprint
+from paddle_finetune.evaluation.selection import evaluation_fingerprint
 from paddle_finetune.evaluation.sharding import evaluate_split
 from paddle_finetune.reporting.console import log, warn_once
 from paddle_finetune.reporting.curves import METRICS_LOG
@@ -27,11 +28,16 @@ def evaluate(task, model, split, step, use_amp=False, amp_dtype="float16"):
                           use_amp=use_amp, amp_dtype=amp_dtype)
 
 
-def check_same_data_on_every_rank(task, train_fingerprint=None):
+def eval_fingerprints(task):
+    """{split: data_fingerprint} of the task's dev and test data (eval_data: what evaluation scores)."""
+    return {split: data_fingerprint(rows) for split, rows in (task.eval_data or {}).items()}
+
+
+def check_same_data_on_every_rank(task, train_fingerprint=None, fingerprints=None):
     """Each node reads its own data files and builds its own vocab: the tokenized splits must be equal on every rank."""
     if get_world_size() == 1:
         return
-    fingerprints = {split: data_fingerprint(rows) for split, rows in (task.eval_data or {}).items()}
+    fingerprints = dict(eval_fingerprints(task) if fingerprints is None else fingerprints)
     if train_fingerprint is not None:
         fingerprints["train"] = train_fingerprint
     agree_on_data(fingerprints)
@@ -44,7 +50,8 @@ def run_evaluation(task):
     cfg = task.config
     out = cfg["output_dir"]
     use_amp, amp_dtype = resolve_amp(cfg, "gpu" if paddle.get_device().startswith("gpu") else "cpu")
-    check_same_data_on_every_rank(task)
+    fingerprints = eval_fingerprints(task)
+    check_same_data_on_every_rank(task, fingerprints=fingerprints)
     if cfg.get("fast_kernels", True):  # the layers training evaluates with: the same numbers
         speedups.use_fast_cpu_kernels(task.model)
     open_output_dir(cfg)
@@ -55,7 +62,8 @@ def run_evaluation(task):
         evaluation = evaluate(task, task.model, split, 0, use_amp, amp_dtype)
         if evaluation is not None:
             metrics = evaluation.metrics
-            append_jsonl(os.path.join(out, METRICS_LOG), {"step": 0, "split": split, **metrics})
+            append_jsonl(os.path.join(out, METRICS_LOG), {"step": 0, "split": split, **metrics,
+                                                          "eval_fingerprint": evaluation_fingerprint(fingerprints.get(split), cfg)})
             log(f"{split}: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
             results.update({f"{prefix}_{k}": v for k, v in metrics.items()})
     if not results:

@@ -27,13 +27,14 @@ from paddle_finetune.checkpoints.files import CHECKPOINT_PREFIX
 from paddle_finetune.checkpoints.listing import latest_checkpoint, rotate_checkpoints
 from paddle_finetune.checkpoints.output_dir import open_output_dir
 from paddle_finetune.checkpoints.ownership import recorded_names
-from paddle_finetune.checkpoints.resume import check_max_steps, check_resume_compatible, data_fingerprint, resolve_resume
+from paddle_finetune.checkpoints.resume import (check_max_steps, check_resume_compatible, data_fingerprint, evaluation_changes,
+                                               resolve_resume)
 from paddle_finetune.checkpoints.storage import (export_final_model, load_checkpoint, load_rank_rng, save_checkpoint,
                                                  write_run_state)
 from paddle_finetune.configuration.rules import resolve_greater_is_better
 from paddle_finetune.data.batching import batch_rng, describe_plan, epoch_batches, epoch_plan, to_tensors
 from paddle_finetune.errors import CheckpointError, ConfigError, RunInterrupted, TrainingError
-from paddle_finetune.evaluation.selection import should_stop_early, update_best
+from paddle_finetune.evaluation.selection import evaluation_fingerprint, rebase_best, should_stop_early, update_best
 from paddle_finetune.models.loading import check_tokenizer_fits, count_parameters
 from paddle_finetune.models.weights import apply_model_weights, read_model_weights
 from paddle_finetune.reporting.console import log, warn_once
@@ -48,7 +49,7 @@ from paddle_finetune.runtime.multinode import agree_on_resume
 from paddle_finetune.runtime.rng import (get_rng_state, paddle_cpu_rng_checkpoints, reseed_paddle_cpu, rng_state_to_json,
                                          set_rng_state)
 from paddle_finetune.training.amp import amp_step_skipped, amp_stop_reason, loss_scale, resolve_amp, skipped_in_a_row
-from paddle_finetune.training.evaluate_only import check_same_data_on_every_rank, evaluate, run_evaluation
+from paddle_finetune.training.evaluate_only import check_same_data_on_every_rank, eval_fingerprints, evaluate, run_evaluation
 from paddle_finetune.training.optimization import build_optimizer
 from paddle_finetune.training.session import copy_staged_files
 from paddle_finetune.training.state import Totals, TrainState, Window
@@ -114,6 +115,7 @@ class Loop:
     state: TrainState
     resumed: Optional[Any]  # the checkpoint resumed from (CheckpointContents), None for a fresh start
     fingerprint: str
+    eval_ids: Dict[str, str]  # split -> evaluation_fingerprint, carried by its metrics.jsonl rows
     use_amp: bool
     amp_dtype: str
     max_steps: int
@@ -153,9 +155,11 @@ def setup(task):
     if accumulation < 1:
         raise ConfigError(f"gradient_accumulation_steps must be >= 1, got {accumulation}")
     fingerprint = data_fingerprint(task.train_features)  # in every checkpoint: a resume must see the same data
+    split_fingerprints = eval_fingerprints(task)  # the dev data the best is chosen on, in the train state
+    dev_fingerprint = split_fingerprints.get("dev") if "dev" in task.eval_units else None
     # Before DataParallel, whose start broadcasts rank 0's weights: another vocab means other shapes, and gloo fails
     # on them with a message about buffer sizes.
-    check_same_data_on_every_rank(task, fingerprint)
+    check_same_data_on_every_rank(task, fingerprint, split_fingerprints)
     micro_per_epoch = len(epoch_batches(task.train_lengths, cfg["train_batch_size"], world_size, rank, cfg["seed"], 0,
                                         task.group_by_length))
     max_steps, steps_per_epoch = compute_max_steps(cfg, micro_per_epoch)
@@ -169,7 +173,7 @@ def setup(task):
     if world_size > 1:
         train_model = paddle.DataParallel(train_model)
 
-    state = TrainState(metric_for_best=metric, world_size=world_size)
+    state = TrainState(metric_for_best=metric, world_size=world_size, dev_fingerprint=dev_fingerprint)
     def within_an_epoch(contents):  # what only the run can check: damage, so auto falls back past it
         position = contents.train_state.get("position", 0)
         if position > micro_per_epoch:
@@ -179,12 +183,17 @@ def setup(task):
     # read and verified (or None), the same on every rank
     resumed = agree_on_resume(lambda: resolve_resume(cfg, validate=within_an_epoch))
     if resumed:
-        for note in check_resume_compatible(resumed, cfg, world_size, fingerprint, ignore_mismatch=cfg.get("resume_ignore_mismatch", False)):
+        for note in check_resume_compatible(resumed, cfg, world_size, fingerprint, dev_fingerprint=dev_fingerprint,
+                                            ignore_mismatch=cfg.get("resume_ignore_mismatch", False)):
             log(note)
+        incomparable = evaluation_changes(resumed, cfg, dev_fingerprint)  # only past the check with resume_ignore_mismatch
         check_max_steps(resumed.step, max_steps, resumed.name)
         saved = load_checkpoint(resumed, model, optimizer, lr_scheduler, scaler)
         state = TrainState.from_dict({**state.to_dict(), **saved["train_state"]})
         set_rng_state(load_rank_rng(resumed, rank, saved["rng"]))
+        if incomparable:
+            log(rebase_line(rebase_best(state), metric, incomparable))
+        state.dev_fingerprint, state.metric_for_best = dev_fingerprint, metric
 
     # Every check has passed: from here on output_dir may change.
     open_output_dir(cfg)
@@ -221,7 +230,8 @@ def setup(task):
         task=task, cfg=cfg, out=out, model=model, train_model=train_model, optimizer=optimizer, lr_scheduler=lr_scheduler,
         scaler=scaler, reporter=reporter, bar=progress_bar(max_steps, "train", initial=state.global_step),
         stream=micro_batch_stream(task, rank, world_size, state.epoch, state.position), state=state, resumed=resumed,
-        fingerprint=fingerprint, use_amp=use_amp, amp_dtype=amp_dtype, max_steps=max_steps, steps_per_epoch=steps_per_epoch,
+        fingerprint=fingerprint, eval_ids={split: evaluation_fingerprint(fp, cfg) for split, fp in split_fingerprints.items()},
+        use_amp=use_amp, amp_dtype=amp_dtype, max_steps=max_steps, steps_per_epoch=steps_per_epoch,
         micro_per_epoch=micro_per_epoch, accumulation=accumulation, eval_steps=eval_steps, save_steps=save_steps,
         metric=metric, greater_is_better=greater, patience=cfg.get("early_stopping_patience", 0),
         threshold=cfg.get("early_stopping_threshold", 0.0), rank=rank, world_size=world_size,
@@ -231,6 +241,16 @@ def setup(task):
         loop.last_eval_step = loop.last_save_step = state.global_step
         loop.stopped_early = should_stop_early(state, loop.patience)
     return loop
+
+
+def rebase_line(forgotten, metric, changes):
+    """The log line of a re-based best: what was forgotten, and why."""
+    best_metric, best_step, best_checkpoint = forgotten
+    earlier = (f"the earlier best ({metric}={best_metric} at step {best_step}"
+               + (f", {best_checkpoint}" if best_checkpoint else "") + ")") if best_step is not None else "earlier evaluations"
+    shown = ", ".join(f"{key} {old} -> {new}" for key, old, new in changes)
+    return (f"resume_ignore_mismatch=True: the best is re-based: {earlier} scored other dev data or settings ({shown}) "
+            "and is no longer compared; the next evaluation starts a new best")
 
 
 def compute_max_steps(config, num_micro_batches_per_epoch):
@@ -285,7 +305,7 @@ def evaluate_dev(loop, step):
     metrics, state = evaluation.metrics, loop.state
     loop.dev_metrics[step] = metrics
     if is_main_process():
-        append_jsonl(os.path.join(loop.out, METRICS_LOG), {"step": step, **metrics})
+        append_jsonl(os.path.join(loop.out, METRICS_LOG), {"step": step, **metrics, "eval_fingerprint": loop.eval_ids.get("dev")})
         loop.reporter.scalars({f"eval/{k}": v for k, v in metrics.items()}, step)
         rows = evaluation.sample_rows
         if rows:
@@ -454,7 +474,8 @@ def finish(loop):
     evaluation = evaluate(loop.task, loop.model, "test", final_step, loop.use_amp, loop.amp_dtype)
     test = evaluation.metrics if evaluation else None
     if test is not None:
-        append_jsonl(os.path.join(loop.out, METRICS_LOG), {"step": final_step, "split": "test", **test})
+        append_jsonl(os.path.join(loop.out, METRICS_LOG), {"step": final_step, "split": "test", **test,
+                                                            "eval_fingerprint": loop.eval_ids.get("test")})
         log("test: " + ", ".join(f"{k}={v}" for k, v in test.items()))
     state, totals = loop.state, loop.totals
     results = {

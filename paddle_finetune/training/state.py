@@ -23,6 +23,7 @@ class TrainState:
     amp_skipped_in_a_row: int = 0
     stopped_early_at: Optional[int] = None
     final_model_step: Optional[int] = None
+    dev_fingerprint: Optional[str] = None  # the dev data the best was chosen on (checkpoints.resume.data_fingerprint)
 
     @classmethod
     def from_dict(cls, record: Dict[str, Any]) -> "TrainState":

@@ -26,12 +26,13 @@ CONFIG = {"seed": 42, "train_batch_size": 8, "learning_rate": 1e-3, "max_steps":
 def test_resume_mismatches_splits_safe_and_unsafe_keys():
     new = {**CONFIG, "seed": 1, "train_batch_size": 16, "max_steps": 20, "report_to": "none", "output_dir": "moved",
            "model_config": {"d_model": 64}, "fast_kernels": False}
-    unsafe, safe = resume_mismatches(CONFIG, new)
+    unsafe, safe, data = resume_mismatches(CONFIG, new)
     assert unsafe == [("fast_kernels", "(unset)", False), ("model_config", {"d_model": 32}, {"d_model": 64}),
                       ("seed", 42, 1), ("train_batch_size", 8, 16)]
     assert safe == [("max_steps", 10, 20), ("output_dir", "out", "moved"), ("report_to", "wandb", "none")]
+    assert data == []
     # the config as train_config.json holds it (JSON: tuples become lists) compares equal
-    assert resume_mismatches({"x": [1, 2]}, {"x": (1, 2)}) == ([], [])
+    assert resume_mismatches({"x": [1, 2]}, {"x": (1, 2)}) == ([], [], [])
 
 
 @pytest.fixture()

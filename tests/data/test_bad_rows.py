@@ -30,7 +30,7 @@ CASES = {
                        ["{path}:3: missing column 'title'", "'headline'"]),
     "empty_source": (with_bad_line('{"content": "  ", "title": "题"}'.encode()), [], ["{path}:3: empty source (column 'content')"]),
     "empty_target": (with_bad_line('{"content": "正文", "title": ""}'.encode()), [], ["{path}:3: empty target (column 'title')"]),
-    "not_utf8": (with_bad_line('{"content": "正文", "title": "标题"}'.encode("gbk")), [], ["{path}:3: text is not UTF-8", "iconv"]),
+    "not_utf8": (with_bad_line('{"content": "正文", "title": "标题"}'.encode("gbk")), [], ["{path}:3: text is GBK-encoded, not UTF-8", "iconv -f GBK -t UTF-8"]),
     "empty_file": (b"", [], ["{path}: file is empty"]),
     "max_below_min_target": (jsonl(GOOD), ["--max_target_length=4", "--min_target_length=8"],
                              ["max_target_length (4) < min_target_length (8)"]),

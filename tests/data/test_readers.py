@@ -192,7 +192,7 @@ def test_json_document_rows_are_named_by_item_and_first_line(tmp_path):
 
 def test_non_utf8_byte_inside_a_json_document_makes_only_its_item_bad(tmp_path):
     path = write(tmp_path, "a.json", b'[{"content": "c1", "title": "t1"},\n {"content": "' + "正文".encode("gbk") + b'", "title": "t"}]')
-    with pytest.raises(DataError, match=rf"^{path}:2: text is not UTF-8"):
+    with pytest.raises(DataError, match=rf"^{path}:2: text is GBK-encoded, not UTF-8"):
         read_examples(path, SUM)
     assert skipped_log(path, SUM)[0] == [{"source": "c1", "target": "t1"}]
 
@@ -247,12 +247,12 @@ def test_crlf_inside_a_quoted_csv_field_and_line_numbers_after_it(tmp_path):
 
 def test_non_utf8_line_inside_a_quoted_csv_field_makes_only_that_row_bad(tmp_path):
     path = write(tmp_path, "a.csv", b'content,title\n"gbk ' + "正文".encode("gbk") + b'\nmore",t1\nc2,t2\n')
-    with pytest.raises(DataError, match=rf"^{path}:2: text is not UTF-8"):
+    with pytest.raises(DataError, match=rf"^{path}:2: text is GBK-encoded, not UTF-8"):
         read_examples(path, SUM)
     assert skipped_log(path, SUM)[0] == [{"source": "c2", "target": "t2"}]
 
 
 def test_non_utf8_header_is_not_skippable(tmp_path):
     path = write(tmp_path, "a.csv", "正文,title\n".encode("gbk") + b"c,t\n")
-    with pytest.raises(DataError, match=rf"^{path}:1: text is not UTF-8"):
+    with pytest.raises(DataError, match=rf"^{path}:1: text is GBK-encoded, not UTF-8"):
         read_examples(path, SUM, skip_bad_rows=True)
