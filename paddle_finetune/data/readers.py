@@ -105,22 +105,35 @@ def _read_bytes(path):
         return f.read()
 
 
+def _decoded_breaks(sample, codec):
+    """Tabs and line breaks in sample decoded as codec (-1 when it does not decode): in the right byte order a
+    UTF-16 text's separators come out as themselves; in the wrong one their bytes spell other characters."""
+    for end in (len(sample), len(sample) - 2):  # the sample may end inside a surrogate pair
+        try:
+            text = sample[:end].decode(codec)
+        except UnicodeDecodeError:
+            continue
+        return sum(text.count(c) for c in "\t\n\r")
+    return -1
+
+
 def _utf16_kind(raw):
-    """"UTF-16" (with a byte-order mark), "UTF-16LE"/"UTF-16BE" (without one, told by where the zero bytes of its
-    ASCII characters fall: tabs, commas, line breaks, digits), or None."""
+    """"UTF-16" (with a byte-order mark), "UTF-16LE"/"UTF-16BE" (without one), or None.
+
+    UTF-8 text has no zero bytes, UTF-16 text has one in every ASCII character (tabs, commas, line breaks,
+    digits). Without a mark the byte order is the one that decodes the separators, else the side the zeros fall on."""
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "UTF-16"
     sample = raw[:8192][: len(raw[:8192]) // 2 * 2]
-    if len(sample) < 4:
+    if len(sample) < 2 or 0 not in sample:
         return None
+    breaks = {codec: _decoded_breaks(sample, codec) for codec in ("UTF-16LE", "UTF-16BE")}
+    (best, most), (_, other) = sorted(breaks.items(), key=lambda kv: -kv[1])
+    if most > 0 and most > other:
+        return best
     even, odd = sample[0::2].count(0), sample[1::2].count(0)
-    pairs = len(sample) // 2
-    for zeros, other, codec in ((odd, even, "UTF-16LE"), (even, odd, "UTF-16BE")):
-        if zeros >= max(2, pairs // 20) and other * 10 <= zeros:
-            try:
-                sample.decode(codec)
-            except UnicodeDecodeError:
-                continue
+    for zeros, rest, codec in ((odd, even, "UTF-16LE"), (even, odd, "UTF-16BE")):
+        if breaks[codec] >= 0 and zeros and rest * 10 <= zeros:
             return codec
     return None
 

@@ -443,7 +443,7 @@ def test_classification_on_a_headerless_file_without_dev_data(world):
         in result.stdout
     assert f"data: train 20 rows from {path}\n" in result.stdout
     assert "data: no dev split" in result.stdout and "eval at step" not in result.stdout
-    assert "labels (2): ['坏', '好']" in result.stdout
+    assert "labels (2), training rows each: 坏 (10), 好 (10)" in result.stdout
     label_map = json.loads(open(os.path.join(out, "label_map.json"), encoding="utf-8").read())
     assert label_map["label2id"] == {"坏": 0, "好": 1}
     assert not os.path.exists(os.path.join(out, "predictions_dev.jsonl"))
