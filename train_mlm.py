@@ -157,7 +157,7 @@ def main(cfg):
                                    random_ids=random_token_ids(tokenizer), mlm_probability=cfg["mlm_probability"])
     bs = cfg["eval_batch_size"]
     splits = [split for split in ("dev", "test") if features.get(split)]
-    masked = {split: fixed_eval_batches(features[split], bs, cfg["seed"], collate_fn) for split in splits}
+    masked = {split: fixed_eval_batches(features[split], bs, cfg["seed"], collate_fn, tokenizer.pad_token_id) for split in splits}
     eval_units = {split: in_order_units(len(features[split]), bs) for split in splits}
 
     def predict_fn(model_, split, unit, rows):

@@ -53,7 +53,7 @@ from paddle_finetune.commands.output import (
 from paddle_finetune.checkpoints.ownership import real
 from paddle_finetune.configuration.rules import check_max_lengths
 from paddle_finetune.data.examples import column_names, normalize_column, read_examples
-from paddle_finetune.data.readers import SUPPORTED_EXTENSIONS, iter_rows
+from paddle_finetune.data.readers import SUPPORTED_EXTENSIONS, check_data_file, iter_rows
 from paddle_finetune.errors import ConfigError, DataError
 from paddle_finetune.evaluation.classification import classification_report
 from paddle_finetune.models.loading import load_trained, usable_positions
@@ -122,6 +122,8 @@ def read_txt(path, skip_bad_rows=False):
 
 def read_inputs(path_or_text, text_column, text_pair_column, label_column, skip_bad_rows=False):
     """(rows {"text"[, "text_pair"][, "label"]}, the gold label column or None) from a file, or one row from literal text."""
+    if os.path.lexists(path_or_text) and not os.path.isfile(path_or_text):
+        check_data_file(path_or_text)  # a directory, FIFO or device: named, not predicted on as a literal text
     if not os.path.isfile(path_or_text):
         if os.path.splitext(path_or_text)[1].lower() in SUPPORTED_EXTENSIONS:
             raise DataError(f"input file not found: {path_or_text}")

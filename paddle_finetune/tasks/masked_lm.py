@@ -130,10 +130,23 @@ def mlm_loss(model, batch):
     return F.cross_entropy(chosen.astype("float32"), paddle.gather(labels, positions).unsqueeze(-1)).mean()
 
 
-def fixed_eval_batches(features, batch_size, seed, collate_fn):
-    """Batches masked once with a fixed seed: every evaluation scores the same masked tokens."""
-    rng = np.random.RandomState(seed)
-    return [collate_fn(features[i:i + batch_size], rng) for i in range(0, len(features), batch_size)]
+EVAL_PAD = {"attention_mask": 0, "labels": -100}  # what evaluation batches pad with besides input_ids' pad id
+
+
+def fixed_eval_batches(features, batch_size, seed, collate_fn, pad_id=0):
+    """Batches masked once with a fixed seed, row by row (each row with its own RNG, at least one masked token in
+    a row that has any), then padded together: every evaluation scores the same masked tokens, whatever
+    eval_batch_size cuts the rows into."""
+    rows = [collate_fn([f], np.random.RandomState((seed * 1000003 + i) % (2**32))).arrays for i, f in enumerate(features)]
+    batches = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        width = max(r["input_ids"].shape[1] for r in chunk)
+        arrays = {key: np.concatenate([np.pad(r[key], ((0, 0), (0, width - r[key].shape[1])),
+                                              constant_values=EVAL_PAD.get(key, pad_id)) for r in chunk])
+                  for key in chunk[0]}
+        batches.append(Batch(arrays, int(arrays["attention_mask"].sum())))
+    return batches
 
 
 def row_losses(model, arrays):

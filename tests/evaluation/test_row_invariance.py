@@ -100,6 +100,11 @@ def test_masked_lm_losses_do_not_depend_on_the_batch():
     batch = fixed_eval_batches(features, 16, 42, collate_fn)[0]
     unit = list(range(16))
     assert_cuts_match_the_whole(lambda rows: unit_row_losses(model, batch, unit, rows), 16, 5)
+    # the masks are drawn per row: another eval_batch_size scores the same masked tokens, row for row
+    smaller = fixed_eval_batches(features, 5, 42, collate_fn)
+    for key in ("input_ids", "labels"):
+        rows = [row[row != (0 if key == "input_ids" else -100)].tolist() for b in smaller for row in b.arrays[key]]
+        assert rows == [row[row != (0 if key == "input_ids" else -100)].tolist() for row in batch.arrays[key]]
 
 
 def test_causal_lm_losses_do_not_depend_on_the_batch():
