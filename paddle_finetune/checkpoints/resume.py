@@ -153,24 +153,41 @@ def _has_comparisons(saved_state):
 def evaluation_changes(checkpoint, config, dev_fingerprint):
     """What makes the checkpoint's evaluations incomparable with this run's, each (key, old, new): a changed
     EVALUATION_KEY, or other dev data (dev_fingerprint: this run's dev features' fingerprint, None without dev;
-    a checkpoint without a record, from an older version, counts as other data) when the checkpoint has
-    evaluations to compare with."""
+    a checkpoint without a record, from an older version, counts as other data). [] when the checkpoint has no
+    evaluation to compare with (no best, no patience counted)."""
     contents = _contents(checkpoint)
+    saved = contents.trainer_state.get("train_state") or {}
+    if not _has_comparisons(saved):
+        return []
     old, new = _jsonable_config(contents.config), _jsonable_config(config)
     changes = [(key, old.get(key, _UNSET), new.get(key, _UNSET)) for key in sorted(EVALUATION_KEYS)
                if old.get(key, _UNSET) != new.get(key, _UNSET)]
-    saved = contents.trainer_state.get("train_state") or {}
     dev = _dev_change(saved, dev_fingerprint)
-    if dev and _has_comparisons(saved):
-        changes.append(dev)
-    return changes
+    return changes + ([dev] if dev else [])
+
+
+def _nothing_to_compare(contents, unsafe, dev_fingerprint):
+    """(unsafe without the evaluation changes, the line allowing them) for a checkpoint with no evaluation to
+    compare with: other evaluation settings or dev data change no comparison there."""
+    saved = contents.trainer_state.get("train_state") or {}
+    if _has_comparisons(saved):
+        return unsafe, None
+    idle = [c for c in unsafe if c[0] in EVALUATION_KEYS]
+    dev = _dev_change(saved, dev_fingerprint)
+    idle += [dev] if dev and (saved.get("dev_fingerprint") or dev_fingerprint) else []
+    if not idle:
+        return unsafe, None
+    return ([c for c in unsafe if c[0] not in EVALUATION_KEYS],
+            f"resuming from {contents.name} with other evaluation settings or dev data (allowed: it has no evaluation "
+            f"to compare with): {_changes(idle)}")
 
 
 def check_resume_compatible(checkpoint, config, world_size, fingerprint, ignore_mismatch=False, dev_fingerprint=_NOT_CHECKED):
     """Refuse a resume that cannot continue exactly: config keys outside SAFE_RESUME_KEYS and DATA_KEYS, the
-    number of ranks, the training data (fingerprint), the evaluation settings or the dev data (dev_fingerprint,
-    when given) changed. Returns the lines to log (allowed changes, and the warning when ignore_mismatch overrides
-    a refusal); raises CheckpointError otherwise."""
+    number of ranks, the training data (fingerprint), or -- when the checkpoint has evaluations to compare with --
+    the evaluation settings or the dev data (dev_fingerprint; not given: evaluation keys are simply unsafe)
+    changed. Returns the lines to log (allowed changes, and the warning when ignore_mismatch overrides a refusal);
+    raises CheckpointError otherwise."""
     contents = _contents(checkpoint)
     unsafe, safe, data = resume_mismatches(contents.config, config)
     state = contents.trainer_state
@@ -179,15 +196,14 @@ def check_resume_compatible(checkpoint, config, world_size, fingerprint, ignore_
     other_data = []
     if fingerprint is not None and state.get("data_fingerprint") != fingerprint:
         other_data.append(("training data", state.get("data_fingerprint") or "(not recorded)", fingerprint))
-    evaluation = [] if dev_fingerprint is _NOT_CHECKED else evaluation_changes(contents, config, dev_fingerprint)
+    lines = [f"resuming from {contents.name} with changed settings (allowed): {_changes(safe)}"] if safe else []
+    evaluation = []
+    if dev_fingerprint is not _NOT_CHECKED:
+        evaluation = evaluation_changes(contents, config, dev_fingerprint)
+        unsafe, allowed = _nothing_to_compare(contents, unsafe, dev_fingerprint)
+        lines += [allowed] if allowed else []
     other_data += [c for c in evaluation if c[0] == "dev data"]
     unsafe += [c for c in evaluation if c[0] != "dev data" and c not in unsafe] + other_data
-    lines = [f"resuming from {contents.name} with changed settings (allowed): {_changes(safe)}"] if safe else []
-    if dev_fingerprint is not _NOT_CHECKED and not any(c[0] == "dev data" for c in evaluation):
-        dev = _dev_change(state.get("train_state") or {}, dev_fingerprint)
-        if dev:
-            lines.append(f"resuming from {contents.name} with other dev data (allowed: it has no evaluation to compare "
-                         f"with): {_changes([dev])}")
     if data and not other_data:
         lines.append(f"resuming from {contents.name} with the same tokenized data read another way (allowed): {_changes(data)}")
     if unsafe:

@@ -67,8 +67,8 @@ def _split_lines(text):
 
 
 _KINDS = ((stat.S_ISDIR, "a directory, not a data file: give a file inside it (a folder of split files is a dataset_name)"),
-          (stat.S_ISFIFO, "a named pipe (FIFO), not a regular file: it is not read (that would wait for a writer); "
-                          "write the data to a file"),
+          (stat.S_ISFIFO, ("a named pipe (FIFO), not a regular file: it is not read (that would wait for a writer); "
+                           "write the data to a file")),
           (stat.S_ISCHR, "a character device, not a data file"),
           (stat.S_ISBLK, "a block device, not a data file"),
           (stat.S_ISSOCK, "a socket, not a data file"))

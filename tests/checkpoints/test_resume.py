@@ -13,7 +13,8 @@ from checkpoint_helpers import crafted_pickle, make_checkpoint, plant_pickles, s
 from helpers import ROOT, read_jsonl, run_entry, tiny_bart_arg
 from paddle_finetune.checkpoints.files import COMPLETE_MARKER, best_checkpoint_name
 from paddle_finetune.checkpoints.listing import list_checkpoints, resolve_best_checkpoint, resolve_model_dir, rotate_checkpoints
-from paddle_finetune.checkpoints.resume import check_max_steps, check_resume_compatible, data_fingerprint, resume_mismatches
+from paddle_finetune.checkpoints.resume import (check_max_steps, check_resume_compatible, data_fingerprint, evaluation_changes,
+                                               resume_mismatches)
 from paddle_finetune.checkpoints.storage import normalize_train_state, read_checkpoint, write_run_state
 from paddle_finetune.errors import CheckpointError
 from paddle_finetune.models.weights import load_model_dir
@@ -227,3 +228,92 @@ def test_e2e_predict_cli_never_unpickles_a_crafted_model_dir(tmp_path):
     subprocess.run([sys.executable, "tools/predict_summarization.py", str(model_dir), str(texts)], cwd=ROOT,
                    capture_output=True, text=True, timeout=120)
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------- issue #22: what a resume compares
+TRAIN_A, TRAIN_B = data_fingerprint([{"a": [1]}]), data_fingerprint([{"a": [2]}])
+DEV_A, DEV_B = data_fingerprint([{"d": [1]}]), data_fingerprint([{"d": [2]}])
+EVAL_CONFIG = {**CONFIG, "num_beams": 1, "text_column": None, "train_file": "a.jsonl", "max_eval_samples": 8}
+
+
+@pytest.fixture(scope="module")
+def evaluated_checkpoints(tmp_path_factory):
+    """{"compared": a checkpoint whose run has a best on DEV_A, "fresh": one with no evaluation yet}."""
+    from checkpoint_helpers import tiny_run
+    from paddle_finetune.checkpoints.storage import save_checkpoint
+
+    model, optimizer, scheduler = tiny_run(steps=1)
+    found = {}
+    for name, extra in {"compared": {"best_metric": 3.0, "best_step": 4, "best_checkpoint": "checkpoint-4"}, "fresh": {}}.items():
+        out = tmp_path_factory.mktemp(name)
+        state = {"global_step": 4, "epoch": 0, "position": 4, "dev_fingerprint": DEV_A, **extra}
+        found[name] = read_checkpoint(save_checkpoint(str(out), 4, model, None, optimizer, scheduler, None, state, EVAL_CONFIG,
+                                                      data_fingerprint=TRAIN_A))
+    return found
+
+
+@pytest.mark.parametrize("compared", [True, False])
+@pytest.mark.parametrize("beams", [True, False])
+@pytest.mark.parametrize("dev", [True, False])
+@pytest.mark.parametrize("respelled", [True, False])
+@pytest.mark.parametrize("train", [True, False])
+def test_a_resume_compares_the_data_and_the_evaluation_not_the_spelling(evaluated_checkpoints, compared, beams, dev,
+                                                                      respelled, train):
+    """Every combination: refused exactly when the training data changed, or the run has evaluations to compare with
+    and an evaluation setting or the dev data changed; each cause named; keys that only spell the data allowed."""
+    contents = evaluated_checkpoints["compared" if compared else "fresh"]
+    config = {**EVAL_CONFIG, "num_beams": 2 if beams else 1,
+              **({"text_column": "content", "train_file": "a.csv"} if respelled else {})}
+    args = (contents, config, 1, TRAIN_B if train else TRAIN_A)
+    dev_fp = DEV_B if dev else DEV_A
+    incomparable = compared and (beams or dev)
+    if train or incomparable:
+        with pytest.raises(CheckpointError) as e:
+            check_resume_compatible(*args, dev_fingerprint=dev_fp)
+        message = str(e.value)
+        assert ("num_beams 1 -> 2" in message) == (beams and compared)
+        assert ('dev data "sha256:' in message) == (dev and compared)
+        assert ("training data" in message) == train
+        # keys that only spell the data are named beside a data fingerprint that changed
+        assert ('(with text_column null -> "content", train_file "a.jsonl" -> "a.csv")' in message) == (
+            respelled and (train or (dev and compared)))
+        assert ("the best is then re-based" in message) == incomparable
+        lines = check_resume_compatible(*args, dev_fingerprint=dev_fp, ignore_mismatch=True)
+        assert lines[-1].startswith("WARNING: resume_ignore_mismatch=True")
+    else:
+        lines = check_resume_compatible(*args, dev_fingerprint=dev_fp)
+        assert any("same tokenized data read another way (allowed): text_column null" in line for line in lines) == respelled
+        assert any("no evaluation to compare with" in line for line in lines) == (beams or dev)
+    assert bool(evaluation_changes(contents, config, dev_fp)) == incomparable
+
+
+def test_max_eval_samples_is_compared_through_the_dev_data_it_selects(evaluated_checkpoints):
+    contents = evaluated_checkpoints["compared"]
+    same_rows = {**EVAL_CONFIG, "max_eval_samples": 0}  # 8 -> all, and the dev set has 8 rows: the same dev data
+    lines = check_resume_compatible(contents, same_rows, 1, TRAIN_A, dev_fingerprint=DEV_A)
+    assert lines == ["resuming from checkpoint-4 with the same tokenized data read another way (allowed): max_eval_samples 8 -> 0"]
+    with pytest.raises(CheckpointError, match=r'dev data "sha256:\w+ \(1 features\)" -> "sha256:\w+ \(1 features\)" '
+                                              r"\(with max_eval_samples 8 -> 1\)"):
+        check_resume_compatible(contents, {**EVAL_CONFIG, "max_eval_samples": 1}, 1, TRAIN_A, dev_fingerprint=DEV_B)
+
+
+def test_an_older_checkpoint_with_a_best_but_no_dev_record_is_not_compared_blindly(tmp_path):
+    from checkpoint_helpers import tiny_run
+    from paddle_finetune.checkpoints.storage import save_checkpoint
+
+    model, optimizer, scheduler = tiny_run(steps=1)
+    state = {"global_step": 4, "epoch": 0, "position": 4, "best_metric": 3.0, "best_step": 4}  # no dev_fingerprint
+    contents = read_checkpoint(save_checkpoint(str(tmp_path), 4, model, None, optimizer, scheduler, None, state, EVAL_CONFIG,
+                                               data_fingerprint=TRAIN_A))
+    with pytest.raises(CheckpointError, match=r'dev data \(not recorded\) -> "sha256:'):
+        check_resume_compatible(contents, EVAL_CONFIG, 1, TRAIN_A, dev_fingerprint=DEV_A)
+    assert evaluation_changes(contents, EVAL_CONFIG, DEV_A) == [("dev data", "(not recorded)", DEV_A)]
+
+
+def test_evaluation_keys_are_never_safe():
+    from paddle_finetune.checkpoints.resume import DATA_KEYS, SAFE_RESUME_KEYS
+    from paddle_finetune.evaluation.selection import EVALUATION_KEYS
+
+    assert not (EVALUATION_KEYS & SAFE_RESUME_KEYS) and not (EVALUATION_KEYS & DATA_KEYS)
+    unsafe, safe, data = resume_mismatches({"num_beams": 1, "dev_file": "a"}, {"num_beams": 4, "dev_file": "b"})
+    assert unsafe == [("num_beams", 1, 4)] and safe == [] and data == [("dev_file", "a", "b")]

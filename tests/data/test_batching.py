@@ -6,8 +6,14 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from paddle_finetune.data.batching import (describe_plan, epoch_batches, epoch_plan, global_batches,
-                                           length_grouped_batches, shuffled_batches)
+from paddle_finetune.data.batching import (
+    describe_plan,
+    epoch_batches,
+    epoch_plan,
+    global_batches,
+    length_grouped_batches,
+    shuffled_batches,
+)
 
 
 def test_length_grouped_batches_cover_everything_once_and_pad_little():

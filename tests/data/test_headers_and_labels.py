@@ -51,8 +51,8 @@ def test_declared_has_header_wins_and_a_header_read_as_a_row_is_warned_about(tmp
     headered = write(tmp_path, "h.tsv", ["text\tlabel", *(f"{t}\tx" for t in TEXTS)])
     rows, notes = notes_of(headered, {"text": 0, "label": 1}, has_header=False)
     assert rows[0] == {"text": "text", "label": "label"} and len(rows) == len(TEXTS) + 1  # as declared
-    assert notes == [f"WARNING: {headered}:1: the first row looks like a header (known column name(s) 'text', 'label') "
-                     "but has_header=False reads it as a row; set has_header=True (or auto) if it is one"]
+    assert notes == [(f"WARNING: {headered}:1: the first row looks like a header (known column name(s) 'text', 'label') "
+                      "but has_header=False reads it as a row; set has_header=True (or auto) if it is one")]
     headerless = write(tmp_path, "n.tsv", [f"{t}\t{i % 2}" for i, t in enumerate(TEXTS)])
     rows, _ = notes_of(headerless, {"text": 0, "label": 1}, has_header=True)
     assert len(rows) == len(TEXTS) - 1  # the first row is the header the user declared

@@ -96,7 +96,9 @@ def test_masked_lm_losses_do_not_depend_on_the_batch():
     rng = np.random.RandomState(4)
     features = [{"input_ids": [2] + list(rng.randint(5, 120, n)) + [3], "word_ids": [-1] + list(range(n)) + [-1]}
                 for n in lengths(rng, 16, 2, 30)]
-    collate_fn = lambda f, r: collate(f, r, pad_id=0, mask_id=4, random_ids=np.arange(5, 120), mlm_probability=0.3)  # noqa: E731
+    def collate_fn(f, r):
+        return collate(f, r, pad_id=0, mask_id=4, random_ids=np.arange(5, 120), mlm_probability=0.3)
+
     batch = fixed_eval_batches(features, 16, 42, collate_fn)[0]
     unit = list(range(16))
     assert_cuts_match_the_whole(lambda rows: unit_row_losses(model, batch, unit, rows), 16, 5)

@@ -13,7 +13,7 @@ STEPS_PER_EPOCH = -(-MICRO_PER_EPOCH // ACCUMULATION)  # 7
 
 def test_two_ranks_train_an_awkward_size_with_accumulation_to_the_end(tmp_path):
     out = tmp_path / "out"
-    code, console, logs = succeeded(start_ranks(
+    _, _, logs = succeeded(start_ranks(
         ["train.py", f"--output_dir={out}", tiny_bart_arg(dropout=0.0), "--device=cpu", "--report_to=none",
          f"--max_train_samples={ROWS}", f"--train_batch_size={PER_DEVICE}", f"--gradient_accumulation_steps={ACCUMULATION}",
          f"--num_train_epochs={EPOCHS}", "--max_steps=-1", f"--save_steps={STEPS_PER_EPOCH}", "--logging_steps=1",

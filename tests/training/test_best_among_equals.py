@@ -12,8 +12,8 @@ import re
 import shutil
 
 import pytest
-
 from helpers import read_jsonl
+
 from paddle_finetune.errors import CheckpointError
 
 ROWS = [{"content": f"第{i}条正文：城市{i % 5}发布了关于交通和天气的新规定，市民反响热烈。", "title": f"城市{i % 5}新规{i}"}
@@ -22,9 +22,9 @@ DEV = [{"content": f"开发集第{i}条：城市{i}的天气新闻。", "title":
 OTHER_DEV = [{"content": f"另一批第{i}条：城市{i}的交通新闻。", "title": f"交通{i}"} for i in range(8)]
 TINY = {"d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2, "decoder_attention_heads": 2,
         "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "max_position_embeddings": 128, "dropout": 0.0}
-SETTINGS = dict(model_config=TINY, device="cpu", report_to="none", max_source_length=48, max_target_length=8,
-                train_batch_size=4, eval_batch_size=4, logging_steps=1, save_steps=2, save_total_limit=0,
-                learning_rate=3e-3, max_eval_samples=8)
+SETTINGS = {"model_config": TINY, "device": "cpu", "report_to": "none", "max_source_length": 48, "max_target_length": 8,
+            "train_batch_size": 4, "eval_batch_size": 4, "logging_steps": 1, "save_steps": 2, "save_total_limit": 0,
+            "learning_rate": 3e-3, "max_eval_samples": 8}
 
 
 def write_jsonl(path, rows):
