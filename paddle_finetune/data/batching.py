@@ -108,7 +108,8 @@ def describe_plan(plan, num_rows, per_device_batch_size, world_size):
     if world_size == 1 or not plan.short_batch_rows:
         return None
     line = (f"data parallel: {num_rows} rows in {plan.micro_batches} global batches of up to "
-            f"{per_device_batch_size * world_size}; the short one ({plan.short_batch_rows} rows) is shared out "
+            f"{per_device_batch_size * world_size}; the short one ({plan.short_batch_rows} row"
+            f"{'s' if plan.short_batch_rows != 1 else ''}) is shared out "
             f"across the {world_size} ranks")
     if plan.repeated_rows:
         line += (f"; it has fewer rows than ranks, so {plan.repeated_rows} row(s) from the epoch's start are "

@@ -22,7 +22,7 @@ def test_two_ranks_train_an_awkward_size_with_accumulation_to_the_end(tmp_path):
     run_log = (out / "run.log").read_text(encoding="utf-8")
     assert (f"training: {ROWS} examples, {EPOCHS * STEPS_PER_EPOCH} steps ({STEPS_PER_EPOCH} per epoch), global batch 32 = "
             f"{PER_DEVICE} per device x 2 device(s) x {ACCUMULATION} accumulation") in run_log
-    assert ("data parallel: 209 rows in 14 global batches of up to 16; the short one (1 rows) is shared out across the "
+    assert ("data parallel: 209 rows in 14 global batches of up to 16; the short one (1 row) is shared out across the "
             "2 ranks; it has fewer rows than ranks, so 1 row(s) from the epoch's start are seen twice per epoch") in run_log
     steps = [r["step"] for r in read_jsonl(out / "train_log.jsonl")]
     assert steps == list(range(1, EPOCHS * STEPS_PER_EPOCH + 1))
