@@ -136,12 +136,18 @@ def _changes(items):
     return ", ".join(f"{key} {show(a)} -> {show(b)}" for key, a, b in items)
 
 
-def _dev_change(saved_state, dev_fingerprint):
-    """("dev data", old, new) when the checkpoint's dev data (its train state's record) is not this run's, else None."""
-    if "dev_fingerprint" not in saved_state:
-        return "dev data", "(not recorded)", dev_fingerprint or "(none)"
-    if saved_state["dev_fingerprint"] != dev_fingerprint:
-        return "dev data", saved_state["dev_fingerprint"] or "(none)", dev_fingerprint or "(none)"
+def _dev_change(contents, config, dev_fingerprint):
+    """("dev data", old, new) when the checkpoint's dev data (its train state's record) is not this run's, else None.
+
+    A checkpoint from before dev fingerprints has no record: its dev data is taken as this run's when every key
+    that chooses data (DATA_KEYS) is unchanged (the content at a path cannot be checked), else as other data."""
+    saved = contents.trainer_state.get("train_state") or {}
+    if "dev_fingerprint" not in saved:
+        if resume_mismatches(contents.config, config).data:
+            return "dev data", "(not recorded)", dev_fingerprint or "(none)"
+        return None
+    if saved["dev_fingerprint"] != dev_fingerprint:
+        return "dev data", saved["dev_fingerprint"] or "(none)", dev_fingerprint or "(none)"
     return None
 
 
@@ -153,7 +159,7 @@ def _has_comparisons(saved_state):
 def evaluation_changes(checkpoint, config, dev_fingerprint):
     """What makes the checkpoint's evaluations incomparable with this run's, each (key, old, new): a changed
     EVALUATION_KEY, or other dev data (dev_fingerprint: this run's dev features' fingerprint, None without dev;
-    a checkpoint without a record, from an older version, counts as other data). [] when the checkpoint has no
+    a checkpoint without a record, from an older version: see _dev_change). [] when the checkpoint has no
     evaluation to compare with (no best, no patience counted)."""
     contents = _contents(checkpoint)
     saved = contents.trainer_state.get("train_state") or {}
@@ -162,18 +168,18 @@ def evaluation_changes(checkpoint, config, dev_fingerprint):
     old, new = _jsonable_config(contents.config), _jsonable_config(config)
     changes = [(key, old.get(key, _UNSET), new.get(key, _UNSET)) for key in sorted(EVALUATION_KEYS)
                if old.get(key, _UNSET) != new.get(key, _UNSET)]
-    dev = _dev_change(saved, dev_fingerprint)
+    dev = _dev_change(contents, config, dev_fingerprint)
     return changes + ([dev] if dev else [])
 
 
-def _nothing_to_compare(contents, unsafe, dev_fingerprint):
+def _nothing_to_compare(contents, config, unsafe, dev_fingerprint):
     """(unsafe without the evaluation changes, the line allowing them) for a checkpoint with no evaluation to
     compare with: other evaluation settings or dev data change no comparison there."""
     saved = contents.trainer_state.get("train_state") or {}
     if _has_comparisons(saved):
         return unsafe, None
     idle = [c for c in unsafe if c[0] in EVALUATION_KEYS]
-    dev = _dev_change(saved, dev_fingerprint)
+    dev = _dev_change(contents, config, dev_fingerprint)
     idle += [dev] if dev and (saved.get("dev_fingerprint") or dev_fingerprint) else []
     if not idle:
         return unsafe, None
@@ -200,8 +206,12 @@ def check_resume_compatible(checkpoint, config, world_size, fingerprint, ignore_
     evaluation = []
     if dev_fingerprint is not _NOT_CHECKED:
         evaluation = evaluation_changes(contents, config, dev_fingerprint)
-        unsafe, allowed = _nothing_to_compare(contents, unsafe, dev_fingerprint)
+        unsafe, allowed = _nothing_to_compare(contents, config, unsafe, dev_fingerprint)
         lines += [allowed] if allowed else []
+        if "dev_fingerprint" not in (state.get("train_state") or {}) and _has_comparisons(state.get("train_state") or {}) \
+                and not any(c[0] == "dev data" for c in evaluation):
+            lines.append(f"{contents.name} predates dev data fingerprints: its dev data is taken as this run's, since "
+                         "no key that chooses data changed (the rows at the same path are not checked)")
     other_data += [c for c in evaluation if c[0] == "dev data"]
     unsafe += [c for c in evaluation if c[0] != "dev data" and c not in unsafe] + other_data
     if data and not other_data:

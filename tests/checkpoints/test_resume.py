@@ -297,7 +297,9 @@ def test_max_eval_samples_is_compared_through_the_dev_data_it_selects(evaluated_
         check_resume_compatible(contents, {**EVAL_CONFIG, "max_eval_samples": 1}, 1, TRAIN_A, dev_fingerprint=DEV_B)
 
 
-def test_an_older_checkpoint_with_a_best_but_no_dev_record_is_not_compared_blindly(tmp_path):
+def test_an_older_checkpoint_with_a_best_but_no_dev_record(tmp_path):
+    """A checkpoint from before dev fingerprints resumes when no key that chooses data changed (logged), and is
+    refused as other dev data when one did."""
     from checkpoint_helpers import tiny_run
     from paddle_finetune.checkpoints.storage import save_checkpoint
 
@@ -305,9 +307,15 @@ def test_an_older_checkpoint_with_a_best_but_no_dev_record_is_not_compared_blind
     state = {"global_step": 4, "epoch": 0, "position": 4, "best_metric": 3.0, "best_step": 4}  # no dev_fingerprint
     contents = read_checkpoint(save_checkpoint(str(tmp_path), 4, model, None, optimizer, scheduler, None, state, EVAL_CONFIG,
                                                data_fingerprint=TRAIN_A))
-    with pytest.raises(CheckpointError, match=r'dev data \(not recorded\) -> "sha256:'):
-        check_resume_compatible(contents, EVAL_CONFIG, 1, TRAIN_A, dev_fingerprint=DEV_A)
-    assert evaluation_changes(contents, EVAL_CONFIG, DEV_A) == [("dev data", "(not recorded)", DEV_A)]
+    assert check_resume_compatible(contents, EVAL_CONFIG, 1, TRAIN_A, dev_fingerprint=DEV_A) == [
+        "checkpoint-4 predates dev data fingerprints: its dev data is taken as this run's, since no key that chooses "
+        "data changed (the rows at the same path are not checked)"]
+    assert evaluation_changes(contents, EVAL_CONFIG, DEV_A) == []
+    fewer = {**EVAL_CONFIG, "max_eval_samples": 2}
+    with pytest.raises(CheckpointError, match=r'dev data \(not recorded\) -> "sha256:\w+ \(1 features\)" '
+                                              r"\(with max_eval_samples 8 -> 2\)"):
+        check_resume_compatible(contents, fewer, 1, TRAIN_A, dev_fingerprint=DEV_A)
+    assert evaluation_changes(contents, fewer, DEV_A) == [("dev data", "(not recorded)", DEV_A)]
 
 
 def test_evaluation_keys_are_never_safe():
