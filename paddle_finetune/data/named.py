@@ -10,6 +10,7 @@ import contextlib
 import os
 
 from paddle_finetune.data.examples import _checked_columns, _checked_examples, _finish
+from paddle_finetune.data.readers import check_data_file
 from paddle_finetune.errors import DataError
 
 # dataset name -> (text column, summary column), as in HF's run_summarization.py
@@ -215,8 +216,7 @@ def _paddlenlp_files(name, data_dir_or_files):
         # paddlenlp reads an unknown split name as no rows at all.
         if split not in splits:
             raise DataError(f"{name}: no split {split!r}; it has {list(splits)}")
-        if not os.path.isfile(path):
-            raise DataError(f"data file not found: {path}")
+        check_data_file(path)  # a regular file: a directory or FIFO is named as such
     return files
 
 
