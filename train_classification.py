@@ -57,7 +57,7 @@ CONFIG = dict(
     dev_file="",  # evaluated every eval_steps; "" with no train_file or dataset_name: the built-in sample's dev.tsv
     test_file="",  # scored once after training, with the final model; "" = none
     dev_size=0,  # with no dev_file: hold out this many shuffled train rows as dev
-    text_column=None,  # name or 0-based index (headerless TSV/CSV); None = "text"
+    text_column=None,  # name or 0-based index (TSV/CSV, with or without a header); None = "text"
     text_pair_column=None,  # second text of a pair (name or index); None = single texts
     label_column=None,  # name or index; None = "label". Label names are read from the data
     has_header="auto",  # CSV/TSV files: "auto" (a first row of known column names, or a word above numbers, is a header; logged), True or False

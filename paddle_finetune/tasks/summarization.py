@@ -53,8 +53,8 @@ def detect_columns(path, has_header="auto"):
                 f"{path}:{line_no}: cannot tell the text and summary columns apart among {sorted(row)}; "
                 "set text_column and summary_column"
             )
-        break
-    raise DataError(f"{path}: set text_column and summary_column (by 0-based index for files without a header)")
+        raise DataError(f"{path}: rows without column names: set text_column and summary_column by 0-based index")
+    raise DataError(f"{path}: no rows")
 
 
 def resolve_columns(cfg, path):
