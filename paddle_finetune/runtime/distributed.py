@@ -166,9 +166,14 @@ def broadcast_from_main(obj):
     if is_main_process():
         store.set(key, json.dumps(obj).encode("utf-8"))
         store.add(f"{key}/ready", 1)
+        # Rank 0's process hosts the store: it returns only once every rank has read, so it never exits (taking the
+        # store with it) while a slower rank still reads the last broadcast of a run (seen as a -6 abort at exit).
+        _wait_for_count(store, f"{key}/read", get_world_size() - 1)
         return obj
     _wait_for_count(store, f"{key}/ready", 1)
-    return _read_json(store, key)
+    value = _read_json(store, key)
+    store.add(f"{key}/read", 1)
+    return value
 
 
 def first_error(errors):
