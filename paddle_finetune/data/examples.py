@@ -6,6 +6,7 @@ Imports: the standard library; of the project `errors` and `data.readers`.
 """
 import math
 import numbers
+import os
 import re
 
 from paddle_finetune.data.readers import _bad, _where, iter_rows
@@ -124,7 +125,8 @@ def header_setting(has_header, columns, path):
     """True, False or "auto" for reading a CSV/TSV file with these columns: names need a header (a declared
     has_header=False with a name is refused); indexes select columns of a file with or without one."""
     names = [c for c in columns.values() if isinstance(c, str)]
-    if names and has_header is False:
+    delimited = os.path.splitext(path)[1].lower() in (".csv", ".tsv")  # JSON keys are names with or without it
+    if names and has_header is False and delimited:
         raise DataError(f"{path}: column {names[0]!r} is a name, but has_header=False says the file has no header; "
                         "give the columns by 0-based index, or set has_header=True (or auto)")
     return True if names else has_header

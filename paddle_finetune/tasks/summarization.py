@@ -42,7 +42,7 @@ KNOWN_COLUMN_PAIRS = [("source", "target"), ("content", "title"), ("content", "s
 # ----------------------------------------------------------------------------
 def detect_columns(path, has_header="auto"):
     """Pick a known (text, summary) column pair from the first row of a file with named columns."""
-    if has_header is False:
+    if has_header is False and os.path.splitext(path)[1].lower() in (".csv", ".tsv"):
         raise DataError(f"{path}: has_header=False: set text_column and summary_column by 0-based index")
     for line_no, row in iter_rows(path, has_header=True):
         if isinstance(row, dict):

@@ -58,6 +58,9 @@ def test_declared_has_header_wins_and_a_header_read_as_a_row_is_warned_about(tmp
     assert len(rows) == len(TEXTS) - 1  # the first row is the header the user declared
     with pytest.raises(DataError, match=r"column 'text' is a name, but has_header=False"):
         read_examples(headered, {"text": "text", "label": 1}, has_header=False)
+    as_json = tmp_path / "rows.jsonl"  # has_header is about CSV/TSV: JSON rows keep their names
+    as_json.write_text("".join(json.dumps({"text": t, "label": "x"}, ensure_ascii=False) + "\n" for t in TEXTS), encoding="utf-8")
+    assert len(read_examples(str(as_json), {"text": "text", "label": "label"}, has_header=False)) == len(TEXTS)
 
 
 @settings(max_examples=150, deadline=None)
