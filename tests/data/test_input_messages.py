@@ -155,3 +155,12 @@ def test_dev_file_with_dev_size_is_refused_naming_both(tmp_path, capsys):
     line = train_cli(capsys, tmp_path, f"--train_file={path}", f"--dev_file={path}", "--dev_size=3")
     assert line == (f"error: dev_file ({path}) and dev_size=3 both name a dev split: dev_size holds training rows out "
                     "as dev only when there is no dev file; set one of them")
+
+
+def test_has_header_false_with_detected_columns_asks_for_indexes(tmp_path, capsys):
+    path = tmp_path / "rows.csv"
+    path.write_text("content,title\n" + "".join(f"{r['content']},{r['title']}\n" for r in ROWS), encoding="utf-8")
+    assert train_cli(capsys, tmp_path, f"--train_file={path}", "--has_header=False") == (
+        f"error: {path}: has_header=False: set text_column and summary_column by 0-based index")
+    assert train_cli(capsys, tmp_path, f"--train_file={path}", "--has_header=maybe") == (
+        "error: config key 'has_header' (from --has_header) must be 'auto', True or False, got 'maybe'")
