@@ -110,8 +110,8 @@ def format_help(defaults, prog, doc, source=None):
     if doc:  # the trainer's docstring, without its note for developers on what it imports
         lines += ["\n\n".join(p for p in doc.strip().split("\n\n") if not p.startswith("Imports:")), ""]
     lines += [
-        "--config FILE   a .yaml, .py or .json file (looked up in configs/ too) that sets some keys; a .py",
-        "                file is run as Python (use only files you trust), its names starting with '_' are helpers",
+        "--config FILE   a .yaml, .py or .json file (looked up in configs/ too) that sets some keys;",
+        "                a .py file is run as Python (use only files you trust); its '_' names are helpers",
         "--key=value     a Python literal, checked against the type of the default",
         "--key           alone, for a True/False key: True (--do_train)",
         "a dict (model_config) given in part updates only the keys it names",

@@ -71,7 +71,7 @@ def test_helper_names_in_a_py_preset_stay_out_and_the_unknown_key_error_says_how
     bad.write_text("width = 64\nmodel_config = {'d_model': 2 * width}\n", encoding="utf-8")
     with pytest.raises(ConfigError) as e:
         parse_config(train.CONFIG, ["--config", str(bad)])
-    assert str(e.value) == (f"unknown config key 'width' (from {bad}); a .py preset's own helper names must start with '_' "
+    assert str(e.value) == (f"unknown config key 'width' (from {bad}:1); a .py preset's own helper names must start with '_' "
                             "to stay out of the config")
     json_preset = tmp_path / "bad.json"
     json_preset.write_text('{"width": 64}', encoding="utf-8")
@@ -85,7 +85,7 @@ def test_help_and_readme_say_a_py_preset_runs_as_python():
 
     with pytest.raises(HelpRequested) as e:
         parse_config(train.CONFIG, ["--help"])
-    assert "a .py file is\n                run as Python (use only files you trust)" in e.value.text
+    assert "\n                a .py file is run as Python (use only files you trust)" in e.value.text
     with open(f"{PROJECT_ROOT}/README.md", encoding="utf-8") as f:
         readme = f.read()
     assert "runs it as Python" in readme and "only presets you trust" in readme
