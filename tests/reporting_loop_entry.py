@@ -12,12 +12,14 @@ import argparse
 import os
 import shutil
 import warnings
-from paddle_finetune.reporting.console import attach_run_log, describe_config, log, quiet_libraries, warn_once
+from paddle_finetune.checkpoints.output_dir import open_output_dir
+from paddle_finetune.reporting.console import describe_config, log, quiet_libraries, warn_once
 from paddle_finetune.reporting.curves import plot_training_curves
 from paddle_finetune.reporting.dashboards import open_reporting
 from paddle_finetune.reporting.files import append_jsonl, summary_lines, truncate_jsonl, write_json_atomic, write_results
 from paddle_finetune.reporting.progress import progress_bar
 
+from paddle_finetune.runtime.state import note_write
 from paddle_finetune.training.session import Run
 
 
@@ -56,8 +58,7 @@ def train(args, config):
         vocab_size=40, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
         decoder_attention_heads=2, encoder_ffn_dim=16, decoder_ffn_dim=16, max_position_embeddings=32))
 
-    os.makedirs(out, exist_ok=True)  # the engine's open_output_dir: every check passed
-    attach_run_log(out)
+    open_output_dir(config)  # the engine's: every check passed; records what the run writes, attaches run.log
     train_log, metrics_log = os.path.join(out, "train_log.jsonl"), os.path.join(out, "metrics.jsonl")
     start = args.resume_step or 0
     if args.resume_step is not None:
@@ -65,6 +66,7 @@ def train(args, config):
         truncate_jsonl(metrics_log, start)
         log(f"resumed from {out}/checkpoint-{start}: step {start}")
     rep = open_reporting(["wandb", "visualdl"], config, out, run_id=args.run_id, resume_step=args.resume_step)
+    note_write(os.path.join(out, "wandb_run_id.txt"))
     with open(os.path.join(out, "wandb_run_id.txt"), "w") as f:  # the engine keeps it in the checkpoint
         f.write(rep.wandb_run_id or "")
 
@@ -88,6 +90,7 @@ def train(args, config):
             rep.table("eval/samples", ["source", "prediction"], [["一篇新闻", "摘要"]], step)
             log(f"eval at step {step}: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
             tmp, final = os.path.join(out, f".tmp-checkpoint-{step}-{os.getpid()}"), os.path.join(out, f"checkpoint-{step}")
+            note_write(final, "dir")  # as checkpoints.storage does: recorded before it exists
             model.save_pretrained(tmp)  # paddlenlp logs five "... saved in <tmp>" lines here
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
