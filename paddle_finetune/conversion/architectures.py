@@ -1,23 +1,27 @@
-"""The architectures the converter maps: per-architecture weight-mapping tables (a rule is a Paddle name, the
-HF names of the same tensor and an op) and the translation of an HF config.json into paddlenlp config kwargs.
-Anything paddlenlp cannot represent raises instead of converting silently wrong.
+"""The architectures the converter maps, in both directions: per-architecture weight-mapping tables (a rule is a
+Paddle name, the HF names of the same tensor and an op), read HF -> Paddle by to_paddle.py and Paddle -> HF by
+to_hf.py, and the translation of configs (one field table, read both ways). Anything the other side cannot
+represent raises instead of converting silently wrong.
 
 Imports: the standard library; of the project `errors`.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from paddle_finetune.errors import ConversionError
 
 
-# A rule is (paddle_name, hf_names, op). hf_names lists names under which HF
-# stores the *same* tensor (tied weights: the first present one is used, any
-# other present one must be identical, all of them count as consumed).
-# op: COPY, TRANSPOSE (torch Linear [out, in] -> paddle Linear [in, out]) or
 # --------------------------------------------------------------------------
-# QKV0/QKV1/QKV2 (slice of GPT-2's fused c_attn along the last axis).
+# A rule is (paddle_name, hf_names, op). hf_names lists names under which HF
+# stores the *same* tensor (tied weights). HF -> Paddle: the first present one
+# is used, any other present one must be identical, all of them count as
+# consumed. Paddle -> HF: each rule writes its first HF name (the one HF's own
+# save_pretrained keeps); the others are aliases transformers ties back on load.
+# op: COPY, TRANSPOSE (torch Linear [out, in] <-> paddle Linear [in, out]) or
+# QKV0/QKV1/QKV2 (slice of GPT-2's fused c_attn along the last axis; Paddle ->
+# HF concatenates the three slices again). Every op is its own exact inverse.
 # --------------------------------------------------------------------------
 COPY = "copy"
 TRANSPOSE = "transpose"
@@ -186,7 +190,9 @@ def _bert_like_rules(family: str, arch: str, cfg: dict) -> Tuple[List[Rule], lis
         bias_sources = ("lm_head.bias", "lm_head.decoder.bias")
         head = [
             ("lm_head.decoder.weight", word_sources, COPY),
-            ("lm_head.decoder.bias", bias_sources, COPY),
+            # Written back under both names: transformers 4.46 loses lm_head.bias (re-ties it to a fresh
+            # decoder.bias) when a file holds only lm_head.bias, as its own save_pretrained writes it.
+            ("lm_head.decoder.bias", bias_sources[::-1], COPY),
             ("lm_head.bias", bias_sources, COPY),
             ("lm_head.dense.weight", ("lm_head.dense.weight",), TRANSPOSE),
             ("lm_head.dense.bias", ("lm_head.dense.bias",), COPY),
@@ -238,8 +244,9 @@ def _bart_rules(arch: str, cfg: dict) -> Tuple[List[Rule], list, List[str]]:
     )
     if cond_gen:
         # paddlenlp keeps a separate lm_head_weight ([vocab, d_model], used with
-        # transpose_y), so an untied HF head is representable too.
-        lm_sources = ("lm_head.weight",) + (shared if tied else ())
+        # transpose_y), so an untied HF head is representable too. Tied, it is
+        # written back as the shared embedding alone, as HF saves it.
+        lm_sources = shared + ("lm_head.weight",) if tied else ("lm_head.weight",)
         rules += [
             ("lm_head_weight", lm_sources, COPY),
             ("final_logits_bias", ("final_logits_bias",), COPY),
@@ -263,9 +270,20 @@ def _gpt2_rules(arch: str, cfg: dict) -> Tuple[List[Rule], list, List[str]]:
     return rules, COMMON_IGNORED + GPT2_IGNORED, []
 
 
+# --------------------------------------------------------------------------
+# Config translation, both ways. Per family, FIELDS lists the plain renames
+# (HF field, paddlenlp field, default when HF omits it; REQUIRED: no default).
+# HF -> Paddle reads it left to right (build_paddle_config_kwargs), Paddle -> HF
+# right to left (build_hf_config); what is not a plain rename (activations,
+# GPT-2's n_inner and pad, RoBERTa's cls id) is spelled out in both directions
+# next to each other, and build_hf_config checks that translating its result
+# forward gives back the Paddle config, so the two can never drift apart.
+# --------------------------------------------------------------------------
+REQUIRED = object()
+
 # Anything paddlenlp cannot represent raises instead of converting silently wrong.
 # these HF names mean the same function there (HF "gelu" is the exact erf form,
-# like paddle's F.gelu default).
+# like paddle's F.gelu default). The first HF name of a function is the one written back.
 ENCODER_ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "silu": "silu", "swish": "silu"}
 # paddlenlp GPT always calls gelu(approximate=True), i.e. the tanh form.
 GPT_TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
@@ -284,6 +302,57 @@ GENERIC_KEYS = (
     "classifier_dropout",
 )
 
+_BERT_LIKE_FIELDS = [
+    ("vocab_size", "vocab_size", REQUIRED),
+    ("hidden_size", "hidden_size", REQUIRED),
+    ("num_hidden_layers", "num_hidden_layers", REQUIRED),
+    ("num_attention_heads", "num_attention_heads", REQUIRED),
+    ("intermediate_size", "intermediate_size", REQUIRED),
+    ("hidden_dropout_prob", "hidden_dropout_prob", 0.1),
+    ("attention_probs_dropout_prob", "attention_probs_dropout_prob", 0.1),
+    ("max_position_embeddings", "max_position_embeddings", 512),
+    ("type_vocab_size", "type_vocab_size", 2),
+    ("initializer_range", "initializer_range", 0.02),
+    ("layer_norm_eps", "layer_norm_eps", 1e-12),
+]
+FIELDS = {
+    "bert": _BERT_LIKE_FIELDS + [("pad_token_id", "pad_token_id", 0)],
+    "roberta": _BERT_LIKE_FIELDS + [("pad_token_id", "pad_token_id", 1), ("bos_token_id", "cls_token_id", 0)],
+    "bart": [
+        ("vocab_size", "vocab_size", REQUIRED),
+        ("max_position_embeddings", "max_position_embeddings", REQUIRED),
+        ("encoder_layers", "encoder_layers", REQUIRED),
+        ("encoder_ffn_dim", "encoder_ffn_dim", REQUIRED),
+        ("encoder_attention_heads", "encoder_attention_heads", REQUIRED),
+        ("decoder_layers", "decoder_layers", REQUIRED),
+        ("decoder_ffn_dim", "decoder_ffn_dim", REQUIRED),
+        ("decoder_attention_heads", "decoder_attention_heads", REQUIRED),
+        ("d_model", "d_model", REQUIRED),
+        ("dropout", "dropout", 0.1),
+        ("attention_dropout", "attention_dropout", 0.0),
+        ("activation_dropout", "activation_dropout", 0.0),
+        ("init_std", "init_std", 0.02),
+        ("scale_embedding", "scale_embedding", False),
+        ("pad_token_id", "pad_token_id", 1),
+        ("bos_token_id", "bos_token_id", 0),
+        ("eos_token_id", "eos_token_id", 2),
+        ("decoder_start_token_id", "decoder_start_token_id", 2),
+    ],
+    "gpt2": [
+        ("vocab_size", "vocab_size", REQUIRED),
+        ("n_embd", "hidden_size", REQUIRED),
+        ("n_layer", "num_hidden_layers", REQUIRED),
+        ("n_head", "num_attention_heads", REQUIRED),
+        ("resid_pdrop", "hidden_dropout_prob", 0.1),
+        ("attn_pdrop", "attention_probs_dropout_prob", 0.1),
+        ("n_positions", "max_position_embeddings", REQUIRED),
+        ("initializer_range", "initializer_range", 0.02),
+        ("layer_norm_epsilon", "layer_norm_eps", 1e-5),
+        ("eos_token_id", "eos_token_id", 50256),
+    ],
+}
+MODEL_TYPES = {"bert": "bert", "roberta": "roberta", "bart": "bart", "gpt2": "gpt2"}
+
 
 def _require(ok: bool, message: str) -> None:
     if not ok:
@@ -294,6 +363,13 @@ def _generic(cfg: dict) -> dict:
     out = {k: cfg[k] for k in GENERIC_KEYS if k in cfg}
     if "id2label" in out:
         out["id2label"] = {int(k): v for k, v in out["id2label"].items()}
+    return out
+
+
+def _renamed(cfg: dict, family: str) -> dict:
+    out = {}
+    for hf, pd, default in FIELDS[family]:
+        out[pd] = cfg[hf] if default is REQUIRED else cfg.get(hf, default)
     return out
 
 
@@ -312,23 +388,8 @@ def _bert_like_config(cfg: dict, family: str) -> dict:
     _require(not cfg.get("is_decoder", False), f"is_decoder=True {family} models are not supported.")
     _require(not cfg.get("add_cross_attention", False), f"add_cross_attention=True {family} is not supported.")
     out = _generic(cfg)
-    out.update(
-        vocab_size=cfg["vocab_size"],
-        hidden_size=cfg["hidden_size"],
-        num_hidden_layers=cfg["num_hidden_layers"],
-        num_attention_heads=cfg["num_attention_heads"],
-        intermediate_size=cfg["intermediate_size"],
-        hidden_act=_encoder_activation(cfg.get("hidden_act", "gelu"), "hidden_act"),
-        hidden_dropout_prob=cfg.get("hidden_dropout_prob", 0.1),
-        attention_probs_dropout_prob=cfg.get("attention_probs_dropout_prob", 0.1),
-        max_position_embeddings=cfg.get("max_position_embeddings", 512),
-        type_vocab_size=cfg.get("type_vocab_size", 2),
-        initializer_range=cfg.get("initializer_range", 0.02),
-        layer_norm_eps=cfg.get("layer_norm_eps", 1e-12),
-        pad_token_id=cfg.get("pad_token_id", 0 if family == "bert" else 1),
-    )
-    if family == "roberta":
-        out["cls_token_id"] = cfg.get("bos_token_id", 0)
+    out.update(_renamed(cfg, family))
+    out["hidden_act"] = _encoder_activation(cfg.get("hidden_act", "gelu"), "hidden_act")
     return out
 
 
@@ -338,27 +399,8 @@ def _bart_config(cfg: dict) -> dict:
     _require(cfg.get("normalize_embedding", True), "BART config normalize_embedding=False is not supported.")
     _require(cfg.get("extra_pos_embeddings", 2) == 2, "BART position offset other than 2 is not supported.")
     out = _generic(cfg)
-    out.update(
-        vocab_size=cfg["vocab_size"],
-        max_position_embeddings=cfg["max_position_embeddings"],
-        encoder_layers=cfg["encoder_layers"],
-        encoder_ffn_dim=cfg["encoder_ffn_dim"],
-        encoder_attention_heads=cfg["encoder_attention_heads"],
-        decoder_layers=cfg["decoder_layers"],
-        decoder_ffn_dim=cfg["decoder_ffn_dim"],
-        decoder_attention_heads=cfg["decoder_attention_heads"],
-        activation_function=_encoder_activation(cfg.get("activation_function", "gelu"), "activation_function"),
-        d_model=cfg["d_model"],
-        dropout=cfg.get("dropout", 0.1),
-        attention_dropout=cfg.get("attention_dropout", 0.0),
-        activation_dropout=cfg.get("activation_dropout", 0.0),
-        init_std=cfg.get("init_std", 0.02),
-        scale_embedding=cfg.get("scale_embedding", False),
-        pad_token_id=cfg.get("pad_token_id", 1),
-        bos_token_id=cfg.get("bos_token_id", 0),
-        eos_token_id=cfg.get("eos_token_id", 2),
-        decoder_start_token_id=cfg.get("decoder_start_token_id", 2),
-    )
+    out.update(_renamed(cfg, "bart"))
+    out["activation_function"] = _encoder_activation(cfg.get("activation_function", "gelu"), "activation_function")
     return out
 
 
@@ -385,25 +427,84 @@ def _gpt2_config(cfg: dict) -> dict:
         "GPT-2 tie_word_embeddings=False: paddlenlp GPTForCausalLM always ties lm_head to the word embeddings.",
     )
     out = _generic(cfg)
-    eos = cfg.get("eos_token_id", 50256)
+    out.update(_renamed(cfg, "gpt2"))
+    eos = out["eos_token_id"]
     out.update(
-        vocab_size=cfg["vocab_size"],
-        hidden_size=cfg["n_embd"],
-        num_hidden_layers=cfg["n_layer"],
-        num_attention_heads=cfg["n_head"],
         intermediate_size=cfg.get("n_inner") or 4 * cfg["n_embd"],
         hidden_activation="gelu",  # paddlenlp GPT's "gelu" is the tanh approximation (== HF gelu_new)
-        hidden_dropout_prob=cfg.get("resid_pdrop", 0.1),
-        attention_probs_dropout_prob=cfg.get("attn_pdrop", 0.1),
-        max_position_embeddings=cfg["n_positions"],
         seq_length=cfg.get("n_ctx", cfg["n_positions"]),
-        initializer_range=cfg.get("initializer_range", 0.02),
-        layer_norm_eps=eps,
         bos_token_id=cfg.get("bos_token_id", eos),
-        eos_token_id=eos,
         # GPT-2 has no pad token; paddlenlp's default (0) is a real token, so pad with eos.
         pad_token_id=cfg["pad_token_id"] if cfg.get("pad_token_id") is not None else eos,
     )
+    return out
+
+
+def _hf_fields_from_paddle(family: str, pd) -> dict:
+    """FIELDS and the special cases above, read from Paddle to HF (pd: a paddlenlp config)."""
+    out = {hf: getattr(pd, name) for hf, name, _ in FIELDS[family]}
+    if family in ("bert", "roberta"):
+        act = getattr(pd, "hidden_act", "gelu")
+        out["hidden_act"] = next((h for h, p in ENCODER_ACTIVATIONS.items() if p == act), act)
+    elif family == "bart":
+        act = getattr(pd, "activation_function", "gelu")
+        out["activation_function"] = next((h for h, p in ENCODER_ACTIVATIONS.items() if p == act), act)
+        # HF's BartConfig defaults forced_eos_token_id to 2; paddlenlp's BART forces nothing unless told.
+        out["forced_bos_token_id"] = getattr(pd, "forced_bos_token_id", None)
+        out["forced_eos_token_id"] = getattr(pd, "forced_eos_token_id", None)
+    else:
+        out.update(activation_function=GPT_TANH_GELUS[0], n_inner=pd.intermediate_size, n_ctx=pd.seq_length,
+                   bos_token_id=pd.bos_token_id, pad_token_id=pd.pad_token_id, embd_pdrop=pd.hidden_dropout_prob)
+    return out
+
+
+# paddlenlp config fields outside the forward translation that change what the model computes: HF has one value.
+PADDLE_ONLY_REQUIREMENTS = {
+    "bert": {"pool_act": "tanh"},
+    "gpt2": {"normalize_before": True, "scale_qk_coeff": 1.0},
+}
+
+
+def build_hf_config(arch: str, pd, id2label: Optional[dict] = None) -> dict:
+    """The HF config.json of a paddlenlp model (pd: its config), refused by name where HF cannot say the same.
+
+    Translated back with build_paddle_config_kwargs, the result must give every field of pd again.
+    """
+    family = ARCHITECTURES[arch]["family"]
+    hf = {"model_type": MODEL_TYPES[family], "architectures": [arch]}
+    hf.update(_hf_fields_from_paddle(family, pd))
+    for key in ("problem_type", "classifier_dropout"):
+        if getattr(pd, key, None) is not None:
+            hf[key] = getattr(pd, key)
+    if arch.endswith("ForSequenceClassification"):
+        labels = id2label if id2label is not None else getattr(pd, "id2label", None) or {}
+        hf["id2label"] = {str(int(k)): v for k, v in sorted(labels.items(), key=lambda kv: int(kv[0]))}
+        hf["label2id"] = {v: int(k) for k, v in hf["id2label"].items()}
+    wrong = [f"{key}={getattr(pd, key, None)!r} (HF needs {value!r})"
+             for key, value in PADDLE_ONLY_REQUIREMENTS.get(family, {}).items() if getattr(pd, key, value) != value]
+    back = build_paddle_config_kwargs(arch, hf)
+    for key in ("architectures", "id2label", "label2id"):  # the label names were written from the run's label map
+        back.pop(key, None)
+    for key, value in back.items():
+        have = getattr(pd, key, None)
+        same = abs(value - have) <= 1e-12 * max(1.0, abs(value)) if isinstance(value, float) and isinstance(have, (int, float)) \
+            else value == have
+        if not same:
+            wrong.append(f"{key}={have!r} (an HF {hf['model_type']} config reads back as {value!r})")
+    _require(not wrong, f"{ARCHITECTURES[arch]['paddle_class']} -> HF {arch}: the Paddle config has values an HF "
+                        f"config cannot hold: {'; '.join(wrong)}. Nothing was written.")
+    return hf
+
+
+def build_paddle_config_kwargs(arch: str, cfg: dict) -> dict:
+    family = ARCHITECTURES[arch]["family"]
+    if family in ("bert", "roberta"):
+        out = _bert_like_config(cfg, family)
+    elif family == "bart":
+        out = _bart_config(cfg)
+    else:
+        out = _gpt2_config(cfg)
+    out["architectures"] = [ARCHITECTURES[arch]["paddle_class"]]
     return out
 
 
@@ -423,6 +524,15 @@ MODEL_TYPE_DEFAULTS = {"bert": "BertModel", "roberta": "RobertaModel", "bart": "
 GENERATIVE = ("BartForConditionalGeneration", "GPT2LMHeadModel")
 
 
+def select_hf_architecture(paddle_class: Optional[str], where: str) -> str:
+    """The HF architecture a paddlenlp class exports to (ARCHITECTURES read backwards), refused by name."""
+    by_paddle = {spec["paddle_class"]: arch for arch, spec in ARCHITECTURES.items()}
+    _require(paddle_class in by_paddle,
+             f"{where}: {paddle_class or 'a model without architectures in config.json'} cannot be exported to "
+             f"Hugging Face format; exportable: {', '.join(sorted(by_paddle))}.")
+    return by_paddle[paddle_class]
+
+
 def build_rules(arch: str, cfg: dict):
     family = ARCHITECTURES[arch]["family"]
     if family in ("bert", "roberta"):
@@ -430,18 +540,6 @@ def build_rules(arch: str, cfg: dict):
     if family == "bart":
         return _bart_rules(arch, cfg)
     return _gpt2_rules(arch, cfg)
-
-
-def build_paddle_config_kwargs(arch: str, cfg: dict) -> dict:
-    family = ARCHITECTURES[arch]["family"]
-    if family in ("bert", "roberta"):
-        out = _bert_like_config(cfg, family)
-    elif family == "bart":
-        out = _bart_config(cfg)
-    else:
-        out = _gpt2_config(cfg)
-    out["architectures"] = [ARCHITECTURES[arch]["paddle_class"]]
-    return out
 
 
 def expected_layer_norm_eps(arch: str, cfg: dict) -> float:
