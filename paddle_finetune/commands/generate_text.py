@@ -15,6 +15,8 @@ from paddle_finetune.reporting.console import console_on_stderr, quiet_libraries
 from paddle_finetune.runtime.environment import record_launch_env
 from paddle_finetune.tasks.causal_lm import STRATEGIES, generate_text
 
+DEFAULT_MAX_NEW_TOKENS = 50  # also what tools/export_hf.py writes into a GPT-2's generation_config.json
+
 
 def main(argv=None):
     """The command line; returns its exit status. Log lines go to stderr while it runs: stdout is its data."""
@@ -28,7 +30,7 @@ def _main(argv=None):
     parser.add_argument("model_dir")
     parser.add_argument("prompt")
     parser.add_argument("--strategy", choices=STRATEGIES, default="greedy")
-    parser.add_argument("--max_new_tokens", type=int, default=50)
+    parser.add_argument("--max_new_tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
     parser.add_argument("--top_k", type=int, default=5, help="for --strategy top_k")
     parser.add_argument("--top_p", type=float, default=0.9, help="for --strategy top_p")
     parser.add_argument("--temperature", type=float, default=1.0, help="for the sampling strategies")

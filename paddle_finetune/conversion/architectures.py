@@ -224,10 +224,16 @@ def _bart_rules(arch: str, cfg: dict) -> Tuple[List[Rule], list, List[str]]:
     tied = cfg.get("tie_word_embeddings", True)
     # paddlenlp always shares one embedding between encoder and decoder.
     shared = (hf + "shared.weight", hf + "encoder.embed_tokens.weight", hf + "decoder.embed_tokens.weight")
+
+    def own_name_first(name):
+        # Untied, transformers ties the encoder's and decoder's embed_tokens to nothing on load (and reports
+        # them as neither loaded nor missing): Paddle -> HF must write each under its own name then.
+        return shared if tied else (name,) + tuple(n for n in shared if n != name)
+
     rules: List[Rule] = [
         (pd + "shared.weight", shared, COPY),
-        (pd + "encoder.embed_tokens.weight", shared, COPY),
-        (pd + "decoder.embed_tokens.weight", shared, COPY),
+        (pd + "encoder.embed_tokens.weight", own_name_first(hf + "encoder.embed_tokens.weight"), COPY),
+        (pd + "decoder.embed_tokens.weight", own_name_first(hf + "decoder.embed_tokens.weight"), COPY),
         # Both sides store max_position_embeddings + 2 rows and add the +2 offset at lookup.
         (pd + "encoder.encoder_embed_positions.weight", (hf + "encoder.embed_positions.weight",), COPY),
         (pd + "decoder.decoder_embed_positions.weight", (hf + "decoder.embed_positions.weight",), COPY),

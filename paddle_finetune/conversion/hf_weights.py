@@ -1,6 +1,7 @@
 """Reading HF weights (safetensors with numpy only; .bin through torch.load(weights_only=True)), and mapping
 them onto Paddle names (pure: numpy in, numpy out): every HF key consumed or known-ignored, every Paddle
-parameter filled, every shape agreed.
+parameter filled, every shape agreed. The same tables read the other way (unmap_state_dict) give the HF
+tensors of a Paddle model, checked by mapping them forward again.
 
 Imports: the standard library and numpy; safetensors and torch inside; of the project `errors` and
 `conversion.architectures`.
@@ -247,3 +248,63 @@ def map_state_dict(
     if problems:
         raise ConversionError(f"Cannot convert {what}:\n  " + "\n  ".join(problems) + "\nNothing was written.")
     return out, {"ignored": ignored, "placeholders": filled_placeholders}
+
+
+def unmap_state_dict(
+    paddle_state: Dict[str, np.ndarray],
+    rules: Sequence[Rule],
+    ignored_patterns: Sequence[Tuple[str, str]],
+    placeholders: Sequence[str],
+    what: str = "model",
+) -> Tuple[Dict[str, np.ndarray], dict]:
+    """The same table read Paddle -> HF: each rule writes its first HF name (see architectures.py).
+
+    Refuses (ConversionError, every problem at once) a Paddle parameter no rule reads, a rule whose
+    parameter is missing, and tied Paddle parameters that differ (HF would keep one value). The result is
+    then mapped forward again with map_state_dict and must give back every Paddle tensor bit for bit.
+    """
+    out: Dict[str, np.ndarray] = {}
+    sources: Dict[str, str] = {}
+    qkv: Dict[str, Dict[int, np.ndarray]] = {}
+    missing, tie_errors = [], []
+    for pd_name, hf_names, op in rules:
+        if pd_name in placeholders:
+            continue  # a Paddle parameter the HF architecture does not have (zero-filled HF -> Paddle)
+        if pd_name not in paddle_state:
+            missing.append(pd_name)
+            continue
+        value = paddle_state[pd_name]
+        target = hf_names[0]
+        if op in QKV:
+            qkv.setdefault(target, {})[QKV.index(op)] = value
+            continue
+        value = apply_op(op, value)  # COPY and TRANSPOSE are their own inverses
+        if target in out:
+            if out[target].shape != value.shape or not np.array_equal(out[target], value):
+                tie_errors.append(f"{sources[target]} != {pd_name} (both are HF {target})")
+            continue
+        out[target], sources[target] = value, pd_name
+    for target, parts in qkv.items():
+        if sorted(parts) != [0, 1, 2]:
+            missing.append(f"{target} (q/k/v slices)")
+            continue
+        out[target] = np.ascontiguousarray(np.concatenate([parts[i] for i in range(3)], axis=-1))
+    read = {r[0] for r in rules} | set(placeholders)
+    unread = sorted(set(paddle_state) - read)
+    problems = []
+    if unread:
+        problems.append(f"Paddle parameters no HF name is mapped from ({len(unread)}): " + ", ".join(unread))
+    if missing:
+        problems.append(f"parameters the table needs but the model lacks ({len(missing)}): " + ", ".join(missing))
+    if tie_errors:
+        problems.append(f"tied in HF but different in Paddle ({len(tie_errors)}): " + "; ".join(tie_errors))
+    if problems:
+        raise ConversionError(f"Cannot export {what}:\n  " + "\n  ".join(problems) + "\nNothing was written.")
+
+    # Read both ways: the HF tensors must map forward onto exactly the Paddle ones.
+    expected = {k: tuple(v.shape) for k, v in paddle_state.items()}
+    back, _ = map_state_dict(out, rules, ignored_patterns, placeholders, expected, what=f"{what} (read back)")
+    dropped = [name for name in placeholders if name in paddle_state]
+    changed = [k for k in paddle_state if k not in dropped and not np.array_equal(back[k], paddle_state[k])]
+    _require(not changed, f"{what}: the HF tensors do not read back as the Paddle ones: {', '.join(changed)}")
+    return out, {"dropped": dropped}

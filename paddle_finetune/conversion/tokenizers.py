@@ -1,5 +1,6 @@
-"""The tokenizer of a converted model: which files make a tokenizer, and the paddlenlp tokenizer rebuilt from
-an HF directory's vocabulary (WordPiece or BPE), checked to fit the model's embeddings.
+"""The tokenizer of a converted model: which files make a tokenizer, the paddlenlp tokenizer rebuilt from an HF
+directory's vocabulary (WordPiece or BPE), checked to fit the model's embeddings, and the other way: a paddlenlp
+tokenizer written as files transformers reads.
 
 Imports: the standard library; paddlenlp inside; of the project `errors`.
 """
@@ -161,3 +162,63 @@ def _check_tokenizer_fits(tokenizer, tokenizer_dir: str, hf_cfg: dict, config_pa
         f"{tokenizer_dir}: the tokenizer has ids up to {n_ids - 1} but {config_path} has vocab_size={model_vocab}; "
         f"it is not this model's tokenizer.",
     )
+
+
+# --------------------------------------------------------------------------
+# Paddle -> HF: the same vocabulary files, with an HF tokenizer_config.json.
+# --------------------------------------------------------------------------
+# paddlenlp tokenizer class -> the HF tokenizer class that reads its files (PADDLE_TOKENIZER_CLASSES read
+# backwards: RobertaChineseTokenizer is a BERT WordPiece tokenizer in HF).
+HF_TOKENIZER_CLASSES = {
+    "BertTokenizer": "BertTokenizer",
+    "RobertaChineseTokenizer": "BertTokenizer",
+    "RobertaBPETokenizer": "RobertaTokenizer",
+    "BartTokenizer": "BartTokenizer",
+    "GPTTokenizer": "GPT2Tokenizer",
+}
+_WORDPIECE_OPTIONS = ("do_lower_case", "do_basic_tokenize", "tokenize_chinese_chars", "strip_accents")
+
+
+def _wordpiece_options(tokenizer) -> dict:
+    basic = getattr(tokenizer, "basic_tokenizer", None)
+    out = {"do_lower_case": bool(getattr(tokenizer, "do_lower_case", True)),
+           "do_basic_tokenize": bool(getattr(tokenizer, "do_basic_tokenize", True))}
+    if basic is not None:
+        out["tokenize_chinese_chars"] = bool(basic.tokenize_chinese_chars)
+        out["strip_accents"] = basic.strip_accents
+    return out
+
+
+def write_hf_tokenizer(tokenizer, dst_dir: str, where: str) -> str:
+    """Write a paddlenlp tokenizer as files transformers' AutoTokenizer reads; returns the HF class name.
+
+    The vocabulary files are paddlenlp's own (save_resources: vocab.txt, or vocab.json + merges.txt, which
+    HF names the same); tokenizer_config.json and special_tokens_map.json are written in HF's form.
+    """
+    cls_name = type(tokenizer).__name__
+    _require(cls_name in HF_TOKENIZER_CLASSES,
+             f"{where}: its tokenizer ({cls_name}) has no Hugging Face counterpart this exporter writes; "
+             f"exportable: {', '.join(sorted(HF_TOKENIZER_CLASSES))}.")
+    hf_class = HF_TOKENIZER_CLASSES[cls_name]
+    tokenizer.save_resources(dst_dir)
+    specials = {key: _token_str(getattr(tokenizer, key, None)) for key in SPECIAL_TOKEN_KEYS}
+    specials = {k: str(v) for k, v in specials.items() if v is not None}
+    config = {"tokenizer_class": hf_class, **specials}
+    if hf_class == "BertTokenizer":
+        config.update(_wordpiece_options(tokenizer))
+    else:
+        config.update(errors=getattr(tokenizer, "errors", "replace"),
+                      add_prefix_space=bool(getattr(tokenizer, "add_prefix_space", False)))
+    max_len = getattr(tokenizer, "model_max_length", None)
+    if isinstance(max_len, int) and 0 < max_len <= 1_000_000:
+        config["model_max_length"] = max_len
+    added = dict(getattr(tokenizer, "added_tokens_encoder", None) or {})
+    with open(os.path.join(dst_dir, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+        json.dump(config, f, ensure_ascii=False, indent=2)
+    with open(os.path.join(dst_dir, "special_tokens_map.json"), "w", encoding="utf-8") as f:
+        json.dump(specials, f, ensure_ascii=False, indent=2)
+    if added:  # tokens added on top of the vocabulary files, with their ids (HF's slow tokenizers read this)
+        with open(os.path.join(dst_dir, "added_tokens.json"), "w", encoding="utf-8") as f:
+            json.dump({str(k): int(v) for k, v in added.items()}, f, ensure_ascii=False, indent=2)
+    return hf_class
+

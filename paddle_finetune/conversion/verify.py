@@ -1,5 +1,5 @@
-"""Verification: the HF model (torch) and the converted Paddle model on identical padded inputs: logits,
-greedy generation and tokenizer ids compared within a tolerance.
+"""Verification: the HF model (torch) and the Paddle model on identical padded inputs, both ways (a conversion
+HF -> Paddle, an export Paddle -> HF): logits, greedy generation and tokenizer ids compared within a tolerance.
 
 Imports: the standard library and numpy; torch, transformers, paddle and paddlenlp inside; of the project
 `errors` and the other `conversion` modules.
@@ -150,28 +150,62 @@ def verify_conversion(
     (SRC's own tokenizer, when another one was converted with --tokenizer), the
     HF tokenizer of tokenizer_dir must also give the same ids as SRC's own.
     """
+    transformers = _import_hf()
+    import paddlenlp.transformers as pnt
+
+    hf_model = _load_hf_model(src_dir, arch)
+    reload_mismatches = _align_hf_model_with_checkpoint(hf_model, src_dir)
+    pd_model = getattr(pnt, ARCHITECTURES[arch]["paddle_class"]).from_pretrained(dst_dir)
+    pd_model.eval()
+    _check_layer_norm_eps(pd_model, expected_layer_norm_eps(arch, hf_cfg), f"{dst_dir} (reloaded)")
+    result = compare_models(hf_model, pd_model, arch, hf_cfg, tolerance)
+    result["hf_reload_mismatches"] = reload_mismatches
+    passed = result.pop("passed")
+
+    if not has_tokenizer(dst_dir):
+        result["tokenizer_check"] = "skipped: no tokenizer was converted (model outputs compared on random ids)"
+        result["passed"] = bool(passed)
+        return result
     try:
-        import torch
+        hf_tok = transformers.AutoTokenizer.from_pretrained(tokenizer_dir or src_dir, local_files_only=True)
+    except Exception as e:  # the HF side may lack a loadable tokenizer; the paddle one was built anyway
+        result["tokenizer_check"] = f"skipped: HF tokenizer did not load ({e})"
+    else:
+        result.update(compare_tokenizers(hf_tok, pnt.AutoTokenizer.from_pretrained(dst_dir), [VERIFY_TEXT]))
+        passed = passed and result["tokenizer_identical"]
+    result["passed"] = bool(passed)
+    return result
+
+
+def _import_hf():
+    try:
+        import torch  # noqa: F401
         import transformers
     except ImportError as e:
         raise ConversionError(f"--verify needs torch and transformers to run the HF model: {e}") from None
-    import paddlenlp.transformers as pnt
+    return transformers
 
-    spec = ARCHITECTURES[arch]
-    family = spec["family"]
+
+def _load_hf_model(hf_dir: str, arch: str, loading_info: bool = False):
+    import torch
+    import transformers
+
     torch.manual_seed(0)
     hf_cls = getattr(transformers, arch)
+    kwargs = {"local_files_only": True, "output_loading_info": loading_info}
     try:
         # eager = the reference attention math, no fused-kernel rounding differences
-        hf_model = hf_cls.from_pretrained(src_dir, local_files_only=True, attn_implementation="eager")
+        loaded = hf_cls.from_pretrained(hf_dir, attn_implementation="eager", **kwargs)
     except TypeError:  # transformers too old to know attn_implementation
-        hf_model = hf_cls.from_pretrained(src_dir, local_files_only=True)
-    hf_model.eval()  # dropout off
-    reload_mismatches = _align_hf_model_with_checkpoint(hf_model, src_dir)
-    pd_model = getattr(pnt, spec["paddle_class"]).from_pretrained(dst_dir)
-    pd_model.eval()
-    _check_layer_norm_eps(pd_model, expected_layer_norm_eps(arch, hf_cfg), f"{dst_dir} (reloaded)")
+        loaded = hf_cls.from_pretrained(hf_dir, **kwargs)
+    (loaded[0] if loading_info else loaded).eval()  # dropout off
+    return loaded
 
+
+def compare_models(hf_model, pd_model, arch: str, hf_cfg: dict, tolerance: float) -> dict:
+    """Both models on the same random padded ids: the largest difference per output, and for generative
+    models the step-by-step greedy decoding of each (the same loop drives both)."""
+    family = ARCHITECTURES[arch]["family"]
     inputs = _random_inputs(hf_cfg, family, seed=0)
     hf_out = _hf_forward(hf_model, arch, inputs)
     pd_out = _paddle_forward(pd_model, arch, inputs)
@@ -193,10 +227,8 @@ def verify_conversion(
         "tolerance": tolerance,
         "input_shape": list(inputs["input_ids"].shape),
         "padded_tokens": int((inputs["attention_mask"] == 0).sum()),
-        "hf_reload_mismatches": reload_mismatches,
     }
     passed = result["max_abs_diff"] <= tolerance
-
     if arch in GENERATIVE:
         result["greedy_hf"] = _greedy(lambda x: _hf_forward(hf_model, arch, x)["logits"], inputs, family, hf_cfg)
         result["greedy_paddle"] = _greedy(
@@ -204,20 +236,96 @@ def verify_conversion(
         )
         result["greedy_identical"] = result["greedy_hf"] == result["greedy_paddle"]
         passed = passed and result["greedy_identical"]
+    result["passed"] = bool(passed)
+    return result
 
-    if not has_tokenizer(dst_dir):
-        result["tokenizer_check"] = "skipped: no tokenizer was converted (model outputs compared on random ids)"
-        result["passed"] = bool(passed)
-        return result
+
+def compare_tokenizers(hf_tok, pd_tok, texts: List[str]) -> dict:
+    hf_ids = [hf_tok(text)["input_ids"] for text in texts]
+    pd_ids = [pd_tok(text)["input_ids"] for text in texts]
+    # One text keeps the report's shape of a single id list; several are listed per text.
+    return {"tokenizer_texts": texts, "tokenizer_hf": hf_ids if len(texts) > 1 else hf_ids[0],
+            "tokenizer_paddle": pd_ids if len(texts) > 1 else pd_ids[0], "tokenizer_identical": hf_ids == pd_ids}
+
+
+def sample_texts(tokenizer, n_tokens: int = 40) -> List[str]:
+    """Texts to compare two tokenizers on: the fixed sentence, and one made of the vocabulary's own tokens
+    (a character vocabulary built from Chinese training texts turns the sentence into [UNK]s)."""
+    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
+    special = {str(v) for v in (getattr(tokenizer, "special_tokens_map", None) or {}).values()}
+    words = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])
+             if t not in special and not t.startswith(("##", "[unused", "<|", "[")) and t.strip()]
+    picked = words[:: max(1, len(words) // n_tokens)][:n_tokens]
     try:
-        hf_tok = transformers.AutoTokenizer.from_pretrained(tokenizer_dir or src_dir, local_files_only=True)
-    except Exception as e:  # the HF side may lack a loadable tokenizer; the paddle one was built anyway
-        result["tokenizer_check"] = f"skipped: HF tokenizer did not load ({e})"
+        own = tokenizer.convert_tokens_to_string(picked)
+    except Exception:  # noqa: BLE001 - a tokenizer without a detokenizer still has words
+        own = " ".join(picked)
+    return [VERIFY_TEXT, own] if own.strip() else [VERIFY_TEXT]
+
+
+def _trim(row, eos) -> list:
+    row = [int(t) for t in row]
+    return row[: row.index(eos) + 1] if eos in row else row
+
+
+def compare_generate(hf_model, pd_model, arch: str, hf_cfg: dict, generation: dict, hf_dir: str) -> dict:
+    """generate() of both libraries, greedy, with the exported generation config on the HF side and the same
+    settings on the Paddle side: token for token up to each row's eos. BART decodes a padded batch; GPT-2
+    one prompt at a time (paddlenlp's GPT ignores the attention mask in generate)."""
+    import paddle
+    import torch
+    import transformers
+
+    family = ARCHITECTURES[arch]["family"]
+    inputs = _random_inputs(hf_cfg, family, seed=1)
+    hf_gen = transformers.GenerationConfig.from_pretrained(hf_dir)
+    hf_gen.num_beams, hf_gen.do_sample = 1, False
+    eos = generation["eos_token_id"]
+    pd_kwargs = dict(max_new_tokens=generation["max_new_tokens"], min_length=generation.get("min_new_tokens", 0),
+                     decode_strategy="greedy_search", eos_token_id=eos, pad_token_id=generation["pad_token_id"],
+                     forced_eos_token_id=generation.get("forced_eos_token_id"),
+                     forced_bos_token_id=generation.get("forced_bos_token_id"), use_cache=True)
+    if family == "bart":
+        pd_kwargs["decoder_start_token_id"] = generation["decoder_start_token_id"]
+        rows = [(inputs["input_ids"], inputs["attention_mask"])]
     else:
-        pd_tok = pnt.AutoTokenizer.from_pretrained(dst_dir)
-        result["tokenizer_hf"] = hf_tok(VERIFY_TEXT)["input_ids"]
-        result["tokenizer_paddle"] = pd_tok(VERIFY_TEXT)["input_ids"]
-        result["tokenizer_identical"] = result["tokenizer_hf"] == result["tokenizer_paddle"]
+        rows = [(ids[mask.astype(bool)][None, :], np.ones((1, int(mask.sum())), "int64"))
+                for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
+    hf_rows, pd_rows = [], []
+    for ids, mask in rows:
+        with torch.no_grad():
+            out = hf_model.generate(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                                    generation_config=hf_gen).numpy()
+        hf_rows += [_trim(r, eos) for r in out[:, 1 if family == "bart" else ids.shape[1]:]]
+        # As prediction calls it: summarization with its float mask, generate_text with the prompt alone.
+        pd_mask = {"attention_mask": paddle.to_tensor(mask.astype("float32"))} if family == "bart" else {}
+        with paddle.no_grad():
+            generated, _ = pd_model.generate(input_ids=paddle.to_tensor(ids), **pd_mask, **pd_kwargs)
+        pd_rows += [_trim(r, eos) for r in generated.numpy()]
+    return {"generate_hf": hf_rows, "generate_paddle": pd_rows, "generate_identical": hf_rows == pd_rows}
+
+
+def verify_export(hf_dir: str, pd_model, pd_tokenizer, arch: str, hf_cfg: dict, tolerance: float = 1e-4,
+                  generation: Optional[dict] = None) -> dict:
+    """An exported HF directory against the Paddle model it came from: transformers must load every tensor
+    (nothing missing, unexpected or re-initialised), logits within tolerance, the same greedy decoding
+    (step by step, and through each library's generate() with the exported settings), and the same token
+    ids for sample texts (one built from the vocabulary itself)."""
+    transformers = _import_hf()
+    hf_model, info = _load_hf_model(hf_dir, arch, loading_info=True)
+    problems = [f"{kind} {', '.join(sorted(map(str, keys)))}" for kind, keys in info.items() if keys]
+    result = compare_models(hf_model, pd_model, arch, hf_cfg, tolerance)
+    result["hf_loading_problems"] = problems
+    passed = result.pop("passed") and not problems
+    if arch in GENERATIVE and generation is not None:
+        result.update(compare_generate(hf_model, pd_model, arch, hf_cfg, generation, hf_dir))
+        passed = passed and result["generate_identical"]
+    if pd_tokenizer is None:
+        result["tokenizer_check"] = "skipped: the model has no tokenizer (model outputs compared on random ids)"
+    else:
+        hf_tok = transformers.AutoTokenizer.from_pretrained(hf_dir, local_files_only=True)
+        result["hf_tokenizer_class"] = type(hf_tok).__name__
+        result.update(compare_tokenizers(hf_tok, pd_tokenizer, sample_texts(pd_tokenizer)))
         passed = passed and result["tokenizer_identical"]
         if source_tokenizer_dir is not None:
             try:
