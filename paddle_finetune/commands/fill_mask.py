@@ -6,6 +6,7 @@
 MODEL_DIR is a model directory (a checkpoint, output_dir/initial_model, any paddlenlp
 masked-LM directory) or an output_dir (its best checkpoint, else its newest).
 Prints, for each mask, the top-k tokens with their probabilities.
+--inference_model DIR fills masks with a model tools/export_inference.py exported (Paddle Inference, CPU).
 """
 import argparse
 import sys
@@ -26,16 +27,25 @@ def main(argv=None):
 
 def _main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model_dir")
+    parser.add_argument("model_dir", nargs="?", help="model directory or output_dir (or give --inference_model)")
     parser.add_argument("text", help="text with one or more [MASK] (the tokenizer's mask token)")
     parser.add_argument("--top_k", type=int, default=5)
     parser.add_argument("--device", choices=["auto", "gpu", "cpu"], default="auto")
+    parser.add_argument("--inference_model", metavar="DIR", default=None,
+                        help="instead of MODEL_DIR: a directory tools/export_inference.py wrote (Paddle Inference, CPU)")
     args = parser.parse_args(argv)
+    if (args.model_dir is None) == (args.inference_model is None):
+        parser.error("give MODEL_DIR or --inference_model DIR, one of them")
     quiet_libraries()
-    from paddlenlp.transformers import AutoModelForMaskedLM
-
     try:
-        _, model, tokenizer, _ = load_trained(args.model_dir, AutoModelForMaskedLM, args.device)
+        if args.inference_model:
+            from paddle_finetune.inference.predictor import load_for_prediction
+
+            _, model, tokenizer, _ = load_for_prediction(args.inference_model, "masked_lm", args.device)
+        else:
+            from paddlenlp.transformers import AutoModelForMaskedLM
+
+            _, model, tokenizer, _ = load_trained(args.model_dir, AutoModelForMaskedLM, args.device)
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@
     python tools/generate_text.py output/clm "北京" --strategy top_p --top_p 0.9 --num_return 3
 
 MODEL_DIR is a model directory (e.g. a checkpoint) or an output_dir (its best checkpoint, else its newest).
+--inference_model DIR generates with a model tools/export_inference.py exported (Paddle Inference, CPU).
 """
 import argparse
 import sys
@@ -27,7 +28,7 @@ def main(argv=None):
 
 def _main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model_dir")
+    parser.add_argument("model_dir", nargs="?", help="model directory or output_dir (or give --inference_model)")
     parser.add_argument("prompt")
     parser.add_argument("--strategy", choices=STRATEGIES, default="greedy")
     parser.add_argument("--max_new_tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
@@ -37,12 +38,21 @@ def _main(argv=None):
     parser.add_argument("--num_return", type=int, default=1, help="samples to draw (greedy always gives one)")
     parser.add_argument("--seed", type=int, default=None, help="makes sampling reproducible")
     parser.add_argument("--device", choices=["auto", "gpu", "cpu"], default="auto")
+    parser.add_argument("--inference_model", metavar="DIR", default=None,
+                        help="instead of MODEL_DIR: a directory tools/export_inference.py wrote (Paddle Inference, CPU)")
     args = parser.parse_args(argv)
+    if (args.model_dir is None) == (args.inference_model is None):
+        parser.error("give MODEL_DIR or --inference_model DIR, one of them")
     quiet_libraries()
-    from paddlenlp.transformers import AutoModelForCausalLM
-
     try:
-        _, model, tokenizer, _ = load_trained(args.model_dir, AutoModelForCausalLM, args.device)
+        if args.inference_model:
+            from paddle_finetune.inference.predictor import load_for_prediction
+
+            _, model, tokenizer, _ = load_for_prediction(args.inference_model, "causal_lm", args.device)
+        else:
+            from paddlenlp.transformers import AutoModelForCausalLM
+
+            _, model, tokenizer, _ = load_trained(args.model_dir, AutoModelForCausalLM, args.device)
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

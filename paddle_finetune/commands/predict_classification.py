@@ -7,7 +7,8 @@
 
 MODEL: an output_dir (its final model at the root, else its best checkpoint, else its newest), a
 checkpoint-<step> directory or a model directory; which one is used is printed on stderr. Weights are
-read without unpickling; the label names are the model's own (label_map.json).
+read without unpickling; the label names are the model's own (label_map.json). --inference_model DIR predicts
+with a model tools/export_inference.py exported instead (Paddle Inference on the CPU; the same labels).
 
 INPUT is a file, read with the rules train_classification.py reads its data with (a bad row -- malformed,
 missing column, empty text, null/NaN, not UTF-8, a wrong number of fields such as an extra tab -- stops
@@ -186,7 +187,8 @@ def main(argv=None):
 def _main(argv=None):
     parser = argparse.ArgumentParser(prog="predict_classification.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", metavar="MODEL", help="output_dir, checkpoint-<step> directory or model directory")
+    parser.add_argument("checkpoint", metavar="MODEL", nargs="?",
+                        help="output_dir, checkpoint-<step> directory or model directory (or give --inference_model)")
     parser.add_argument("input", metavar="INPUT", help=".txt, .json, .jsonl, .csv or .tsv file, or a text to classify")
     parser.add_argument("--text_column", default=None,
                         help="name, or 0-based index for a headerless .csv/.tsv (default: text)")
@@ -203,20 +205,30 @@ def _main(argv=None):
     parser.add_argument("--max_seq_length", type=int, default=None, help="default: the value used in training")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--device", type=str.lower, choices=["auto", "gpu", "cpu"], default="auto")
+    parser.add_argument("--inference_model", metavar="DIR", default=None,
+                        help="instead of MODEL: a directory tools/export_inference.py wrote (Paddle Inference, CPU)")
     args = parser.parse_args(argv)
+    if (args.checkpoint is None) == (args.inference_model is None):
+        parser.error("give MODEL or --inference_model DIR, one of them")
     quiet_libraries()
 
     try:
         for name in ("max_seq_length", "batch_size"):
             if getattr(args, name) is not None and getattr(args, name) < 1:
                 raise ConfigError(f"--{name} must be >= 1, got {getattr(args, name)}")
-        check_output(args.output, TOOL, args.input, args.checkpoint, args.overwrite)
+        check_output(args.output, TOOL, args.input, args.checkpoint or args.inference_model, args.overwrite)
         rows, label_column = read_inputs(args.input, args.text_column, args.text_pair_column, args.label_column,
                                        args.skip_bad_rows)
-        from paddlenlp.transformers import AutoModelForSequenceClassification
+        if args.inference_model:
+            from paddle_finetune.inference.predictor import load_for_prediction
 
-        model_dir, model, tokenizer, cfg = load_trained(
-            args.checkpoint, AutoModelForSequenceClassification, args.device, defaults=PREDICTION_DEFAULTS)
+            model_dir, model, tokenizer, cfg = load_for_prediction(
+                args.inference_model, "classification", args.device, defaults=PREDICTION_DEFAULTS)
+        else:
+            from paddlenlp.transformers import AutoModelForSequenceClassification
+
+            model_dir, model, tokenizer, cfg = load_trained(
+                args.checkpoint, AutoModelForSequenceClassification, args.device, defaults=PREDICTION_DEFAULTS)
         label_names = label_names_of(model, model_dir)
         check_pairs(rows, model_dir, cfg)
         if label_column is not None:
@@ -224,7 +236,7 @@ def _main(argv=None):
         max_seq_length = args.max_seq_length or cfg["max_seq_length"]
         limit = usable_positions(model)
         if limit is not None:
-            check_max_lengths({"max_seq_length": max_seq_length}, limit, args.checkpoint)
+            check_max_lengths({"max_seq_length": max_seq_length}, limit, args.checkpoint or args.inference_model)
         has_labels = label_column is not None
     except (ConfigError, DataError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -6,7 +6,8 @@
 
 MODEL: an output_dir (its final model at the root, else its best checkpoint, else its newest), a
 checkpoint-<step> directory or a model directory; which one is used is printed on stderr. Weights are
-read without unpickling.
+read without unpickling. --inference_model DIR predicts with a model tools/export_inference.py exported
+instead (Paddle Inference on the CPU; the same predictions, row for row).
 
 INPUT is read with the rules train.py reads its data with; a bad row (malformed, missing column, empty
 text, null/NaN, not UTF-8, a wrong number of fields) stops with file:line, or is skipped and counted with
@@ -136,7 +137,8 @@ def _main(argv=None):
     pairs = ", ".join(f"{t}/{s}" for t, s in KNOWN_COLUMN_PAIRS)
     parser = argparse.ArgumentParser(prog="predict_summarization.py", description=__doc__.replace("KNOWN_PAIRS", pairs),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", metavar="MODEL", help="output_dir, checkpoint-<step> directory or model directory")
+    parser.add_argument("checkpoint", metavar="MODEL", nargs="?",
+                        help="output_dir, checkpoint-<step> directory or model directory (or give --inference_model)")
     parser.add_argument("input", metavar="INPUT", help=".txt, .json, .jsonl, .csv or .tsv file")
     parser.add_argument("--text_column", default=None,
                         help="name, or 0-based index for a headerless .csv/.tsv; default: detected (see above)")
@@ -157,19 +159,29 @@ def _main(argv=None):
                         help="ROUGE convention (see train.py --help): \"chars\" (PaddleNLP/CPT, the published LCSTS "
                              "numbers), \"words\" (jieba words, LLaMA-Factory) or \"cjk_tokens\"; default: the one "
                              "the model was trained with, else \"chars\"")
+    parser.add_argument("--inference_model", metavar="DIR", default=None,
+                        help="instead of MODEL: a directory tools/export_inference.py wrote (Paddle Inference, CPU)")
     args = parser.parse_args(argv)
+    if (args.checkpoint is None) == (args.inference_model is None):
+        parser.error("give MODEL or --inference_model DIR, one of them")
     quiet_libraries()
 
     try:
         for name in ("num_beams", "max_target_length", "batch_size"):
             if getattr(args, name) is not None and getattr(args, name) < 1:
                 raise ConfigError(f"--{name} must be >= 1, got {getattr(args, name)}")
-        check_output(args.output, TOOL, args.input, args.checkpoint, args.overwrite)
+        check_output(args.output, TOOL, args.input, args.checkpoint or args.inference_model, args.overwrite)
         examples, columns = read_inputs(args.input, args.text_column, args.reference_column, args.skip_bad_rows)
-        from paddlenlp.transformers import BartForConditionalGeneration
+        if args.inference_model:
+            from paddle_finetune.inference.predictor import load_for_prediction
 
-        model_dir, model, tokenizer, cfg = load_trained(
-            args.checkpoint, BartForConditionalGeneration, args.device, defaults=PREDICTION_DEFAULTS)
+            model_dir, model, tokenizer, cfg = load_for_prediction(
+                args.inference_model, "summarization", args.device, defaults=PREDICTION_DEFAULTS)
+        else:
+            from paddlenlp.transformers import BartForConditionalGeneration
+
+            model_dir, model, tokenizer, cfg = load_trained(
+                args.checkpoint, BartForConditionalGeneration, args.device, defaults=PREDICTION_DEFAULTS)
         cfg.update(eval_batch_size=args.batch_size)
         if args.num_beams is not None:
             cfg["num_beams"] = args.num_beams
@@ -182,7 +194,7 @@ def _main(argv=None):
                               f"pass --rouge_style ({', '.join(ROUGE_STYLES)})")
         limit = usable_positions(model)
         if limit is not None:
-            check_max_lengths({"max_target_length": cfg["max_target_length"]}, limit, args.checkpoint)
+            check_max_lengths({"max_target_length": cfg["max_target_length"]}, limit, args.checkpoint or args.inference_model)
     except (ConfigError, DataError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

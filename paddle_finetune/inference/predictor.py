@@ -199,3 +199,33 @@ def load_exported(directory, onednn=None, threads=None):
                                if os.path.isfile(os.path.join(directory, "generation_config.json"))
                                else GenerationConfig.from_model_config(config))
     return task, model
+
+
+def load_for_prediction(directory, task, device="auto", defaults=None):
+    """What models.loading.load_trained returns, for an exported directory: (directory, model, tokenizer, the
+    training config it was exported with over `defaults`). The predictors run on the CPU."""
+    import json
+    import sys
+
+    from paddlenlp.transformers import AutoTokenizer
+
+    from paddle_finetune.errors import ConfigError
+    from paddle_finetune.runtime.environment import setup_device
+
+    if device == "gpu":
+        raise ConfigError("--inference_model runs on Paddle Inference's CPU predictor; drop --device=gpu "
+                          "(or predict with the dygraph model on the GPU)")
+    info = read_inference_config(directory)
+    if info["task"] != task:
+        raise ConfigError(f"--inference_model {directory} holds a {info['task']} model ({info['paddle_class']}), "
+                          f"not a {task} one")
+    setup_device("cpu")  # the search loop around the predictors runs paddle's dygraph ops on the CPU
+    config = dict(defaults or {})
+    path = os.path.join(directory, "train_config.json")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            config.update(json.load(f))
+    _, model = load_exported(directory)
+    print(f"using the exported {info['paddle_class']} in {directory} (Paddle Inference, exported with paddle "
+          f"{info['paddle_version']})", file=sys.stderr)
+    return directory, model, AutoTokenizer.from_pretrained(directory), config

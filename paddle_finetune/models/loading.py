@@ -102,7 +102,8 @@ def usable_positions(model):
     limit = getattr(inner.config, "max_position_embeddings", None)
     if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
         return None
-    if "roberta" in type(inner).__name__.lower():
+    # By class name for a dygraph model, by model_type for an exported one (inference.predictor).
+    if "roberta" in type(inner).__name__.lower() or getattr(inner.config, "model_type", None) == "roberta":
         limit -= (getattr(inner.config, "pad_token_id", 0) or 0) + 1
     return limit
 
