@@ -459,8 +459,13 @@ def _hf_fields_from_paddle(family: str, pd) -> dict:
         out["forced_bos_token_id"] = getattr(pd, "forced_bos_token_id", None)
         out["forced_eos_token_id"] = getattr(pd, "forced_eos_token_id", None)
     else:
-        out.update(activation_function=GPT_TANH_GELUS[0], n_inner=pd.intermediate_size, n_ctx=pd.seq_length,
-                   bos_token_id=pd.bos_token_id, pad_token_id=pd.pad_token_id, embd_pdrop=pd.hidden_dropout_prob)
+        # Written as HF writes them where the forward defaults give the same values back: n_inner None is
+        # 4 * n_embd, n_ctx defaults to n_positions, and a pad equal to eos is HF GPT-2's "no pad token".
+        out.update(activation_function=GPT_TANH_GELUS[0], bos_token_id=pd.bos_token_id, embd_pdrop=pd.hidden_dropout_prob,
+                   n_inner=None if pd.intermediate_size == 4 * pd.hidden_size else pd.intermediate_size,
+                   pad_token_id=None if pd.pad_token_id == pd.eos_token_id else pd.pad_token_id)
+        if pd.seq_length != pd.max_position_embeddings:
+            out["n_ctx"] = pd.seq_length
     return out
 
 
@@ -493,6 +498,8 @@ def build_hf_config(arch: str, pd, id2label: Optional[dict] = None) -> dict:
         back.pop(key, None)
     for key, value in back.items():
         have = getattr(pd, key, None)
+        if have is None and key in GENERIC_KEYS:
+            continue  # an id the Paddle config leaves unset (e.g. a RoBERTa's bos, HF's name for its cls id)
         same = abs(value - have) <= 1e-12 * max(1.0, abs(value)) if isinstance(value, float) and isinstance(have, (int, float)) \
             else value == have
         if not same:

@@ -201,8 +201,8 @@ def write_hf_tokenizer(tokenizer, dst_dir: str, where: str) -> str:
              f"exportable: {', '.join(sorted(HF_TOKENIZER_CLASSES))}.")
     hf_class = HF_TOKENIZER_CLASSES[cls_name]
     tokenizer.save_resources(dst_dir)
-    specials = {key: _token_str(getattr(tokenizer, key, None)) for key in SPECIAL_TOKEN_KEYS}
-    specials = {k: str(v) for k, v in specials.items() if v is not None}
+    set_tokens = getattr(tokenizer, "special_tokens_map", None) or {}  # only those set (no "not set" log lines)
+    specials = {key: str(_token_str(set_tokens[key]) or set_tokens[key]) for key in SPECIAL_TOKEN_KEYS if key in set_tokens}
     config = {"tokenizer_class": hf_class, **specials}
     if hf_class == "BertTokenizer":
         config.update(_wordpiece_options(tokenizer))

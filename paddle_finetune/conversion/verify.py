@@ -281,7 +281,7 @@ def compare_generate(hf_model, pd_model, arch: str, hf_cfg: dict, generation: di
     hf_gen = transformers.GenerationConfig.from_pretrained(hf_dir)
     hf_gen.num_beams, hf_gen.do_sample = 1, False
     eos = generation["eos_token_id"]
-    pd_kwargs = dict(max_new_tokens=generation["max_new_tokens"], min_length=generation.get("min_new_tokens", 0),
+    pd_kwargs = dict(max_new_tokens=generation["max_new_tokens"], min_new_tokens=generation.get("min_new_tokens", 0),
                      decode_strategy="greedy_search", eos_token_id=eos, pad_token_id=generation["pad_token_id"],
                      forced_eos_token_id=generation.get("forced_eos_token_id"),
                      forced_bos_token_id=generation.get("forced_bos_token_id"), use_cache=True)
