@@ -8,7 +8,7 @@ import numpy as np
 
 WORDS = "the quick brown fox jumps over lazy dog hello world test this is paddle model ##s ##ing ##ed".split()
 # A character vocabulary like the trainers build from Chinese texts, plus English words.
-CJK = list("探险家带领队伍抵达了海边北京上海足球联赛新变化")
+CJK = list(dict.fromkeys("探险家带领队伍抵达了海边北京上海足球联赛新变化"))  # each character once
 BERT_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("abcdefghijklmnopqrstuvwxyz!.,?") + WORDS + CJK
 BPE_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>", "<|endoftext|>"]  # ids 0..5
 LABELS = ["体育", "科技", "财经"]
@@ -115,6 +115,7 @@ def make_paddle_dir(path, paddle_class, vocab_dir, seed=0, wordpiece=False, tie_
         record_generation_settings(model, cfg, special_ids(tokenizer, model))
         _write_json(os.path.join(path, "train_config.json"), RUN_SETTINGS)
     if paddle_class.endswith("ForSequenceClassification"):
+        _write_json(os.path.join(path, "train_config.json"), {"max_seq_length": 48, "text_pair_column": None})
         _write_json(os.path.join(path, "label_map.json"), {"id2label": {str(i): n for i, n in enumerate(LABELS)},
                                                            "label2id": {n: i for i, n in enumerate(LABELS)}})
     model.save_pretrained(str(path), safe_serialization=True)

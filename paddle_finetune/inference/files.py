@@ -24,9 +24,8 @@ def program_file(spec, name):
 
     program = spec["program"]
     if program.endswith(".json") and int(paddle.__version__.split(".")[0]) < 3 and paddle.__version__ != "0.0.0":
-        raise CheckpointError(f"graph {name!r} ({program}) was exported with paddle {spec.get('paddle_version', '3')} "
-                              f"in paddle 3's PIR format, which paddle {paddle.__version__} cannot read; export it "
-                              "again with this paddle")
+        raise CheckpointError(f"graph {name!r} ({program}) is in paddle 3's PIR format, which paddle "
+                              f"{paddle.__version__} cannot read; export it again with this paddle")
     return program
 
 

@@ -29,6 +29,12 @@ def _max_diff(a, b, mask=None):
     return float((diff[mask] if mask is not None else diff).max())
 
 
+def _positions(model):
+    from paddle_finetune.models.loading import usable_positions
+
+    return usable_positions(model) or 10**9
+
+
 def _run_config(directory, defaults):
     cfg = dict(defaults)
     path = os.path.join(directory, "train_config.json")
@@ -46,7 +52,8 @@ def _classification(model, exported, tokenizer, directory, result):
     rows = [{"text": t} for t in _texts(tokenizer)]
     if cfg.get("text_pair_column") is not None:
         rows = [dict(r, text_pair=r["text"][::-1] or "a") for r in rows]
-    batch = collate(tokenize_rows(rows, tokenizer, cfg["max_seq_length"]), pad_id=tokenizer.pad_token_id).arrays
+    length = min(cfg["max_seq_length"], _positions(model))  # as the prediction tool allows it
+    batch = collate(tokenize_rows(rows, tokenizer, length), pad_id=tokenizer.pad_token_id).arrays
     mask = batch["attention_mask"].astype(bool)
     logits = [forward_logits(m, to_tensors(batch)).numpy() for m in (model, exported)]
     result["max_abs_diff"]["logits"] = _max_diff(*logits)
@@ -61,7 +68,7 @@ def _masked_lm(model, exported, tokenizer, result):
 
     from paddle_finetune.tasks.masked_lm import encode_with_masks, mlm_logits
 
-    encoded = [encode_with_masks(t, tokenizer) for t in _texts(tokenizer)]
+    encoded = [encode_with_masks(t, tokenizer)[: _positions(model)] for t in _texts(tokenizer)]
     width = max(len(ids) for ids in encoded)
     ids = np.full((len(encoded), width), tokenizer.pad_token_id, dtype="int64")
     mask = np.zeros((len(encoded), width), dtype="float32")
@@ -81,7 +88,7 @@ def _causal_lm(model, exported, tokenizer, result):
 
     texts = _texts(tokenizer)
     ids = [encode(t, tokenizer) for t in texts]
-    block = max(1, min(len(i) for i in ids if i))
+    block = max(1, min([len(i) for i in ids if i] + [_positions(model) - 8]))
     batch = paddle.to_tensor(np.array([i[:block] for i in ids if len(i) >= block], dtype="int64"))
     with paddle.no_grad():
         logits = [clm_logits(m, batch).numpy() for m in (model, exported)]
@@ -99,6 +106,7 @@ def _summarization(model, exported, tokenizer, directory, settings, result):
 
     cfg = _run_config(directory, PREDICTION_DEFAULTS)
     cfg.update(settings or {})
+    cfg["max_source_length"] = min(cfg["max_source_length"], _positions(model))
     ids = special_ids(tokenizer, model)
     features = tokenize_examples([{"source": t, "target": ""} for t in _texts(tokenizer)], tokenizer, cfg, ids["eos"])
     # Greedy, and beam search with the run's beams (at least 2, so the beam path is checked).
