@@ -13,7 +13,8 @@ it may import:
     reporting       console and run.log, progress bars, result files, dashboards, curves
     runtime         process environment: device, threads, ranks, multi-node, random state
     speedups        every speed patch, behind fast_kernels
-    conversion      Hugging Face <-> Paddle checkpoint conversion
+    conversion      Hugging Face <-> Paddle checkpoint conversion (and export to Hugging Face format)
+    inference       export for Paddle Inference (static graphs), and predicting with the exported model
     tasks           what each trainer adds: tokenization, batches, loss, generation, scoring
     prediction      what the prediction tools share
     cli             entry points: argv -> config -> run -> exit code

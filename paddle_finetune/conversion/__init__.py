@@ -6,14 +6,16 @@ and the trainer-facing helpers (``is_hf_checkpoint_dir``,
 ``tools/convert_hf_to_paddle.py`` is the command-line front end; the engine calls
 ``ensure_paddle_checkpoint`` for a pretrained_model that is a local HF directory.
 
-Modules: `architectures` (the per-architecture weight-mapping tables and config translation),
-`hf_weights` (reading HF weight files safely, and mapping them), `tokenizers`, `convert` (the conversion,
-its marker and the trainer-facing helpers) and `verify` (HF and Paddle on the same inputs).
+Modules: `architectures` (the per-architecture weight-mapping tables and config translation, read both
+ways), `hf_weights` (reading HF weight files safely, and mapping them both ways), `tokenizers`, `to_paddle`
+(the conversion, its marker and the trainer-facing helpers), `to_hf` (the export of a Paddle model to HF
+format, tools/export_hf.py) and `verify` (HF and Paddle on the same inputs, both directions).
 
 Imports: at module level only the standard library and numpy (safetensors when
 reading weights); paddle, paddlenlp, torch and transformers are imported lazily
 inside the functions that need them, so ``is_hf_checkpoint_dir`` and
-``has_tokenizer`` stay cheap. Of the project `errors` and `checkpoints.ownership` (the DST rule).
+``has_tokenizer`` stay cheap. Of the project `errors` and `checkpoints.ownership` (the DST rule); `to_hf` also
+`checkpoints` and `models.weights` (the Paddle model it exports); this package's __init__ imports neither.
 
 A converted directory holds ``model.safetensors`` (paddlenlp's
 ``from_pretrained`` reads it first), a PaddleNLP ``config.json`` (plus
