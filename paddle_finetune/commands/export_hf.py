@@ -81,6 +81,16 @@ def print_report(report, written=True):
 
 
 def main(argv=None):
+    """The command line; returns its exit status. Log lines go to stderr while it runs: stdout is its report."""
+    from paddle_finetune.reporting.console import console_on_stderr
+    from paddle_finetune.runtime.environment import record_launch_env
+
+    record_launch_env()  # before paddle loads (zlib first on paddle 2.6)
+    with console_on_stderr():
+        return _main(argv)
+
+
+def _main(argv=None):
     parser = argparse.ArgumentParser(prog="export_hf.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src", metavar="SRC", help="output_dir, checkpoint-<step> directory or Paddle model directory")
@@ -97,7 +107,7 @@ def main(argv=None):
     try:
         from paddle_finetune.checkpoints.export_dir import check_export_dir
 
-        check_export_dir(args.dst, args.src)  # before loading anything
+        check_export_dir(args.dst, args.src, tool="export_hf")  # before loading anything
         report = export_hf(args.src, args.dst, generation=run_generation_settings, verify=args.verify,
                            tolerance=args.tolerance)
     except VerificationError as e:

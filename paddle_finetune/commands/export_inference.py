@@ -31,6 +31,16 @@ from paddle_finetune.errors import CheckpointError, ConfigError, DataError, Veri
 
 
 def main(argv=None):
+    """The command line; returns its exit status. Log lines go to stderr while it runs: stdout is its report."""
+    from paddle_finetune.reporting.console import console_on_stderr
+    from paddle_finetune.runtime.environment import record_launch_env
+
+    record_launch_env()  # before paddle loads (zlib first on paddle 2.6)
+    with console_on_stderr():
+        return _main(argv)
+
+
+def _main(argv=None):
     parser = argparse.ArgumentParser(prog="export_inference.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src", metavar="SRC", help="output_dir, checkpoint-<step> directory or Paddle model directory")
@@ -40,11 +50,8 @@ def main(argv=None):
     parser.add_argument("--tolerance", type=float, default=1e-4,
                         help="max abs logit difference to the dygraph model (default 1e-4)")
     args = parser.parse_args(argv)
-    from paddle_finetune.reporting.console import log_to_stderr, quiet_libraries
-    from paddle_finetune.runtime.environment import record_launch_env
+    from paddle_finetune.reporting.console import quiet_libraries
 
-    record_launch_env()
-    log_to_stderr()
     quiet_libraries()
     from paddle_finetune.inference.export import export_inference
 

@@ -155,7 +155,7 @@ def export_hf(src: str, dst: str, generation=None, verify: bool = False, toleran
         "dropped": details["dropped"], "generation_config": gen,
         "id2label": hf_cfg.get("id2label"), "tokenizer_class": None,
     }
-    with staged_export_dir(dst, src, model_dir) as stage:
+    with staged_export_dir(dst, src, model_dir, tool="export_hf") as stage:
         _write_json(os.path.join(stage, "config.json"), hf_cfg)
         # "pt": transformers refuses safetensors metadata of other formats (paddlenlp writes "np").
         save_file(hf_state, os.path.join(stage, SAFETENSORS_FILE), metadata={"format": "pt"})

@@ -173,6 +173,15 @@ def verify_conversion(
     else:
         result.update(compare_tokenizers(hf_tok, pnt.AutoTokenizer.from_pretrained(dst_dir), [VERIFY_TEXT]))
         passed = passed and result["tokenizer_identical"]
+        if source_tokenizer_dir is not None:
+            try:
+                source_tok = transformers.AutoTokenizer.from_pretrained(source_tokenizer_dir, local_files_only=True)
+            except Exception as e:  # noqa: BLE001 - SRC's own tokenizer may not load in transformers
+                result["tokenizer_source_check"] = f"skipped: SRC_DIR's own tokenizer did not load ({e})"
+            else:
+                result["tokenizer_source"] = source_tok(VERIFY_TEXT)["input_ids"]
+                result["tokenizer_matches_source"] = result["tokenizer_source"] == result["tokenizer_hf"]
+                passed = passed and result["tokenizer_matches_source"]
     result["passed"] = bool(passed)
     return result
 
@@ -327,14 +336,5 @@ def verify_export(hf_dir: str, pd_model, pd_tokenizer, arch: str, hf_cfg: dict, 
         result["hf_tokenizer_class"] = type(hf_tok).__name__
         result.update(compare_tokenizers(hf_tok, pd_tokenizer, sample_texts(pd_tokenizer)))
         passed = passed and result["tokenizer_identical"]
-        if source_tokenizer_dir is not None:
-            try:
-                source_tok = transformers.AutoTokenizer.from_pretrained(source_tokenizer_dir, local_files_only=True)
-            except Exception as e:  # noqa: BLE001 - SRC's own tokenizer may not load in transformers
-                result["tokenizer_source_check"] = f"skipped: SRC_DIR's own tokenizer did not load ({e})"
-            else:
-                result["tokenizer_source"] = source_tok(VERIFY_TEXT)["input_ids"]
-                result["tokenizer_matches_source"] = result["tokenizer_source"] == result["tokenizer_hf"]
-                passed = passed and result["tokenizer_matches_source"]
     result["passed"] = bool(passed)
     return result

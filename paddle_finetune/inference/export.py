@@ -91,7 +91,7 @@ def export_inference(src, dst, onednn=True, tolerance=1e-4, settings=None):
     from paddle_finetune.inference.verify import verify_exported
 
     started = time.time()
-    check_export_dir(dst, src)
+    check_export_dir(dst, src, tool="export_inference")
     model_dir, why, task, paddle_class, model, tokenizer = load_source(src)
     graphs = build_graphs(model, task)
     report = {"task": task, "paddle_class": paddle_class, "source": os.path.abspath(src),
@@ -100,7 +100,7 @@ def export_inference(src, dst, onednn=True, tolerance=1e-4, settings=None):
               "graphs": {}}
     if task in ("causal_lm", "summarization"):
         report["cache_shape"] = list(_heads(model, "bart" if task == "summarization" else "gpt"))
-    with staged_export_dir(dst, src, model_dir) as stage:
+    with staged_export_dir(dst, src, model_dir, tool="export_inference") as stage:
         for name, (layer, specs, inputs, outputs) in graphs.items():
             try:
                 files = _trace(stage, name, layer, specs)

@@ -189,7 +189,7 @@ def test_destinations_that_would_touch_something_are_refused(tmp_path, classifie
     link = tmp_path / "link"
     link.symlink_to(classifier)
     for dst, message in ((str(busy), "is not empty"), (classifier, "is the source"), (str(link), "is the source"),
-                         (os.path.join(classifier, "hf"), "inside the source"), (str(a_file), "is a file")):
+                         (os.path.join(classifier, "hf"), "inside the source"), (str(a_file), "exists and is not a directory")):
         with pytest.raises(ConfigError, match=message):
             export_hf(classifier, dst)
     assert _tree(classifier) == before
