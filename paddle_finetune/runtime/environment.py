@@ -1,10 +1,11 @@
 """The process environment a run starts from: what must happen before paddle is imported (the user's
-OMP_NUM_THREADS recorded, zlib loaded first), the device (gpu, cpu or auto), MKL's reproducible mode on CPU,
-and the math threads per process.
+OMP_NUM_THREADS recorded, zlib loaded first), the device (gpu, cpu or auto), the math threads per process, and
+evaluation's reproducible matrix products on CPU.
 
 Imports: the standard library; paddle inside the functions; of the project `errors`, `runtime.distributed`
 and `speedups`.
 """
+import contextlib
 import importlib
 import os
 import sys
@@ -51,28 +52,51 @@ def setup_device(device, fast_kernels=True):
         paddle.set_device(f"gpu:{os.environ.get('FLAGS_selected_gpus', '0').split(',')[0]}")
     else:
         paddle.set_device("cpu")
-        reproducible_cpu_math()
         if fast_kernels:  # before the first matrix multiply: MKL reads its CPU type then
             speedups.setup_cpu_process()
-        paddle.base.core.set_num_threads(cpu_threads())
+        set_math_threads(cpu_threads())
     return chosen
 
 
-# MKL's strict conditional numerical reproducibility: sgemm results that do not depend on the number of threads.
-MKL_CNR = "AUTO,STRICT"
+_math_threads = {}
 
 
-def reproducible_cpu_math():
-    """Matrix products whose bits do not depend on the thread count (MKL_CBWR, unless the user set it), so one
-    process with every core as threads evaluates exactly as ranks with a share each (evaluation.py).
+def set_math_threads(n):
+    """paddle's math threads (MKL and OpenMP) and the compiled kernels' (speedups.native), remembered for
+    evaluation_math to restore."""
+    import paddle
 
-    Without it, paddle's bundled MKL splits some products differently by thread count: measured on an AMD EPYC,
-    12 of 300 random [m, k] x [k, n] float32 shapes (all with k=1024, n up to 23k: a big model's LM head) differed
-    by ~1e-5 between 1 and 2 threads, enough to flip a near-tie in greedy generation; with it, none did, at no
-    measurable cost. MKL reads it at its first call, so this runs before any matrix multiply. It does not cover
-    MKL's generic path on AMD CPUs (fast_kernels=False): there, products with n >= ~3000 still differ.
+    _math_threads["n"] = n
+    paddle.base.core.set_num_threads(n)
+    speedups.native.set_threads(n)
+
+
+@contextlib.contextmanager
+def evaluation_math():
+    """While evaluating on CPU: matrix products on one MKL thread, so one process evaluates exactly as ranks with
+    a share of the cores each (evaluation.sharding's promise), without taxing training.
+
+    Paddle's bundled MKL splits some products differently by thread count: on this project's hosts 12 of 300
+    (AMD EPYC) and 16 of 40 (Intel Xeon, Emerald Rapids) random [m, 1024] x [1024, n] float32 shapes differed
+    by ~1e-5 between 1 and 2 threads, enough to flip a near-tie in greedy generation. MKL's strict conditional
+    reproducibility (MKL_CBWR=AUTO,STRICT) fixes that too, but it can only be set before MKL's first call and then
+    holds for the whole process: on the Xeon it made training's GEMMs 10-20% slower. A single MKL thread gives
+    the same bits in every process layout on a CPU, for evaluation alone. The compiled kernels keep every thread:
+    each output element of theirs is computed by one thread in a fixed order, whatever the thread count. With a
+    user's own MKL_CBWR, or one math thread anyway, nothing changes.
     """
-    os.environ.setdefault("MKL_CBWR", MKL_CNR)
+    import paddle
+
+    if (not paddle.get_device().startswith("cpu") or os.environ.get("MKL_CBWR")
+            or _math_threads.get("n", cpu_threads()) == 1):
+        yield
+        return
+    paddle.base.core.set_num_threads(1)
+    speedups.native.set_threads(_math_threads.get("n", cpu_threads()))
+    try:
+        yield
+    finally:
+        set_math_threads(_math_threads.get("n", cpu_threads()))
 
 
 def cpu_threads():

@@ -23,6 +23,7 @@ Modules: `versions` (which library versions each patch was written for), `proces
 Imports: numpy, `runtime.rng` (the dropout generator) and `reporting` (the log line); paddle and paddlenlp
 inside the functions.
 """
+from paddle_finetune.speedups import native  # noqa: F401
 from paddle_finetune.speedups.generation import fast_beam_search  # noqa: F401
 from paddle_finetune.speedups.layers import use_fast_cpu_kernels  # noqa: F401
 from paddle_finetune.speedups.process import setup_cpu_process  # noqa: F401

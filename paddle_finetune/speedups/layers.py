@@ -1,13 +1,18 @@
-"""Layer patches (`use_fast_cpu_kernels`, on CPU, in training): same math as paddle's layers, faster. Each
-patched layer's class is swapped for a subclass with its own `forward`, so a `copy.deepcopy` of a patched
-model is patched too and computes with its own weights.
+"""Layer patches (`use_fast_cpu_kernels`, on CPU): same math as paddle's layers, faster. Each patched layer's
+class is swapped for a subclass with its own `forward`, so a `copy.deepcopy` of a patched model is patched too
+and computes with its own weights.
+
+Transformer encoder and decoder layers run on the compiled kernels (`speedups.fused`, `speedups.native`) when
+they could be built; the per-layer patches below (linear, layer norm, dropout, attention mask) are what runs
+where they could not, and in the layers the kernels do not cover.
 
 Imports: numpy; paddle and paddlenlp inside the functions; of the project `runtime.rng` (the dropout
-generator) and `speedups.versions`.
+generator), `speedups.fused`, `speedups.native` and `speedups.versions`.
 """
 import numpy as np
 
 from paddle_finetune.runtime import rng
+from paddle_finetune.speedups import fused, native
 from paddle_finetune.speedups.versions import _supported, version_supported
 
 
@@ -101,6 +106,9 @@ def _build_fast_classes():
             if not self.training or self.p == 0.0:  # the identity, without an op call per layer per decoding step
                 return x
             if self.p < 1.0 and x.dtype == paddle.float32:
+                ops = native.ops()
+                if ops is not None:  # the mask from a seed (kernels/common.h): nothing stored for the backward
+                    return ops.pf_dropout(x, float(self.p), fused.draw_seed(self.p, True))
                 keep = rng.dropout_rng.random(x.shape, dtype=np.float32) >= np.float32(self.p)
                 scale = np.multiply(keep, np.float32(1.0 / (1.0 - self.p)), dtype=np.float32)
                 return x * paddle.to_tensor(scale, place=x.place)
@@ -118,7 +126,29 @@ def _build_fast_classes():
                     attn_mask = paddle.expand(attn_mask, shape)
             return super().forward(query, key, value, attn_mask, cache)
 
-    return {"linear": FastLinear, "layer_norm": FastLayerNorm, "dropout": FastDropout, "attention": FastMultiHeadAttention}
+    class FastEncoderLayer(paddle.nn.TransformerEncoderLayer):
+        """The whole layer on the compiled kernels (speedups.fused) when they are built and cover the call.
+        paddlenlp replaces the base forward with one that takes output_attentions: passed through."""
+
+        def forward(self, src, src_mask=None, cache=None, **kwargs):
+            fits = cache is None and not kwargs.get("output_attentions") and src.dtype == paddle.float32
+            ops = native.ops() if fits else None
+            out = fused.encoder_layer_forward(ops, self, src, src_mask) if ops is not None else None
+            return super().forward(src, src_mask, cache, **kwargs) if out is None else out
+
+    class FastDecoderLayer(paddle.nn.TransformerDecoderLayer):
+        """The whole layer on the compiled kernels in training and teacher-forced scoring; with a generation cache,
+        paddle's own (with the patched sub-layers)."""
+
+        def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, cache=None, **kwargs):
+            fits = (cache is None and not kwargs.get("output_attentions") and memory is not None
+                    and tgt.dtype == paddle.float32 and memory.dtype == paddle.float32)
+            ops = native.ops() if fits else None
+            out = fused.decoder_layer_forward(ops, self, tgt, memory, tgt_mask, memory_mask) if ops is not None else None
+            return super().forward(tgt, memory, tgt_mask, memory_mask, cache, **kwargs) if out is None else out
+
+    return {"linear": FastLinear, "layer_norm": FastLayerNorm, "dropout": FastDropout, "attention": FastMultiHeadAttention,
+            "encoder_layer": FastEncoderLayer, "decoder_layer": FastDecoderLayer}
 
 
 def _build_fast_bart_positions():
@@ -159,6 +189,8 @@ PATCHABLE = {
     "dropout": lambda layer: layer.axis is None and layer.mode == "upscale_in_train",
     "attention": lambda layer: True,
     "positions": lambda layer: hasattr(layer, "offset"),
+    "encoder_layer": lambda layer: fused.layer_supported(layer, "encoder"),
+    "decoder_layer": lambda layer: fused.layer_supported(layer, "decoder"),
 }
 
 
@@ -168,12 +200,14 @@ def use_fast_cpu_kernels(model):
     * biased nn.Linear and nn.LayerNorm: PyLayers with cheaper backwards, while gradients are on;
     * nn.Dropout (upscale_in_train): masks drawn by numpy in training, no op at all in eval;
     * nn.MultiHeadAttention: broadcast additive masks expanded first;
-    * BART's learned positions: a per-example lookup while training (paddlenlp 2.8).
+    * BART's learned positions: a per-example lookup while training (paddlenlp 2.8);
+    * nn.TransformerEncoderLayer / nn.TransformerDecoderLayer (post-LN, GELU): the whole layer on the compiled
+      kernels (speedups.fused), built here on first use; without them, paddle's forward over the patches above.
     Inference keeps paddle's own linear and layer norm. Returns {kind: layers switched}.
     """
     import paddle
 
-    counts = {"linear": 0, "layer_norm": 0, "dropout": 0, "attention": 0, "positions": 0}
+    counts = {"linear": 0, "layer_norm": 0, "dropout": 0, "attention": 0, "positions": 0, "encoder_layer": 0, "decoder_layer": 0}
     if not paddle.get_device().startswith("cpu") or not _supported("paddle"):
         return counts
     fast_by_base = {fast.__bases__[0]: (name, fast) for name, fast in fast_classes().items()}
@@ -184,4 +218,6 @@ def use_fast_cpu_kernels(model):
         if fast is not None and PATCHABLE[name](layer):
             layer.__class__ = fast
             counts[name] += 1
+    if counts["encoder_layer"] or counts["decoder_layer"]:
+        native.ops()  # built (or found wanting) now, before the first step, with its one log line
     return counts

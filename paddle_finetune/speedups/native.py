@@ -29,7 +29,7 @@ from paddle_finetune.speedups.versions import _supported
 NAME = "pf_kernels"
 SOURCES = ("common.h", "elementwise.cc", "attention.cc")
 KERNEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
-CXX_FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-std=c++17"]
+CXX_FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-std=c++17"]
 LD_FLAGS = ["-fopenmp"]
 BUILD_TIMEOUT_S = 900
 

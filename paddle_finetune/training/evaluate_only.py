@@ -15,6 +15,7 @@ from paddle_finetune.reporting.console import log, warn_once
 from paddle_finetune.reporting.curves import METRICS_LOG
 from paddle_finetune.reporting.files import append_jsonl, summary_lines, write_results
 from paddle_finetune.runtime.distributed import get_world_size, is_main_process
+from paddle_finetune.runtime.environment import evaluation_math
 from paddle_finetune.runtime.multinode import agree_on_data
 from paddle_finetune.training.amp import resolve_amp
 from paddle_finetune.training.session import copy_staged_files
@@ -24,8 +25,9 @@ def evaluate(task, model, split, step, use_amp=False, amp_dtype="float16"):
     """The Evaluation of one split on every rank (None when the task has no such split); see evaluation.sharding."""
     if split not in task.eval_units or task.predict_fn is None:
         return None
-    return evaluate_split(model, split, task.eval_units[split], task.predict_fn, task.score_fn, step,
-                          use_amp=use_amp, amp_dtype=amp_dtype)
+    with evaluation_math():  # the same bits on one process and on N ranks (runtime.environment)
+        return evaluate_split(model, split, task.eval_units[split], task.predict_fn, task.score_fn, step,
+                              use_amp=use_amp, amp_dtype=amp_dtype)
 
 
 def eval_fingerprints(task):

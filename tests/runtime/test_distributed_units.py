@@ -99,23 +99,24 @@ def test_state_digest_tells_checkpoints_apart_but_not_their_tokenizer_files(tmp_
 
 THREADS_PROBE = """
 import numpy as np
-from paddle_finetune.runtime.environment import setup_device
+from paddle_finetune.runtime.environment import evaluation_math, set_math_threads, setup_device
 setup_device("cpu")
 import paddle
 rng = np.random.default_rng(0)
 same = []
-for m, k, n in [(183, 1024, 21133), (74, 1024, 20806), (96, 1024, 5747), (35, 1024, 21210)]:  # differed without MKL_CBWR
+for m, k, n in [(183, 1024, 21133), (74, 1024, 20806), (96, 1024, 5747), (35, 1024, 21210)]:  # differed across thread counts
     a, b = (paddle.to_tensor(rng.standard_normal(s).astype("float32")) for s in ((m, k), (k, n)))
     out = []
-    for threads in (1, 2):
-        paddle.base.core.set_num_threads(threads)
-        out.append(paddle.matmul(a, b).numpy())
+    for threads in (1, 2):  # a rank with one core, and one process with two
+        set_math_threads(threads)
+        with evaluation_math():
+            out.append(paddle.matmul(a, b).numpy())
     same.append(bool(np.array_equal(*out)))
 print(same)
 """
 
 
-def test_cpu_matrix_products_do_not_depend_on_the_thread_count():
+def test_evaluation_matrix_products_do_not_depend_on_the_thread_count():
     import subprocess
     import sys
 
@@ -124,6 +125,7 @@ def test_cpu_matrix_products_do_not_depend_on_the_thread_count():
 
     env = run_env()
     env.pop("MKL_CBWR", None)
+    env["OMP_NUM_THREADS"] = "2"
     result = subprocess.run([sys.executable, "-c", THREADS_PROBE.format(root=ROOT)], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[True, True, True, True]"

@@ -141,19 +141,15 @@ void forward_head(const Problem& pr, Scratch& w, int64_t b, int64_t h, float* ou
     scores(pr, w, b, h, i0, m, klen, klp, dhp);
     for (int64_t i = 0; i < m; ++i) {
       float* srow = w.s.data() + i * klp;
-      float mx = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < klen; ++j) mx = std::max(mx, srow[j]);
+      const float mx = pf::max_of(srow, klen);
       float* lse_at = lse + (b * pr.H + h) * pr.Lq + i0 + i;
       if (mx == -std::numeric_limits<float>::infinity()) {  // every key at -inf: zeros (paddle: NaN)
         std::fill(srow, srow + klp, 0.f);
         *lse_at = mx;
         continue;
       }
-      float sum = 0.f;
-      for (int64_t j = 0; j < klp; ++j) {
-        srow[j] = pf::fast_exp(srow[j] - mx);
-        sum += srow[j];
-      }
+      for (int64_t j = 0; j < klp; ++j) srow[j] = pf::fast_exp(srow[j] - mx);
+      const float sum = pf::sum_of(srow, klp);
       *lse_at = mx + std::log(sum);
       const float inv = 1.f / sum;
       for (int64_t j = 0; j < klp; ++j) srow[j] *= inv;
@@ -184,13 +180,9 @@ void backward_head(const Problem& pr, Scratch& w, int64_t b, int64_t h, const fl
       const float* g = dout + (b * pr.Lq + i0 + i) * out_row + h * pr.dh;
       const float* o = out + (b * pr.Lq + i0 + i) * out_row + h * pr.dh;
       float* dst = w.dop.data() + i * dhp;
-      float acc = 0.f;
-      for (int64_t d = 0; d < pr.dh; ++d) {
-        dst[d] = g[d];
-        acc += g[d] * o[d];
-      }
+      for (int64_t d = 0; d < pr.dh; ++d) dst[d] = g[d];
       for (int64_t d = pr.dh; d < dhp; ++d) dst[d] = 0.f;
-      dsum[i] = acc;
+      dsum[i] = pf::dot_of(g, o, pr.dh);
     }
     scores(pr, w, b, h, i0, m, klen, klp, dhp);
     pf::small_gemm(m, klp, pr.dh, w.dop.data(), dhp, w.vt.data(), klp, w.dp.data(), klp, false);  // dO . V^T

@@ -188,6 +188,44 @@ inline void small_gemm(int M, int N, int K, const float* A, int64_t lda, const f
 
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
+// Reductions in 16 lanes (GCC does not reorder float sums by itself): deterministic for a given build.
+inline v16 load16(const float* p) { return *reinterpret_cast<const v16*>(p); }
+inline float lanes_sum(v16 v) {
+  float s = 0.f;
+  for (int i = 0; i < 16; ++i) s += v[i];
+  return s;
+}
+inline float sum_of(const float* x, int64_t n) {
+  v16 acc{};
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) acc += load16(x + j);
+  float s = lanes_sum(acc);
+  for (; j < n; ++j) s += x[j];
+  return s;
+}
+inline float dot_of(const float* x, const float* y, int64_t n) {
+  v16 acc{};
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) acc += load16(x + j) * load16(y + j);
+  float s = lanes_sum(acc);
+  for (; j < n; ++j) s += x[j] * y[j];
+  return s;
+}
+inline float max_of(const float* x, int64_t n) {
+  float m = -std::numeric_limits<float>::infinity();
+  int64_t j = 0;
+  if (n >= 16) {
+    v16 acc = load16(x);
+    for (j = 16; j + 16 <= n; j += 16) {
+      v16 v = load16(x + j);
+      acc = acc > v ? acc : v;
+    }
+    for (int i = 0; i < 16; ++i) m = std::max(m, acc[i]);
+  }
+  for (; j < n; ++j) m = std::max(m, x[j]);
+  return m;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Column sums (bias gradients) that do not depend on the thread count: rows are cut into fixed
 // chunks, each chunk is summed by one thread, and the chunks are added in order.

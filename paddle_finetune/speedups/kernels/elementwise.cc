@@ -150,18 +150,12 @@ std::vector<paddle::Tensor> AddNormForward(const paddle::Tensor& x, const paddle
       } else {
         for (int64_t j = 0; j < cols; ++j) hr[j] = rr[j] + (xr[j] + bp[j]);
       }
-      float sum = 0.f;
-      for (int64_t j = 0; j < cols; ++j) sum += hr[j];
-      const float mean = sum * inv_cols;
-      float sq = 0.f;
-      for (int64_t j = 0; j < cols; ++j) {
-        const float c = hr[j] - mean;
-        sq += c * c;
-      }
-      const float inv = 1.f / std::sqrt(sq * inv_cols + epsilon);
+      const float mean = pf::sum_of(hr, cols) * inv_cols;
+      for (int64_t j = 0; j < cols; ++j) yr[j] = hr[j] - mean;  // centered, in the output row for now
+      const float inv = 1.f / std::sqrt(pf::dot_of(yr, yr, cols) * inv_cols + epsilon);
       sp[r] = inv;
       for (int64_t j = 0; j < cols; ++j) {
-        const float h = (hr[j] - mean) * inv;
+        const float h = yr[j] * inv;
         hr[j] = h;
         yr[j] = h * gp[j] + betap[j];
       }
@@ -200,14 +194,8 @@ std::vector<paddle::Tensor> AddNormBackward(const paddle::Tensor& xhat, const pa
         const float* dyr = dyp + r * cols;
         float* dxr = dxp + r * cols;
         float* drr = drp + r * cols;
-        float a = 0.f, b = 0.f;
-        for (int64_t j = 0; j < cols; ++j) {
-          g[j] = dyr[j] * gp[j];
-          a += g[j];
-          b += g[j] * hr[j];
-        }
-        a *= inv_cols;
-        b *= inv_cols;
+        for (int64_t j = 0; j < cols; ++j) g[j] = dyr[j] * gp[j];
+        const float a = pf::sum_of(g.data(), cols) * inv_cols, b = pf::dot_of(g.data(), hr, cols) * inv_cols;
         const float inv = sp[r];
         for (int64_t j = 0; j < cols; ++j) drr[j] = inv * (g[j] - a - hr[j] * b);
         if (d.active) {
