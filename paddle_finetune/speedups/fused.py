@@ -155,3 +155,33 @@ def decoder_layer_forward(ops, layer, tgt, memory, tgt_mask, memory_mask):
                    training)
     x2 = _feed_forward(ops, layer, x2, layer.norm3, layer.dropout3, training)
     return x2.reshape([batch, q_len, d])
+
+
+def decoder_layer_decode(ops, layer, tgt, memory, tgt_mask, memory_mask, cache):
+    """One generation step of nn.TransformerDecoderLayer (one new position, paddle's caches) on the kernels:
+    (output, (Cache(new k, new v), static cache)) as paddle's layer returns it; None when the step does not fit."""
+    import paddle
+
+    incremental, static = cache
+    batch, q_len, d = tgt.shape
+    if q_len != 1 or incremental is None or static is None or not hasattr(incremental, "k") or not hasattr(static, "k"):
+        return None
+    self_attn, cross_attn = layer.self_attn, layer.cross_attn
+    heads = self_attn.num_heads
+    self_mask = mask_4d(tgt_mask, batch, heads, 1, incremental.k.shape[2] + 1)
+    cross_mask = mask_4d(memory_mask, batch, cross_attn.num_heads, 1, static.k.shape[2])
+    if self_mask is None or cross_mask is None or self_mask.shape[2] != 1 or cross_mask.shape[2] != 1:
+        return None
+    x2 = tgt.reshape([batch, d])
+    weight, bias = _qkv_weights(self_attn, ("q", "k", "v"))
+    attn, new_k, new_v = ops.pf_decode_self_attention(paddle.matmul(x2, weight).reshape([batch, 1, 3 * d]), bias, incremental.k,
+                                                      incremental.v, self_mask, heads)
+    x2 = _add_norm(ops, attn.reshape([batch, d]), self_attn.out_proj.weight, self_attn.out_proj.bias, x2, layer.norm1,
+                   layer.dropout1, False)
+    q = paddle.matmul(x2, cross_attn.q_proj.weight).reshape([batch, 1, d])
+    cross = ops.pf_decode_cross_attention(q, cross_attn.q_proj.bias, static.k, static.v, cross_mask, cross_attn.num_heads)
+    cross = cross[0] if isinstance(cross, (list, tuple)) else cross
+    x2 = _add_norm(ops, cross.reshape([batch, d]), cross_attn.out_proj.weight, cross_attn.out_proj.bias, x2, layer.norm2,
+                   layer.dropout2, False)
+    x2 = _feed_forward(ops, layer, x2, layer.norm3, layer.dropout3, False)
+    return x2.reshape([batch, 1, d]), (type(incremental)(new_k, new_v), static)

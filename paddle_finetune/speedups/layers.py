@@ -137,14 +137,18 @@ def _build_fast_classes():
             return super().forward(src, src_mask, cache, **kwargs) if out is None else out
 
     class FastDecoderLayer(paddle.nn.TransformerDecoderLayer):
-        """The whole layer on the compiled kernels in training and teacher-forced scoring; with a generation cache,
-        paddle's own (with the patched sub-layers)."""
+        """The whole layer on the compiled kernels: in training and teacher-forced scoring, and for each generation
+        step (one new position against paddle's caches, without gradients)."""
 
         def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, cache=None, **kwargs):
-            fits = (cache is None and not kwargs.get("output_attentions") and memory is not None
-                    and tgt.dtype == paddle.float32 and memory.dtype == paddle.float32)
+            fits = (not kwargs.get("output_attentions") and memory is not None and tgt.dtype == paddle.float32
+                    and memory.dtype == paddle.float32 and (cache is None or not paddle.is_grad_enabled()))
             ops = native.ops() if fits else None
-            out = fused.decoder_layer_forward(ops, self, tgt, memory, tgt_mask, memory_mask) if ops is not None else None
+            out = None
+            if ops is not None and cache is None:
+                out = fused.decoder_layer_forward(ops, self, tgt, memory, tgt_mask, memory_mask)
+            elif ops is not None:
+                out = fused.decoder_layer_decode(ops, self, tgt, memory, tgt_mask, memory_mask, cache)
             return super().forward(tgt, memory, tgt_mask, memory_mask, cache, **kwargs) if out is None else out
 
     return {"linear": FastLinear, "layer_norm": FastLayerNorm, "dropout": FastDropout, "attention": FastMultiHeadAttention,
