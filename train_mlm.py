@@ -42,7 +42,8 @@ CONFIG = dict(
     resume_ignore_mismatch=False,  # resume even when a changed setting breaks exactness (expert use)
     do_train=True,  # False: only evaluate pretrained_model on dev/test
     device="auto",  # "auto" (GPU when there is one), "gpu" or "cpu"; any case ("GPU")
-    fast_kernels=True,  # the speed patches of speedups.py (CPU kernels, MKL, malloc, beam search); False = paddle's own code
+    fast_kernels=True,  # the speed patches of paddle_finetune/speedups (compiled CPU kernels, MKL, malloc, beam search); False = paddle's own code
+    recompute=False,  # activation checkpointing: each transformer block's activations recomputed in the backward (less memory, ~1/3 more compute)
     # --- model ---
     pretrained_model="",  # paddlenlp name, local Paddle dir or local HF dir; "" builds from model_config
     model_config=dict(  # used when pretrained_model is "": a small BERT trained from scratch; a partial dict updates these

@@ -51,6 +51,7 @@ from paddle_finetune.runtime.rng import (get_rng_state, paddle_cpu_rng_checkpoin
 from paddle_finetune.training.amp import amp_step_skipped, amp_stop_reason, loss_scale, resolve_amp, skipped_in_a_row
 from paddle_finetune.training.evaluate_only import check_same_data_on_every_rank, eval_fingerprints, evaluate, run_evaluation
 from paddle_finetune.training.optimization import build_optimizer
+from paddle_finetune.training.recompute import use_recompute
 from paddle_finetune.training.session import copy_staged_files
 from paddle_finetune.training.state import Totals, TrainState, Window
 from paddle_finetune.training.task import _loss_layer
@@ -169,6 +170,8 @@ def setup(task):
     scaler = paddle.amp.GradScaler(enable=use_amp and amp_dtype == "float16", init_loss_scaling=cfg["scale_loss"])
     if cfg.get("fast_kernels", True):
         speedups.use_fast_cpu_kernels(model)
+    if cfg.get("recompute", False):  # after the speed patches, which swap the blocks' classes by exact type
+        log(f"recompute: {use_recompute(model)} transformer blocks recompute their activations in the backward")
     train_model = _loss_layer(model, task.loss_fn)
     if world_size > 1:
         train_model = paddle.DataParallel(train_model)
