@@ -1,8 +1,11 @@
-"""Side-by-side benchmark (issue #7): our Paddle trainer vs pad-to-max vs Hugging Face, in one run.
+"""Side-by-side benchmark (issues #7, #23): our Paddle trainer vs pad-to-max vs Hugging Face, in one run, in
+alternating rounds.
 
     python tools/benchmark.py                          # small + base sizes on CSL (or the built-in sample)
-    python tools/benchmark.py --sizes small --repeats 5 --output bench.json
+    python tools/benchmark.py --sizes small --setups ours,hf --repeats 5 --output bench.json
     python tools/benchmark.py --smoke                  # tiny and fast: what the test suite runs
+    python tools/benchmark.py --recompute              # activation checkpointing on both sides (peak RSS)
+    python tools/benchmark.py --ours_env MKL_CBWR=AUTO,STRICT   # an environment variable for our setups only
     python tools/benchmark.py --device gpu --amp bf16 --sizes base   # on a GPU machine: AMP and MFU
 
 Four setups train the same BART config on the same tokenized data (one char vocab, the same ids),
@@ -10,21 +13,26 @@ with the same global batch, max lengths, steps, seed and AdamW hyperparameters:
 
 * ours        the train.py engine as users run it: train_utils.run_training itself (setup_device, the speed
               patches, length-grouped batches, dynamic padding, seq2seq_loss, build_optimizer, the loop's
-              per-step syncs and logging), timed from the loop's own train_log.jsonl.
+              per-step syncs and logging).
 * pad_to_max  the same engine with pad_to_max_length=True, group_by_length=False.
 * hf          transformers BartForConditionalGeneration, plain torch loop, DataCollatorForSeq2Seq dynamic
               padding, the same batches as ours, torch AdamW + linear warmup/decay + clip_grad_norm_.
 * hf_random   the same HF loop in Seq2SeqTrainer's default batch order (random, group_by_length=False).
 
 Each setup runs in its own process (clean peak RSS; paddle sets OMP_NUM_THREADS=1 on import, which would
-otherwise starve torch). Throughput: training in real (non-pad) source+target tokens/s; generation (greedy and
-beam 4, KV cache) in generated tokens/s (up to and including eos). Every figure is the median of --repeats timed
-rounds after warm-up, with min and max. ROUGE: metrics.rouge_scores on 1000 pairs.
+otherwise starve torch), and all of a size's processes live together: the driver hands the turn to one at a
+time, in alternating order (A B, B A, ...), so each timed round of ours sits next to HF's on the same batches and
+whatever else runs on the machine falls on both (tools/benchmark_workers.py). Throughput: training in real
+(non-pad) source+target tokens/s, each step timed from the moment the loop asks for its batch to the next;
+generation (greedy and beam 4, KV cache) in generated tokens/s (up to and including eos). Every figure is the
+median of --repeats rounds after warm-up, with min and max; the ratios are medians of the per-round ratios.
+The phase breakdown (data, forward, backward, optimizer) times the rounds' batches once more through an
+instrumented step. The CPU is described as the kernel reports it (model, family/model numbers, vector units).
+ROUGE: metrics.rouge_scores on 1000 pairs.
 """
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -32,18 +40,8 @@ import tempfile
 import time
 
 from paddle_finetune.data.batching import epoch_batches
-from paddle_finetune.models.loading import count_parameters
 from paddle_finetune.paths import PROJECT_ROOT
-from paddle_finetune.runtime.environment import setup_device
-from paddle_finetune.tasks.summarization import (
-    collate,
-    generate_ids,
-    load_data,
-    seq2seq_loss,
-    tokenize_examples,
-)
-from paddle_finetune.training.loop import run_training
-from paddle_finetune.training.task import TrainingTask
+from paddle_finetune.tasks.summarization import load_data, tokenize_examples
 
 # Before anything imports paddle (which sets OMP_NUM_THREADS=1) or runs setup_device (which sets MKL_DEBUG_CPU_TYPE):
 # the workers get the user's own environment, not what the parent's imports and setup left behind.
@@ -64,6 +62,7 @@ SIZES = {  # BART shapes; "small" is configs/csl_title.py, "base" is bart-base's
 }
 COMMON_MODEL = dict(max_position_embeddings=512, dropout=0.1, attention_dropout=0.0, activation_dropout=0.0)
 SETUPS = ("ours", "pad_to_max", "hf", "hf_random")
+PHASES = ("data", "forward", "backward", "optimizer")
 # dense tensor-core peaks (TFLOP/s) for the MFU estimate; fp32 uses the non-tensor-core figure
 GPU_PEAK_TFLOPS = {"H100": {"fp32": 67.0, "fp16": 989.0, "bf16": 989.0}, "H200": {"fp32": 67.0, "fp16": 989.0, "bf16": 989.0},
                    "A100": {"fp32": 19.5, "fp16": 312.0, "bf16": 312.0}, "V100": {"fp32": 15.7, "fp16": 125.0, "bf16": 0.0},
@@ -77,9 +76,9 @@ def parse_args(argv=None):
     p.add_argument("--setups", default=",".join(SETUPS), help="comma list of %s" % ", ".join(SETUPS))
     p.add_argument("--data", default=None, help="a TSV prompt<TAB>abstract<TAB>title (default: ../shared/data/csl/ts_dev.tsv "
                    "when present, else the built-in sample)")
-    p.add_argument("--steps", type=int, default=5, help="timed training steps per repeat (small sizes)")
-    p.add_argument("--base_steps", type=int, default=2, help="timed training steps per repeat for the base size")
-    p.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps (and one untimed generation batch)")
+    p.add_argument("--steps", type=int, default=5, help="timed training steps per round (small sizes)")
+    p.add_argument("--base_steps", type=int, default=2, help="timed training steps per round for the base size")
+    p.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps per run (and one untimed generation batch)")
     p.add_argument("--repeats", type=int, default=3, help="timed rounds; median, min and max are reported")
     p.add_argument("--batch_size", type=int, default=32, help="global training batch")
     p.add_argument("--max_source_length", type=int, default=320)
@@ -93,12 +92,17 @@ def parse_args(argv=None):
                         "same number of tokens whatever a briefly trained model predicts)")
     p.add_argument("--learning_rate", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--recompute", action="store_true", help="activation checkpointing: recompute=True for ours, "
+                   "gradient_checkpointing_enable() for HF")
+    p.add_argument("--no_fast_kernels", action="store_true", help="ours with fast_kernels=False (paddle's own code)")
+    p.add_argument("--ours_env", action="append", default=[], metavar="KEY=VALUE",
+                   help="an environment variable for ours and pad_to_max only (repeatable), e.g. MALLOC_MMAP_THRESHOLD_=131072")
     p.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     p.add_argument("--amp", default="none", choices=("none", "fp16", "bf16"), help="GPU only: autocast + (fp16) loss scaling")
     p.add_argument("--peak_tflops", type=float, default=0.0, help="device peak for MFU; 0 = looked up from the GPU name")
     p.add_argument("--output", default=os.path.join("output", "benchmark", "results.json"), help="JSON results path")
     p.add_argument("--smoke", action="store_true", help="tiny model, 2 steps, 1 repeat, few rows: a fast end-to-end check")
-    p.add_argument("--timeout", type=int, default=3600, help="seconds per setup process")
+    p.add_argument("--timeout", type=int, default=3600, help="seconds any one command of a worker may take")
     p.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.smoke:
@@ -111,7 +115,14 @@ def parse_args(argv=None):
     for setup in args.setups.split(","):
         if setup not in SETUPS:
             p.error(f"unknown setup {setup!r}: choose from {', '.join(SETUPS)}")
+    for item in args.ours_env:
+        if "=" not in item:
+            p.error(f"--ours_env takes KEY=VALUE, got {item!r}")
     return args
+
+
+def namespace(args):
+    return argparse.Namespace(**args)
 
 
 # ----------------------------------------------------------------------------
@@ -168,247 +179,6 @@ def model_config(size, shared):
                 eos_token_id=ids["eos"], decoder_start_token_id=ids["decoder_start"], forced_eos_token_id=ids["eos"])
 
 
-def summarize(values):
-    values = [float(v) for v in values]
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
-
-
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def count_generated(rows, eos, pad):
-    """Generated tokens per row: up to and including the first eos, never padding."""
-    total = 0
-    for row in rows:
-        row = [int(t) for t in row]
-        n = row.index(eos) + 1 if eos in row else len([t for t in row if t != pad])
-        total += n
-    return total
-
-
-def timed_rounds(args, run_steps, steps):
-    """Warm up, then `repeats` rounds of `steps` steps: (tokens/s per round, seconds per step per round,
-    tokens/s of the first pass, real tokens of the first pass). Used by the HF setups; ours runs the real
-    loop instead (worker_paddle).
-
-    The rounds' batches are first run once, timed as the first pass, then the rounds replay them. A batch
-    shape seen for the first time pays first-touch memory costs (page faults while the heap grows, which
-    took up to 2x a step in paddle); a long run pays them once per new shape, so the rounds report the
-    steady state and the first pass reports the cold figure. Pad-to-max has a single shape, so it is warm
-    from the start either way.
-    """
-    cursor = run_steps(0, args.warmup)
-    start = time.perf_counter()
-    tokens, _ = run_steps(cursor, args.repeats * steps, count=True)
-    first_pass, first_tokens = tokens / (time.perf_counter() - start), tokens
-    tps, sps = [], []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        tokens, cursor = run_steps(cursor, steps, count=True)
-        elapsed = time.perf_counter() - start
-        tps.append(tokens / elapsed)
-        sps.append(elapsed / steps)
-    return tps, sps, first_pass, first_tokens
-
-
-def generation_rounds(args, generate_batch, features, n_rows, num_beams, eos, pad):
-    """generate_batch(features, num_beams) -> id rows; tokens/s per round over n_rows dev rows."""
-    rows = features[:n_rows]
-    longest = sorted(rows, key=lambda f: -len(f["input_ids"]))[: args.eval_batch_size]
-    generate_batch(longest, num_beams)  # warm-up on the largest batch a round will generate
-    tps = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        out = generate_batch(rows, num_beams)
-        elapsed = time.perf_counter() - start
-        tps.append(count_generated(out, eos, pad) / elapsed)
-    return tps
-
-
-# ----------------------------------------------------------------------------
-# workers (one process each)
-# ----------------------------------------------------------------------------
-def loop_rounds(args, records, steps):
-    """From the real loop's train_log.jsonl records (logging_steps=1): (tokens/s per round of `steps` steps
-    after the warm-up, seconds per step per round, total real tokens after the warm-up)."""
-    timed = [r for r in records if r["step"] > args.warmup]
-    seconds = [r["tokens"] / r["tokens_per_s"] for r in timed]
-    tps, sps = [], []
-    for start in range(0, len(timed) - steps + 1, steps):
-        round_tokens, round_seconds = sum(r["tokens"] for r in timed[start:start + steps]), sum(seconds[start:start + steps])
-        tps.append(round_tokens / round_seconds)
-        sps.append(round_seconds / steps)
-    return tps, sps, sum(r["tokens"] for r in timed), sum(r["tokens"] for r in timed) / sum(seconds)
-
-
-def worker_paddle(spec, shared, pad_to_max):
-    """ours / pad_to_max: train.py's engine as users run it, through train_utils.run_training.
-
-    The loop runs twice on the same model with the same seed, so it sees the same batches twice: the first
-    run's steps after the warm-up are the cold first pass, the second run's are the steady-state rounds (the
-    batches are the ones HF's setups time). Throughput comes from the loop's own train_log.jsonl (real
-    tokens and tokens/s per step): per-step syncs, logging and the loop's bookkeeping are in the figures;
-    the final checkpoint save happens after the last logged step and is not.
-    """
-    import functools
-
-    from paddlenlp.transformers import BartConfig, BartForConditionalGeneration
-
-    import train
-    from paddle_finetune.checkpoints.output_dir import open_output_dir
-    from paddle_finetune.reporting.console import log
-    from paddle_finetune.runtime.rng import set_seed
-
-    args = argparse.Namespace(**spec["args"])
-    device = setup_device(args.device)
-    ids = shared["ids"]
-    feats = shared["train_features"]
-    steps = spec["steps"]
-    cfg = dict(train.CONFIG, learning_rate=args.learning_rate, max_source_length=args.max_source_length,
-               max_target_length=args.max_target_length, num_beams=1, eval_batch_size=args.eval_batch_size,
-               train_batch_size=args.batch_size, seed=args.seed, max_steps=args.warmup + args.repeats * steps,
-               logging_steps=1, save_steps=10**9, save_total_limit=0, report_to="none", device=args.device,
-               use_amp=args.device == "gpu" and args.amp != "none", amp_dtype="bfloat16" if args.amp == "bf16" else "float16",
-               pad_to_max_length=pad_to_max, group_by_length=not pad_to_max)
-    set_seed(args.seed)
-    model = BartForConditionalGeneration(BartConfig(**model_config(spec["size"], shared)))
-    n_params = count_parameters(model)
-    pad_to = (args.max_source_length, args.max_target_length) if pad_to_max else None
-    runs = []
-    for name in ("first_pass", "steady"):
-        out = os.path.join(os.path.dirname(spec["out"]), f"{spec['size']}-{spec['setup']}-{name}")
-        run_cfg = dict(cfg, output_dir=out)
-        open_output_dir(run_cfg)
-        set_seed(args.seed)
-        task = TrainingTask(
-            config=run_cfg, model=model, tokenizer=None, train_features=feats,
-            train_lengths=[len(f["input_ids"]) + len(f["labels"]) for f in feats],
-            collate_fn=functools.partial(collate, pad_id=ids["pad"], decoder_start_id=ids["decoder_start"], pad_to=pad_to),
-            loss_fn=seq2seq_loss, group_by_length=run_cfg["group_by_length"],
-        )
-        log(f"benchmark: {name} run of run_training ({run_cfg['max_steps']} steps)")
-        run_training(task)
-        with open(os.path.join(out, "train_log.jsonl"), encoding="utf-8") as f:
-            runs.append([json.loads(line) for line in f])
-    _, _, first_tokens, first_pass = loop_rounds(args, runs[0], steps)
-    tps, sps, _, _ = loop_rounds(args, runs[1], steps)
-    result = {"train_tokens_per_s": summarize(tps), "train_s_per_step": summarize(sps), "params": n_params,
-              "train_tokens_per_s_first_pass": first_pass, "train_tokens_first_pass": first_tokens,
-              "first_losses": [r["loss"] for r in runs[0][:3]], "device": device, "engine": "train_utils.run_training"}
-    if not args.no_generation and not pad_to_max:
-        model.eval()
-
-        def generate_batch(features, num_beams):
-            min_len = args.max_target_length if args.fixed_length else 0
-            return generate_ids(model, features, dict(cfg, num_beams=num_beams, min_target_length=min_len), ids)
-
-        for name, beams, n in (("greedy", 1, args.eval_samples), ("beam4", 4, args.beam_samples)):
-            result[f"gen_{name}_tokens_per_s"] = summarize(
-                generation_rounds(args, generate_batch, shared["dev_features"], n, beams, ids["eos"], ids["pad"]))
-    return result
-
-
-def worker_hf(spec, shared):
-    import torch
-    from transformers import (
-        BartConfig,
-        BartForConditionalGeneration,
-        BertTokenizer,
-        DataCollatorForSeq2Seq,
-        get_linear_schedule_with_warmup,
-    )
-
-    args = argparse.Namespace(**spec["args"])
-    device = "cuda" if args.device == "gpu" else "cpu"
-    torch.manual_seed(args.seed)
-    mc = model_config(spec["size"], shared)
-    # paddlenlp's BART has an untied lm_head_weight of its own: untie HF's too, so both are the same model
-    config = BartConfig(**mc, scale_embedding=False, activation_function="gelu", tie_word_embeddings=False)
-    model = BartForConditionalGeneration(config).to(device)
-    n_params = sum(p.numel() for p in model.parameters())
-    tokenizer = BertTokenizer(vocab_file=shared["vocab_file"], do_lower_case=True)
-    collator = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, return_tensors="pt")
-    steps = spec["steps"]
-    total = args.warmup + 2 * args.repeats * steps
-    no_decay = [n for n, _ in model.named_parameters() if "bias" in n or "norm" in n.lower()]
-    groups = [{"params": [p for n, p in model.named_parameters() if n not in no_decay], "weight_decay": 0.01},
-              {"params": [p for n, p in model.named_parameters() if n in no_decay], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, eps=1e-8)
-    warmup = int(0.05 * total)  # train.CONFIG warmup_proportion
-    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
-    amp_dtype = torch.bfloat16 if args.amp == "bf16" else torch.float16
-    use_amp = device == "cuda" and args.amp != "none"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and args.amp == "fp16")
-    feats = shared["train_features"]
-    # hf: given our length-grouped batches (as Trainer's group_by_length=True would);
-    # hf_random: Seq2SeqTrainer's default random order, dynamic padding per batch.
-    batches = shared["shuffled_batches" if spec["setup"] == "hf_random" else "grouped_batches"]
-    model.train()
-    losses = []
-
-    def run_steps(cursor, n, count=False):
-        tokens = 0
-        for _ in range(n):
-            features = [{"input_ids": feats[i]["input_ids"], "labels": feats[i]["labels"]} for i in batches[cursor % len(batches)]]
-            cursor += 1
-            batch = {k: v.to(device) for k, v in collator(features).items()}
-            tokens += int(batch["attention_mask"].sum()) + int((batch["labels"] != -100).sum())
-            with torch.autocast(device_type=device, dtype=amp_dtype, enabled=use_amp):
-                loss = model(**batch).loss
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            losses.append(float(loss))
-        return (tokens, cursor) if count else cursor
-
-    tps, sps, first_pass, first_tokens = timed_rounds(args, run_steps, steps)
-    result = {"train_tokens_per_s": summarize(tps), "train_s_per_step": summarize(sps), "params": n_params,
-              "train_tokens_per_s_first_pass": first_pass, "train_tokens_first_pass": first_tokens,
-              "first_losses": losses[:3], "device": device, "torch_threads": torch.get_num_threads()}
-    if not args.no_generation:
-        model.eval()
-        ids = shared["ids"]
-
-        def generate_batch(features, num_beams):
-            order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
-            out = [None] * len(features)
-            with torch.no_grad():
-                for start in range(0, len(order), args.eval_batch_size):
-                    chunk = order[start:start + args.eval_batch_size]
-                    batch = tokenizer.pad([{"input_ids": features[i]["input_ids"]} for i in chunk], return_tensors="pt").to(device)
-                    gen = model.generate(**batch, max_new_tokens=args.max_target_length, num_beams=num_beams, do_sample=False,
-                                         decoder_start_token_id=ids["decoder_start"], eos_token_id=ids["eos"], pad_token_id=ids["pad"],
-                                         min_new_tokens=args.max_target_length if args.fixed_length else 0, use_cache=True)
-                    for i, row in zip(chunk, gen[:, 1:].cpu().numpy()):  # drop the decoder start token
-                        out[i] = row
-            return out
-
-        for name, beams, n in (("greedy", 1, args.eval_samples), ("beam4", 4, args.beam_samples)):
-            result[f"gen_{name}_tokens_per_s"] = summarize(
-                generation_rounds(args, generate_batch, shared["dev_features"], n, beams, ids["eos"], ids["pad"]))
-    return result
-
-
-def run_worker(spec_path):
-    with open(spec_path, encoding="utf-8") as f:
-        spec = json.load(f)
-    with open(spec["shared"], encoding="utf-8") as f:
-        shared = json.load(f)
-    if spec["setup"] in ("hf", "hf_random"):
-        result = worker_hf(spec, shared)
-    else:
-        result = worker_paddle(spec, shared, pad_to_max=spec["setup"] == "pad_to_max")
-    add_mfu(spec, result)
-    result["peak_rss_mb"] = peak_rss_mb()
-    with open(spec["out"], "w", encoding="utf-8") as f:
-        json.dump(result, f)
-
-
 def add_mfu(spec, result):
     """MFU ~ 6 * params * tokens/s over the device peak (a rough transformer estimate; GPU unless --peak_tflops)."""
     args = spec["args"]
@@ -434,9 +204,6 @@ def add_mfu(spec, result):
     return bool(peak)
 
 
-# ----------------------------------------------------------------------------
-# driver
-# ----------------------------------------------------------------------------
 def rouge_timing(pairs, repeats):
     from paddle_finetune.evaluation.rouge import rouge_scores
 
@@ -450,13 +217,30 @@ def rouge_timing(pairs, repeats):
     return summarize(times)
 
 
-def hardware():
+def hardware(cpuinfo_path="/proc/cpuinfo"):
+    """What the next host change will need explained: the CPU as the kernel reports it, its vector units, the cores."""
     info = {"cpu_count": os.cpu_count(), "python": sys.version.split()[0]}
+    fields = {}
+    try:
+        with open(cpuinfo_path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor is enough
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    flags = set(fields.get("flags", "").split())
+    info.update({"Model name": fields.get("model name", "?"), "vendor": fields.get("vendor_id", "?"),
+                 "family": fields.get("cpu family"), "model": fields.get("model"), "stepping": fields.get("stepping"),
+                 "hypervisor": "hypervisor" in flags,
+                 "vector_units": [name for name, need in (("AVX2", "avx2"), ("AVX-512", "avx512f"), ("AVX512-BF16", "avx512_bf16"),
+                                                          ("AVX512-FP16", "avx512_fp16"), ("AMX", "amx_tile")) if need in flags]})
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
         for line in out.splitlines():
             key, _, value = line.partition(":")
-            if key.strip() in ("Model name", "CPU(s)", "Thread(s) per core", "Core(s) per socket"):
+            if key.strip() in ("CPU(s)", "Thread(s) per core", "Core(s) per socket", "L2 cache", "L3 cache", "Hypervisor vendor"):
                 info[key.strip()] = value.strip()
     except (OSError, subprocess.SubprocessError):
         pass
@@ -467,14 +251,140 @@ def hardware():
     return info
 
 
-def ratio(a, b):
-    return a / b if a and b else None
+def cpu_line(hw):
+    """One line naming the CPU: "Intel(R) Xeon(R) Processor (GenuineIntel family 6 model 143, KVM guest), 2 CPUs; AVX2, ..."."""
+    where = f"{hw.get('vendor', '?')} family {hw.get('family')} model {hw.get('model')}"
+    if hw.get("hypervisor"):
+        where += f", {hw.get('Hypervisor vendor', 'VM')} guest"
+    return f"{hw.get('Model name', '?')} ({where}), {hw['cpu_count']} CPUs; {', '.join(hw.get('vector_units') or ['no AVX2'])}"
+
+
+class Worker:
+    """A setup's process and the driver's ends of its pipes."""
+
+    def __init__(self, spec, spec_path, env, timeout):
+        command_read, self.command_write = os.pipe()
+        self.reply_read, reply_write = os.pipe()
+        spec.update(command_fd=command_read, reply_fd=reply_write)
+        with open(spec_path, "w", encoding="utf-8") as f:
+            json.dump(spec, f)
+        self.log = open(spec_path + ".log", "w", encoding="utf-8")
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--_worker", spec_path], cwd=ROOT, env=env,
+                                     stdout=self.log, stderr=subprocess.STDOUT, pass_fds=(command_read, reply_write))
+        os.close(command_read)
+        os.close(reply_write)
+        self.commands = os.fdopen(self.command_write, "w", encoding="utf-8")
+        self.replies = os.fdopen(self.reply_read, "r", encoding="utf-8")
+        self.name, self.timeout, self.spec_path = spec["setup"], timeout, spec_path
+
+    def receive(self):
+        import select
+
+        ready, _, _ = select.select([self.replies], [], [], self.timeout)
+        line = self.replies.readline() if ready else ""
+        if not line:
+            self.proc.kill()
+            self.log.flush()
+            with open(self.spec_path + ".log", encoding="utf-8", errors="replace") as f:
+                tail = f.read()[-4000:]
+            raise SystemExit(f"{self.name} failed ({'timed out' if not ready else f'exit {self.proc.wait()}'}):\n{tail}")
+        return json.loads(line)
+
+    def ask(self, **command):
+        self.commands.write(json.dumps(command) + "\n")
+        self.commands.flush()
+        return self.receive()
+
+    def close(self):
+        self.proc.wait(timeout=120)
+        self.log.close()
+
+
+def run_size(args, size, shared, shared_path, workdir):
+    """Every setup of one size, alive together, in alternating rounds. Returns {setup: result}."""
+    steps = args.base_steps if size == "base" else args.steps
+    setups = args.setups.split(",")
+    env = {k: v for k, v in os.environ.items() if k not in USER_ENV}
+    env.update({k: v for k, v in USER_ENV.items() if v is not None})
+    ours_env = dict(item.split("=", 1) for item in args.ours_env)
+    workers = {}
+    for setup in setups:
+        spec = {"setup": setup, "size": size, "steps": steps, "shared": shared_path, "args": vars(args),
+                "out": os.path.join(workdir, f"{size}-{setup}.json")}
+        worker_env = dict(env, **ours_env) if setup in ("ours", "pad_to_max") else env
+        workers[setup] = Worker(spec, os.path.join(workdir, f"{size}-{setup}-spec.json"), worker_env, args.timeout)
+    results = {s: workers[s].receive() for s in setups}  # ready: parameters, device
+    rounds = {s: {} for s in setups}
+
+    def turn(label, index, **command):
+        for s in (setups if index % 2 == 0 else setups[::-1]):
+            rounds[s].setdefault(label, []).append(workers[s].ask(**command))
+
+    print(f"[{time.strftime('%H:%M:%S')}] {size}: {', '.join(setups)}: {steps} steps x {args.repeats} rounds "
+          f"(load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
+    turn("first_pass", 0, do="train")
+    for r in range(args.repeats):
+        turn("train", r, do="train")
+    turn("phases", 0, do="phases")
+    if not args.no_generation:
+        ids = shared["ids"]
+        for name, beams in (("greedy", 1), ("beam4", 4)):
+            gen_setups = [s for s in setups if s != "pad_to_max"]
+            for s in gen_setups:
+                workers[s].ask(do="gen", beams=beams, warm=True, eos=ids["eos"], pad=ids["pad"])
+            for r in range(args.repeats):
+                for s in (gen_setups if r % 2 == 0 else gen_setups[::-1]):
+                    rounds[s].setdefault(name, []).append(workers[s].ask(do="gen", beams=beams, eos=ids["eos"], pad=ids["pad"]))
+    for s in setups:
+        results[s].update(workers[s].ask(do="finish"))
+        workers[s].close()
+        results[s].update(summarize_rounds(rounds[s]))
+        add_mfu({"setup": s, "args": vars(args)}, results[s])
+    return results, steps
+
+
+def summarize_rounds(rounds):
+    """The worker's replies as the result's figures: tokens/s per round (median, min, max), the first pass, phases."""
+    result = {}
+    first = rounds["first_pass"][0]
+    result["train_tokens_first_pass"] = sum(first["tokens"])
+    result["train_tokens_per_s_first_pass"] = sum(first["tokens"]) / sum(first["seconds"])
+    result["train_tokens_per_s"] = summarize([sum(r["tokens"]) / sum(r["seconds"]) for r in rounds["train"]])
+    result["train_s_per_step"] = summarize([statistics.mean(r["seconds"]) for r in rounds["train"]])
+    result["round_train_tokens_per_s"] = [sum(r["tokens"]) / sum(r["seconds"]) for r in rounds["train"]]
+    phases = rounds["phases"][0]["phases"]
+    result["phases_s_per_step"] = dict(phases, loop_other=max(0.0, result["train_s_per_step"]["median"] - sum(phases.values())))
+    for name in ("greedy", "beam4"):
+        if name in rounds:
+            per_round = [r["tokens"] / r["seconds"] for r in rounds[name]]
+            result[f"gen_{name}_tokens_per_s"] = summarize(per_round)
+            result[f"round_gen_{name}_tokens_per_s"] = per_round
+    return result
+
+
+def summarize(values):
+    values = [float(v) for v in values]
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
+
+
+def ratios_against(ours, other):
+    """ours over other: the median of the per-round ratios (rounds ran side by side), first pass and peak RSS."""
+    out = {}
+    for key in ("train_tokens_per_s", "gen_greedy_tokens_per_s", "gen_beam4_tokens_per_s"):
+        a, b = ours.get("round_" + key), other.get("round_" + key)
+        if a and b:
+            out[key] = statistics.median(x / y for x, y in zip(a, b))
+    out["train_tokens_per_s_first_pass"] = ours["train_tokens_per_s_first_pass"] / other["train_tokens_per_s_first_pass"]
+    out["peak_rss"] = ours["peak_rss_mb"] / other["peak_rss_mb"]
+    return out
 
 
 def main(argv=None):
     args = parse_args(argv)
     if args._worker:
-        run_worker(args._worker)
+        import benchmark_workers
+
+        run_worker(args._worker, benchmark_workers)
         return None
     if args.device == "cpu" and args.amp != "none":
         print("note: --amp is a GPU feature; on CPU both frameworks train in fp32", file=sys.stderr)
@@ -485,35 +395,13 @@ def main(argv=None):
         results["data"] = {k: shared[k] for k in ("data", "n_train", "n_dev", "vocab_size", "avg_source_tokens", "avg_target_tokens")}
         results["rouge_1000_pairs_s"] = rouge_timing(shared["rouge_pairs"], max(3, args.repeats))
         for size in args.sizes.split(","):
-            steps = args.base_steps if size == "base" else args.steps
-            size_results = {}
-            for setup in args.setups.split(","):
-                spec = {"setup": setup, "size": size, "steps": steps, "shared": shared_path, "args": vars(args),
-                        "out": os.path.join(workdir, f"{size}-{setup}.json")}
-                spec_path = os.path.join(workdir, f"{size}-{setup}-spec.json")
-                with open(spec_path, "w", encoding="utf-8") as f:
-                    json.dump(spec, f)
-                print(f"[{time.strftime('%H:%M:%S')}] {size}/{setup}: {steps} steps x {args.repeats} repeats "
-                      f"(load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
-                env = {k: v for k, v in os.environ.items() if k not in USER_ENV}
-                env.update({k: v for k, v in USER_ENV.items() if v is not None})
-                proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--_worker", spec_path], cwd=ROOT, env=env,
-                                      capture_output=True, text=True, timeout=args.timeout)
-                if proc.returncode != 0:
-                    raise SystemExit(f"{size}/{setup} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-                with open(spec["out"], encoding="utf-8") as f:
-                    size_results[setup] = json.load(f)
+            size_results, steps = run_size(args, size, shared, shared_path, workdir)
             ratios = {}
-            ours = size_results.get("ours")
-            if ours:
+            if "ours" in size_results:
                 for other in ("pad_to_max", "hf", "hf_random"):
                     if other in size_results:
-                        for key in ("train_tokens_per_s", "gen_greedy_tokens_per_s", "gen_beam4_tokens_per_s"):
-                            if key in ours and key in size_results[other]:
-                                ratios[f"{key}_ours_over_{other}"] = ratio(ours[key]["median"], size_results[other][key]["median"])
-                        ratios[f"train_tokens_per_s_first_pass_ours_over_{other}"] = ratio(
-                            ours["train_tokens_per_s_first_pass"], size_results[other]["train_tokens_per_s_first_pass"])
-                        ratios[f"peak_rss_ours_over_{other}"] = ratio(ours["peak_rss_mb"], size_results[other]["peak_rss_mb"])
+                        for key, value in ratios_against(size_results["ours"], size_results[other]).items():
+                            ratios[f"{key}_ours_over_{other}"] = value
             results["sizes"][size] = {"model": SIZES[size], "steps": steps, "setups": size_results, "ratios": ratios}
     results["finished_loadavg"] = os.getloadavg()
     print_table(results)
@@ -525,6 +413,19 @@ def main(argv=None):
     return results
 
 
+def run_worker(spec_path, workers):
+    with open(spec_path, encoding="utf-8") as f:
+        spec = json.load(f)
+    with open(spec["shared"], encoding="utf-8") as f:
+        shared = json.load(f)
+    channel = workers.Channel(spec)
+    helpers = sys.modules[__name__]
+    if spec["setup"] in ("hf", "hf_random"):
+        workers.worker_hf(spec, shared, channel, helpers)
+    else:
+        workers.worker_paddle(spec, shared, channel, helpers)
+
+
 def fmt(stat, digits=0):
     if not stat:
         return "-"
@@ -534,8 +435,11 @@ def fmt(stat, digits=0):
 def print_table(results):
     d = results["data"]
     print(f"\ndata: {d['data']} ({d['n_train']} train / {d['n_dev']} dev, avg {d['avg_source_tokens']:.0f} source + "
-          f"{d['avg_target_tokens']:.0f} target tokens); {results['hardware'].get('Model name', '?')}, {results['hardware']['cpu_count']} CPUs")
-    print("train tok/s: median [min-max] of the rounds (steady state); first pass: the same batches, each run for the first time\n")
+          f"{d['avg_target_tokens']:.0f} target tokens)")
+    print(f"CPU: {cpu_line(results['hardware'])}; load {results['hardware'].get('loadavg_at_start', ['?'])[0]} at the start, "
+          f"{results['finished_loadavg'][0]:.2f} at the end")
+    print("train tok/s: median [min-max] of the rounds (steady state); first pass: the same batches, each run for the first time;"
+          " ratios: median of the per-round ratios\n")
     header = (f"{'size':<6} {'setup':<11} {'train tok/s':>24} {'first pass':>10} {'greedy gen tok/s':>22} {'beam4 gen tok/s':>22} "
               f"{'peak RSS MB':>11}")
     print(header)
@@ -548,6 +452,13 @@ def print_table(results):
         for key, value in sr["ratios"].items():
             if value is not None:
                 print(f"{'':<6} {key}: {value:.2f}x")
+    print("\nphases, ms per training step (the rounds' batches through an instrumented step; loop_other: the round's step"
+          " time minus the phases)")
+    print(f"{'size':<6} {'setup':<11} " + " ".join(f"{p:>9}" for p in PHASES + ("loop_other",)))
+    for size, sr in results["sizes"].items():
+        for setup, r in sr["setups"].items():
+            ph = r["phases_s_per_step"]
+            print(f"{size:<6} {setup:<11} " + " ".join(f"{1000 * ph[p]:>9.0f}" for p in PHASES + ("loop_other",)))
     rouge = results["rouge_1000_pairs_s"]
     print(f"\nROUGE (metrics.rouge_scores) for 1000 pairs: {rouge['median']:.3f} s [{rouge['min']:.3f}-{rouge['max']:.3f}]")
 
