@@ -65,7 +65,7 @@ void set_mask(Problem& pr, const paddle::Tensor& mask) {
 
 // Per-thread scratch, sized once per call.
 struct Scratch {
-  std::vector<float> kt, kp, vt, vp, qp, dop, s, dp, pt, dst, otile, dk, dv, fac;
+  std::vector<float> kt, kp, vt, vp, qp, dop, s, dp, pt, otile, dk, dv, fac;
   Scratch(const Problem& pr, bool backward) {
     const int64_t klp = pf::round_up(pr.Lk, 16), dhp = pf::round_up(pr.dh, 16);
     kt.resize(pr.dh * klp);
@@ -79,21 +79,30 @@ struct Scratch {
       vt.resize(pr.dh * klp);
       dop.resize(kQueryBlock * dhp);
       dp.resize(kQueryBlock * klp);
-      pt.resize(klp * kQueryBlock);
-      dst.resize(klp * kQueryBlock);
+      pt.resize(kQueryBlock * klp);  // dropped probabilities, with attention dropout
       dk.resize(pr.Lk * dhp);
       dv.resize(pr.Lk * dhp);
     }
   }
 };
 
-// K (+ bias) of head h as [dh x klp] (transposed, zero columns past klen); optionally V likewise.
+// K or V (+ bias) of head h as [dh x klp] (transposed, zero columns past klen): 16 keys at a time, each output
+// row written 16 floats at once from 16 input rows at a fixed stride (a gather).
 void pack_transposed(const Operand& op, const Problem& pr, int64_t b, int64_t h, int64_t klen, int64_t klp, float* out) {
   const float* bias = op.bias + h * pr.dh;
-  for (int64_t d = 0; d < pr.dh; ++d) std::fill(out + d * klp + klen, out + (d + 1) * klp, 0.f);
-  for (int64_t j = 0; j < klen; ++j) {
-    const float* src = op.data + op.at(b, j, pr.Lk, h, pr.dh);
-    for (int64_t d = 0; d < pr.dh; ++d) out[d * klp + j] = src[d] + bias[d];
+  const int64_t stride = op.row;
+  for (int64_t j0 = 0; j0 < klp; j0 += 16) {
+    const int64_t nj = std::max<int64_t>(0, std::min<int64_t>(16, klen - j0));
+    const float* src = op.data + op.at(b, std::min(j0, klen > 0 ? klen - 1 : 0), pr.Lk, h, pr.dh);
+    for (int64_t d = 0; d < pr.dh; ++d) {
+      float* o = out + d * klp + j0;
+      const float bd = bias[d];
+      if (nj == 16) {
+        for (int64_t jj = 0; jj < 16; ++jj) o[jj] = src[jj * stride + d] + bd;
+      } else {
+        for (int64_t jj = 0; jj < 16; ++jj) o[jj] = jj < nj ? src[jj * stride + d] + bd : 0.f;
+      }
+    }
   }
 }
 
@@ -200,18 +209,18 @@ void backward_head(const Problem& pr, Scratch& w, int64_t b, int64_t h, const fl
         pr.drop.fill(drop_index(pr, b, h, i0 + i), klen, w.fac.data());
         for (int64_t j = 0; j < klen; ++j) dp[j] *= w.fac[j];  // dP = dropout'(dO . V^T)
       }
-      for (int64_t j = 0; j < klen; ++j) {
-        const float pd = pr.drop.active ? p[j] * w.fac[j] : p[j];  // the dropped probability V saw
-        const float ds = p[j] * (dp[j] - dsum[i]);
-        w.pt[j * kQueryBlock + i] = pd;
-        w.dst[j * kQueryBlock + i] = ds;
-        dp[j] = ds;
+      if (pr.drop.active) {  // the dropped probabilities V saw, for dV
+        float* pd = w.pt.data() + i * klp;
+        for (int64_t j = 0; j < klen; ++j) pd[j] = p[j] * w.fac[j];
       }
+      const float di = dsum[i];
+      for (int64_t j = 0; j < klen; ++j) dp[j] = p[j] * (dp[j] - di);  // dS
       for (int64_t j = klen; j < klp; ++j) dp[j] = 0.f;
     }
-    pf::small_gemm(klen, dhp, m, w.pt.data(), kQueryBlock, w.dop.data(), dhp, w.dv.data(), dhp, true);   // dV += P^T dO
-    pf::small_gemm(klen, dhp, m, w.dst.data(), kQueryBlock, w.qp.data(), dhp, w.dk.data(), dhp, true);  // dK += dS^T Qs
-    pf::small_gemm(m, dhp, klen, w.dp.data(), klp, w.kp.data(), dhp, w.otile.data(), dhp, false);       // dQs = dS K
+    const float* pd = pr.drop.active ? w.pt.data() : w.s.data();
+    pf::small_gemm<true>(klen, dhp, m, pd, klp, w.dop.data(), dhp, w.dv.data(), dhp, true);          // dV += P^T dO
+    pf::small_gemm<true>(klen, dhp, m, w.dp.data(), klp, w.qp.data(), dhp, w.dk.data(), dhp, true);   // dK += dS^T Qs
+    pf::small_gemm(m, dhp, klen, w.dp.data(), klp, w.kp.data(), dhp, w.otile.data(), dhp, false);     // dQs = dS K
     for (int64_t i = 0; i < m; ++i) {
       float* dst = pr.q.grad + pr.q.at(b, i0 + i, pr.Lq, h, pr.dh);
       const float* src = w.otile.data() + i * dhp;

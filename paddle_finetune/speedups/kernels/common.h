@@ -133,8 +133,9 @@ inline float gelu_grad(float x) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// C (+)= A . B for small row-major blocks: A [M x K] (lda), B [K x N] (ldb), C [M x N] (ldc), with N a
-// multiple of 16. Register-blocked: MR rows by NV 16-float vectors of C stay in registers over the K loop.
+// C (+)= op(A) . B for small row-major blocks: op(A) [M x K] is A (lda) or, with TransA, the transpose of a
+// [K x M] A; B [K x N] (ldb), C [M x N] (ldc), with N a multiple of 16. Register-blocked: MR rows by NV 16-float
+// vectors of C stay in registers over the K loop (with TransA the MR values of A a step reads are adjacent).
 // ---------------------------------------------------------------------------------------------
 typedef float v16 __attribute__((vector_size(64), aligned(4), may_alias));
 
@@ -144,7 +145,7 @@ constexpr int kMR = 6, kNV = 2;  // 12 of 32 zmm registers accumulate
 constexpr int kMR = 4, kNV = 1;  // AVX2: one v16 is two ymm registers, 8 of 16 accumulate
 #endif
 
-template <int MR, int NV>
+template <int MR, int NV, bool TransA>
 inline void micro_kernel(int K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
                          bool accumulate) {
   v16 acc[MR][NV];
@@ -153,14 +154,14 @@ inline void micro_kernel(int K, const float* A, int64_t lda, const float* B, int
       if (accumulate)
         acc[r][v] = *reinterpret_cast<const v16*>(C + r * ldc + v * 16);
       else
-        acc[r][v] = v16{} ;
+        acc[r][v] = v16{};
     }
   for (int k = 0; k < K; ++k) {
     const float* b = B + k * ldb;
     v16 bv[NV];
     for (int v = 0; v < NV; ++v) bv[v] = *reinterpret_cast<const v16*>(b + v * 16);
     for (int r = 0; r < MR; ++r) {
-      float a = A[r * lda + k];
+      const float a = TransA ? A[k * lda + r] : A[r * lda + k];
       for (int v = 0; v < NV; ++v) acc[r][v] += a * bv[v];
     }
   }
@@ -168,22 +169,30 @@ inline void micro_kernel(int K, const float* A, int64_t lda, const float* B, int
     for (int v = 0; v < NV; ++v) *reinterpret_cast<v16*>(C + r * ldc + v * 16) = acc[r][v];
 }
 
+template <int MR, bool TransA>
+inline void gemm_rows(int N, int K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
+                      bool accumulate) {
+  int j = 0;
+  for (; j + 16 * kNV <= N; j += 16 * kNV) micro_kernel<MR, kNV, TransA>(K, A, lda, B + j, ldb, C + j, ldc, accumulate);
+  for (; j < N; j += 16) micro_kernel<MR, 1, TransA>(K, A, lda, B + j, ldb, C + j, ldc, accumulate);
+}
+
 // N must be a multiple of 16; any M and K.
-inline void small_gemm(int M, int N, int K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
-                       int64_t ldc, bool accumulate) {
+template <bool TransA = false>
+inline void small_gemm(int M, int N, int K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
+                       bool accumulate) {
+  auto rows = [&](int i) { return TransA ? A + i : A + i * lda; };
   int i = 0;
-  for (; i + kMR <= M; i += kMR) {
-    int j = 0;
-    for (; j + 16 * kNV <= N; j += 16 * kNV)
-      micro_kernel<kMR, kNV>(K, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc, accumulate);
-    for (; j < N; j += 16) micro_kernel<kMR, 1>(K, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc, accumulate);
+  for (; i + kMR <= M; i += kMR) gemm_rows<kMR, TransA>(N, K, rows(i), lda, B, ldb, C + i * ldc, ldc, accumulate);
+  if (kMR > 4 && i + 4 <= M) {
+    gemm_rows<4, TransA>(N, K, rows(i), lda, B, ldb, C + i * ldc, ldc, accumulate);
+    i += 4;
   }
-  for (; i < M; ++i) {
-    int j = 0;
-    for (; j + 16 * kNV <= N; j += 16 * kNV)
-      micro_kernel<1, kNV>(K, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc, accumulate);
-    for (; j < N; j += 16) micro_kernel<1, 1>(K, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc, accumulate);
+  if (i + 2 <= M) {
+    gemm_rows<2, TransA>(N, K, rows(i), lda, B, ldb, C + i * ldc, ldc, accumulate);
+    i += 2;
   }
+  if (i < M) gemm_rows<1, TransA>(N, K, rows(i), lda, B, ldb, C + i * ldc, ldc, accumulate);
 }
 
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
