@@ -11,14 +11,15 @@ Library code raises typed errors (errors.py); `run_main` is the only place that 
 `run_in_process` is each trainer's `run(config=None, **overrides)`: the same validation and outputs, the
 results returned, errors raised.
 
-Imports: the standard library; of the project `errors`, `configuration`, `reporting`, `runtime.environment`
-and `training.session`.
+Imports: the standard library; of the project `errors`, `configuration`, `reporting`, `runtime.distributed`,
+`runtime.environment` and `training.session`.
 """
 import sys
 
 from paddle_finetune.configuration.parse import config_from_values, parse_config
 from paddle_finetune.errors import FinetuneError, HelpRequested, RunInterrupted
 from paddle_finetune.reporting.console import error, quiet_libraries, unquiet_libraries
+from paddle_finetune.runtime.distributed import leave_launched_run
 from paddle_finetune.runtime.environment import record_launch_env
 from paddle_finetune.training.session import Run
 
@@ -28,25 +29,26 @@ def run_main(main, defaults, prog, doc="", argv=None):
     record_launch_env()
     owns_quieting = quiet_libraries()  # before paddle's import, so its import-time warnings are routed too
     argv = sys.argv[1:] if argv is None else list(argv)
+    code = 0
     try:
         config = parse_config(defaults, argv, prog=prog, doc=doc)
         with Run(config, command=" ".join([prog, *argv])):
             main(config)
     except HelpRequested as e:
         print(e.text)
-        raise SystemExit(0) from None
     except RunInterrupted as e:
-        raise SystemExit(e.exit_code) from None
+        code = e.exit_code
     except FinetuneError as e:
         error(str(e))
-        raise SystemExit(2) from None
+        code = 2
     except KeyboardInterrupt:
         error("interrupted (Ctrl-C) before training started; nothing was saved")
-        raise SystemExit(130) from None
+        code = 130
     finally:
         if owns_quieting:  # called in-process (a notebook's train.cli([...])): give the libraries' console back
             unquiet_libraries()
-    raise SystemExit(0)
+    leave_launched_run(code)  # a launched worker ends here (runtime.distributed); returns otherwise
+    raise SystemExit(code)
 
 
 def run_in_process(main, defaults, prog, config=None, overrides=None):

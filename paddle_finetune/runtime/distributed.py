@@ -60,12 +60,50 @@ def writes_output():
     return get_rank() == output_writer()
 
 
+_process = {"initialized": False}  # this process joined the launcher's ranks (init_distributed ran)
+DEPARTURE_WAIT_S = 60.0  # how long rank 0 waits, after a finished run, for the other ranks to be done with its store
+
+
 def init_distributed():
     import paddle.distributed as dist
 
     if get_world_size() > 1:
         dist.init_parallel_env()
+        _process["initialized"] = True
     return get_rank(), get_world_size()
+
+
+def leave_launched_run(exit_code):
+    """The end of a launched worker process (the CLI's last step, once the run has released everything it owns).
+
+    Rank 0's process hosts the launcher's TCP store. If it exits while another rank still holds a connection,
+    the store's destructor aborts rank 0 (SIGABRT, exit -6) after a run that succeeded: seen when a rank is slow
+    to finish its last evaluation share. So, after a finished run, every other rank says it is done with the store
+    (its last store operation) and rank 0 waits for that; then every rank flushes and leaves with os._exit, so no
+    C++ destructor of the store or the process group runs against a peer that is already gone. After a failed run
+    nobody waits: the launcher stops the others. Returns only when this process is not a launched worker."""
+    if get_world_size() == 1 or not _process["initialized"]:
+        return
+    import logging
+    import sys
+
+    try:
+        store = _store()
+        if exit_code == 0 and is_main_process():
+            deadline = time.monotonic() + DEPARTURE_WAIT_S
+            while store.add("paddle_finetune/departed", 0) < get_world_size() - 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        elif exit_code == 0:
+            store.add("paddle_finetune/departed", 1)
+    except Exception:  # noqa: BLE001 - a store already gone: leave all the same
+        pass
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(exit_code)
 
 
 def _store():

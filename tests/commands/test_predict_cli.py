@@ -213,8 +213,8 @@ def classifier(tmp_path_factory):
     }
     out = d / "out"
     ok(run_entry(["train_classification.py", f"--train_file={files['train']}", f"--dev_file={files['dev']}",
-                  f"--test_file={files['test']}", f"--output_dir={out}", "--report_to=none", "--device=cpu", "--max_steps=40",
-                  "--save_steps=40", "--train_batch_size=16", "--learning_rate=5e-3", f"--eval_batch_size={BATCH}",
+                  f"--test_file={files['test']}", f"--output_dir={out}", "--report_to=none", "--device=cpu", "--max_steps=80",
+                  "--save_steps=80", "--train_batch_size=16", "--learning_rate=5e-3", f"--eval_batch_size={BATCH}",
                   "--model_config={'hidden_size': 32, 'num_hidden_layers': 1, 'num_attention_heads': 2, 'intermediate_size': 64}"]))
     dev = read_jsonl(out / "predictions_dev.jsonl")
     assert len({p["prediction"] for p in dev}) > 1 and len({p["probability"] for p in dev}) > 20, "rows must differ"
