@@ -61,7 +61,10 @@ def writes_output():
 
 
 _process = {"initialized": False}  # this process joined the launcher's ranks (init_distributed ran)
-DEPARTURE_WAIT_S = 60.0  # how long rank 0 waits, after a finished run, for the other ranks to be done with its store
+# How long rank 0 waits for the other ranks to be done with its store before leaving: after a finished run (they
+# are past the last exchange, so this is a formality), and after a failed one (when every rank failed the same
+# check, as with raise_first_error, they follow within a second; a rank stuck elsewhere is the launcher's to stop).
+DEPARTURE_WAIT_S = {True: 60.0, False: 10.0}
 
 
 def init_distributed():
@@ -76,12 +79,13 @@ def init_distributed():
 def leave_launched_run(exit_code):
     """The end of a launched worker process (the CLI's last step, once the run has released everything it owns).
 
-    Rank 0's process hosts the launcher's TCP store. If it exits while another rank still holds a connection,
-    the store's destructor aborts rank 0 (SIGABRT, exit -6) after a run that succeeded: seen when a rank is slow
-    to finish its last evaluation share. So, after a finished run, every other rank says it is done with the store
-    (its last store operation) and rank 0 waits for that; then every rank flushes and leaves with os._exit, so no
-    C++ destructor of the store or the process group runs against a peer that is already gone. After a failed run
-    nobody waits: the launcher stops the others. Returns only when this process is not a launched worker."""
+    Rank 0's process hosts the launcher's TCP store: while another rank still reads from it, rank 0 must not exit
+    (that rank then dies on "TCP receive error" instead of printing its own error line), and when rank 0's process
+    tears the store and the process group down with a peer still connected, it can abort (SIGABRT, exit -6, seen
+    after 2-rank evaluations that succeeded). So every other rank says it is done with the store (its last store
+    operation), rank 0 waits for that (DEPARTURE_WAIT_S), and then every rank flushes and leaves with os._exit: no
+    C++ destructor of the store or of the process group runs against a peer. Returns only when this process is not
+    a launched worker."""
     if get_world_size() == 1 or not _process["initialized"]:
         return
     import logging
@@ -89,11 +93,11 @@ def leave_launched_run(exit_code):
 
     try:
         store = _store()
-        if exit_code == 0 and is_main_process():
-            deadline = time.monotonic() + DEPARTURE_WAIT_S
+        if is_main_process():
+            deadline = time.monotonic() + DEPARTURE_WAIT_S[exit_code == 0]
             while store.add("paddle_finetune/departed", 0) < get_world_size() - 1 and time.monotonic() < deadline:
                 time.sleep(0.05)
-        elif exit_code == 0:
+        else:
             store.add("paddle_finetune/departed", 1)
     except Exception:  # noqa: BLE001 - a store already gone: leave all the same
         pass
