@@ -18,9 +18,7 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from paddle_finetune.runtime.environment import record_launch_env  # noqa: E402
+from paddle_finetune.runtime.environment import record_launch_env
 
 record_launch_env()
 

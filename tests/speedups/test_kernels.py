@@ -67,7 +67,6 @@ def dropout_factors(seed, p, count, base=0):
 # ---------------------------------------------------------------------------- elementwise kernels
 @pytest.mark.parametrize("p", [0.0, 0.3])
 def test_bias_gelu_is_paddles_gelu_of_x_plus_bias(ops, p):
-    import paddle
     import paddle.nn.functional as F
 
     rng = np.random.default_rng(0)
@@ -126,7 +125,7 @@ def _reference_attention(q, k, v, heads, mask=None, drop=None):
     import paddle.nn.functional as F
 
     b, lq, e = q.shape
-    lk, dh = k.shape[1], e // heads
+    dh = e // heads
     q, k, v = (t.reshape([b, -1, heads, dh]).transpose([0, 2, 1, 3]) for t in (q, k, v))
     scores = paddle.matmul(q * dh ** -0.5, k, transpose_y=True)
     if mask is not None:

@@ -32,7 +32,7 @@ def test_benchmark_smoke(tmp_path):
     assert set(tiny["setups"]) == {"ours", "pad_to_max", "hf", "hf_random"}
     for setup, r in tiny["setups"].items():
         assert r["train_tokens_per_s"]["median"] > 0 and r["train_tokens_per_s_first_pass"] > 0 and r["peak_rss_mb"] > 0, setup
-        assert all(l == l for l in r["first_losses"])  # no NaN
+        assert all(loss == loss for loss in r["first_losses"])  # no NaN
         assert set(r["phases_s_per_step"]) == {"data", "forward", "backward", "optimizer", "loop_other"}, setup
         assert r["phases_s_per_step"]["forward"] > 0 and r["phases_s_per_step"]["backward"] > 0, setup
     for setup in ("ours", "hf"):

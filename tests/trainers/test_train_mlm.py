@@ -69,7 +69,10 @@ def test_special_tokens_and_padding_are_never_masked_or_labelled():
 
 def test_masking_is_reproducible_per_batch_rng_and_differs_across_epochs():
     features = random_features(np.random.RandomState(2))
-    draw = lambda epoch: collate(features, batch_rng(42, epoch, 3), PAD_ID, MASK_ID, RANDOM_IDS, 0.15).arrays["labels"]
+
+    def draw(epoch):
+        return collate(features, batch_rng(42, epoch, 3), PAD_ID, MASK_ID, RANDOM_IDS, 0.15).arrays["labels"]
+
     assert (draw(0) == draw(0)).all()
     assert not (draw(0) == draw(1)).all()
 
