@@ -45,8 +45,11 @@ def _main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src", metavar="SRC", help="output_dir, checkpoint-<step> directory or Paddle model directory")
     parser.add_argument("dst", metavar="DST", help="new or empty directory for the exported model")
-    parser.add_argument("--no_onednn", action="store_true",
-                        help="record that the predictors run without oneDNN (default: with it)")
+    parser.add_argument("--onednn", choices=["auto", "on", "off"], default="auto",
+                        help="whether the predictors run with oneDNN; auto: on for classification and masked-LM logits "
+                             "(one graph per batch: measured faster), off for generation (a new shape every step: "
+                             "oneDNN re-plans each one, measured slower); see BENCHMARKS.md")
+    parser.add_argument("--no_onednn", action="store_true", help="the same as --onednn=off")
     parser.add_argument("--tolerance", type=float, default=1e-4,
                         help="max abs logit difference to the dygraph model (default 1e-4)")
     args = parser.parse_args(argv)
@@ -56,7 +59,8 @@ def _main(argv=None):
     from paddle_finetune.inference.export import export_inference
 
     try:
-        report = export_inference(args.src, args.dst, onednn=not args.no_onednn, tolerance=args.tolerance)
+        onednn = False if args.no_onednn else {"auto": None, "on": True, "off": False}[args.onednn]
+        report = export_inference(args.src, args.dst, onednn=onednn, tolerance=args.tolerance)
     except VerificationError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -76,10 +76,14 @@ def _trace(stage, name, layer, specs):
     return {"program": saved_program(stage, name), "params": name + ".pdiparams"}
 
 
-def export_inference(src, dst, onednn=True, tolerance=1e-4, settings=None):
+ONEDNN_BY_DEFAULT = ("classification", "masked_lm")  # logits graphs: faster with oneDNN; generation steps: slower
+
+
+def export_inference(src, dst, onednn=None, tolerance=1e-4, settings=None):
     """Export SRC's model into DST (new or empty, outside SRC); return the report (also in inference_config.json).
 
-    settings: the summarization settings (max_source_length, max_target_length, min_target_length, num_beams)
+    onednn: whether the predictors run with oneDNN (recorded in inference_config.json); None: per task
+    (ONEDNN_BY_DEFAULT). settings: the summarization settings (max_source_length, max_target_length, min_target_length, num_beams)
     the check decodes with; default: the run's. Raises ConfigError for what cannot be exported or a bad
     destination, VerificationError when the exported graphs do not predict like the dygraph model (nothing
     is written in either case).
@@ -94,6 +98,7 @@ def export_inference(src, dst, onednn=True, tolerance=1e-4, settings=None):
     check_export_dir(dst, src, tool="export_inference")
     model_dir, why, task, paddle_class, model, tokenizer = load_source(src)
     graphs = build_graphs(model, task)
+    onednn = task in ONEDNN_BY_DEFAULT if onednn is None else onednn
     report = {"task": task, "paddle_class": paddle_class, "source": os.path.abspath(src),
               "model_dir": os.path.abspath(model_dir), "chosen": why, "destination": os.path.abspath(dst),
               "paddle_version": paddle.__version__, "paddlenlp_version": paddlenlp.__version__, "onednn": bool(onednn),

@@ -201,3 +201,18 @@ def test_paddle_2_refuses_a_paddle_3_program_by_name(exported, tmp_path):
     (copy / INFERENCE_CONFIG).write_text(json.dumps(info))
     with pytest.raises(ConfigError, match=r"in paddle 3's PIR format, which paddle 2\.6\.\d cannot read; export it again"):
         load_exported(str(copy))
+
+
+def test_onednn_is_on_for_logits_graphs_and_off_for_generation_steps_unless_chosen(exported, tmp_path):
+    """--onednn=auto: on where it was measured faster (one graph per batch), off for decoding steps (BENCHMARKS.md)."""
+    from paddle_finetune.commands import export_inference as cli
+
+    for paddle_class, expected in (("BertForSequenceClassification", True), ("GPTForCausalLM", False),
+                                   ("BartForConditionalGeneration", False)):
+        e = exported(paddle_class)
+        with open(os.path.join(e["dst"], "inference_config.json"), encoding="utf-8") as f:
+            assert json.load(f)["onednn"] is expected, paddle_class
+    src = exported("GPTForCausalLM")["src"]
+    assert cli.main([src, str(tmp_path / "on"), "--onednn=on"]) == 0
+    with open(tmp_path / "on" / "inference_config.json", encoding="utf-8") as f:
+        assert json.load(f)["onednn"] is True
