@@ -1,5 +1,6 @@
 """Export a trained model for Paddle Inference: static graphs, run by CPU predictors with Paddle Inference's
-optimizations, as fast and exact as the dygraph model (checked before anything is written).
+optimizations, predicting exactly as the dygraph model does (checked before anything is written). On CPU the
+export is faster than dygraph for classification; for generation it is about as fast (BENCHMARKS.md).
 
     python tools/export_inference.py output/classification deploy/classifier
     python tools/export_inference.py output/summarization deploy/summarizer
