@@ -18,7 +18,8 @@ def check_export_dir(dst, *sources, tool="export"):
     project's one rule for tools writing a directory (ownership.check_destination), with nothing of an earlier
     export replaceable, since an export is one atomic rename into an absent or empty directory."""
     source, *others = sources
-    check_destination(dst, tool=tool, source=source, inputs=[("the source", s) for s in others], what="destination")
+    check_destination(dst, tool=tool, source=source, inputs=[("the source", s) for s in others], what="destination",
+                      replaceable=False)
     return real(dst)
 
 

@@ -436,7 +436,7 @@ def begin_run_record(directory, tool, run_id, adopted=(), resumed_from=None, rem
 # ----------------------------------------------------------------------------
 # tools that write a directory or a file from inputs
 # ----------------------------------------------------------------------------
-def check_destination(dst, *, tool, source, inputs=(), what="DST_DIR", earlier=None):
+def check_destination(dst, *, tool, source, inputs=(), what="DST_DIR", earlier=None, replaceable=True):
     """The rule for a tool that writes the directory `dst` from inputs (the converter; the exporters): dst may be
     written only when it is absent or empty, or when it is an earlier output of the same `tool` from the same
     `source` (real paths compared) and holds nothing else. It is never a protected place (protected_reason), never
@@ -444,6 +444,9 @@ def check_destination(dst, *, tool, source, inputs=(), what="DST_DIR", earlier=N
 
     earlier(dst) -> {name, ...} or None: another way to recognise an earlier output (e.g. the converter's own
     marker from before records were kept): the names it wrote, when it was made by `tool` from `source`.
+
+    replaceable=False (the exporters, which publish by one rename into an absent or empty directory): any
+    non-empty dst is refused, earlier output or not.
 
     Returns the names an earlier output of the same tool left there (the new output may replace or remove them).
     Raises ConfigError, in one line, naming what is wrong; nothing is touched.
@@ -467,6 +470,9 @@ def check_destination(dst, *, tool, source, inputs=(), what="DST_DIR", earlier=N
     names = [n for n in os.listdir(directory) if not _TRANSIENT.fullmatch(n)]
     if not names:
         return set()
+    if not replaceable:
+        raise ConfigError(f"{what} {dst} is not empty ({describe_names(sorted(names))}); {tool} never writes over "
+                          f"files, nothing was changed: give a new or empty {what}")
     record = read_manifest(directory)
     ours = set()
     if record is not None:

@@ -216,3 +216,12 @@ def test_onednn_is_on_for_logits_graphs_and_off_for_generation_steps_unless_chos
     assert cli.main([src, str(tmp_path / "on"), "--onednn=on"]) == 0
     with open(tmp_path / "on" / "inference_config.json", encoding="utf-8") as f:
         assert json.load(f)["onednn"] is True
+
+
+def test_an_earlier_export_is_not_replaced_either(exported):
+    """Exports publish by one rename into an absent or empty directory: even their own earlier output is kept."""
+    e = exported("BertForSequenceClassification")
+    before = _tree(e["dst"])
+    with pytest.raises(ConfigError, match=r"is not empty \(.*\); export_inference never writes over files"):
+        export_inference(e["src"], e["dst"])
+    assert _tree(e["dst"]) == before
