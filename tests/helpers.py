@@ -1,5 +1,7 @@
 """Shared by the end-to-end tests: run a real entry point as a user would, read its JSONL logs.
 
+snapshot(root) is a directory's exact content, to show a refused command touched nothing.
+
 run_entry(["train.py", "--key=value", ...]) runs a trainer's or a tool's real command line. By default it runs in
 this process: the same cli()/main() a console script calls, with stdout and stderr captured, the working
 directory and wandb's environment as on a fresh machine, and the exit status read from SystemExit (or 1 with the
@@ -82,6 +84,26 @@ def run_in_this_process(args, cwd=ROOT, environment=None):
         err.write(f"{code}\n")
         code = 1
     return Completed(list(args), code, out.getvalue(), err.getvalue())
+
+
+def snapshot(root):
+    """{relative path: bytes, "<dir>/" for folders, "-> target" for symlinks, "special" for FIFOs and devices} of
+    everything under root, never following a symlink: equal before and after means nothing was touched."""
+    found = {}
+    for d, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(d, name)
+            rel = os.path.relpath(path, root)
+            if os.path.islink(path):
+                found[rel] = "-> " + os.readlink(path)
+            elif os.path.isdir(path):
+                found[rel + "/"] = None
+            elif not os.path.isfile(path):
+                found[rel] = "special"
+            else:
+                with open(path, "rb") as f:
+                    found[rel] = f.read()
+    return found
 
 
 def read_jsonl(path):

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from checkpoint_helpers import save_tiny_checkpoint
+from helpers import snapshot
 from paddle_finetune.checkpoints.files import COMPLETE_MARKER, TRAINER_STATE_FILE, _digest
 from paddle_finetune.checkpoints.listing import choose_model_dir, good_checkpoints, latest_checkpoint, rotate_checkpoints
 from paddle_finetune.checkpoints.resume import resolve_resume
@@ -28,24 +29,6 @@ TRAIN_STATE_KEYS = ["global_step", "epoch", "position", "best_step", "best_metri
 ODD_VALUES = st.one_of(st.none(), st.booleans(), st.integers(min_value=-10, max_value=10),
                        st.sampled_from([10**13, 2**63, -2**63, 1e30, float("nan"), float("inf")]),
                        st.text(max_size=5), st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=2), st.integers(), max_size=2))
-
-
-def snapshot(root):
-    found = {}
-    for d, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = os.path.join(d, name)
-            rel = os.path.relpath(path, root)
-            if os.path.islink(path):
-                found[rel] = "-> " + os.readlink(path)
-            elif os.path.isdir(path):
-                found[rel] = "dir"
-            elif not os.path.isfile(path):
-                found[rel] = "special"
-            else:
-                with open(path, "rb") as f:
-                    found[rel] = f.read()
-    return found
 
 
 @pytest.fixture(scope="module")

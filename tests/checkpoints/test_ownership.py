@@ -19,23 +19,7 @@ from paddle_finetune.errors import ConfigError
 from paddle_finetune.reporting.files import write_json_atomic
 from paddle_finetune.runtime.state import note_write
 from paddle_finetune.training.session import Run
-
-
-def snapshot(root):
-    """{relative path: bytes, "<dir>/" for folders, "-> target" for symlinks}, never following a symlink."""
-    found = {}
-    for d, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = os.path.join(d, name)
-            rel = os.path.relpath(path, root)
-            if os.path.islink(path):
-                found[rel] = "-> " + os.readlink(path)
-            elif os.path.isdir(path):
-                found[rel + "/"] = None
-            else:
-                with open(path, "rb") as f:
-                    found[rel] = f.read()
-    return found
+from helpers import snapshot
 
 
 def earlier_run(out, extra_user_file=False, checkpoint_steps=(2,)):

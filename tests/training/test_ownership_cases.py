@@ -14,7 +14,7 @@ import time
 import pytest
 
 import train
-from helpers import ROOT, read_jsonl
+from helpers import ROOT, read_jsonl, snapshot
 from paddle_finetune.checkpoints import ownership
 from paddle_finetune.checkpoints.files import COMPLETE_MARKER, TRAINER_STATE_FILE, _digest
 from paddle_finetune.checkpoints.ownership import MANIFEST_FILE
@@ -30,24 +30,6 @@ def write_jsonl(path, rows):
     with open(path, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     return str(path)
-
-
-def snapshot(root):
-    found = {}
-    for d, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = os.path.join(d, name)
-            rel = os.path.relpath(path, root)
-            if os.path.islink(path):
-                found[rel] = "-> " + os.readlink(path)
-            elif os.path.isdir(path):
-                found[rel + "/"] = None
-            elif not os.path.isfile(path):
-                found[rel] = "special"
-            else:
-                with open(path, "rb") as f:
-                    found[rel] = f.read()
-    return found
 
 
 def settings(data, **overrides):
