@@ -146,6 +146,20 @@ def read_json_file(path, max_bytes=MAX_JSON_BYTES, max_depth=MAX_JSON_DEPTH):
     return _parse_json(path, read_regular(path, max_bytes), max_depth)
 
 
+def read_json_object(path, what, max_bytes=16 << 20):
+    """A JSON file that must hold an object (a trainer state, a training config), for readers whose callers report
+    DataError: unreadable, malformed or not an object each say so in one line naming the file."""
+    from paddle_finetune.errors import DataError
+
+    try:
+        value = read_json_file(path, max_bytes=max_bytes)
+    except CheckpointError as e:
+        raise DataError(str(e)) from None
+    if not isinstance(value, dict):
+        raise DataError(f"{path}: not {what} (a JSON {type(value).__name__}, not an object)")
+    return value
+
+
 def _parse_safetensors(where, data):
     from safetensors.numpy import load
 
@@ -155,7 +169,8 @@ def _parse_safetensors(where, data):
         raise CheckpointError(f"{where}: truncated or not a safetensors file ({_one_line(e)})") from None
 
 
-def _digest(path):
+def file_digest(path):
+    """{"size", "sha256"} of a file, read in 1 MiB blocks: a checkpoint manifest's entry, an output's record."""
     h, size = hashlib.sha256(), 0
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -19,7 +19,7 @@ from paddle_finetune.checkpoints.files import (
     _read_manifest,
     best_checkpoint_name,
     checkpoint_step,
-    read_json_file,
+    read_json_object,
 )
 from paddle_finetune.errors import CheckpointError, DataError
 from paddle_finetune.runtime.state import note_removed
@@ -124,12 +124,7 @@ def choose_model_dir(path):
         return path, (f"the final model in {path}" if is_output_dir else f"the model in {path}")
     state_file = os.path.join(path, TRAINER_STATE_FILE)
     if os.path.lexists(state_file):
-        try:
-            state = read_json_file(state_file, max_bytes=16 << 20)
-        except CheckpointError as e:
-            raise DataError(str(e)) from None
-        if not isinstance(state, dict):
-            raise DataError(f"{state_file}: not a trainer state (a JSON {type(state).__name__}, not an object)")
+        state = read_json_object(state_file, "a trainer state")
         best = resolve_best_checkpoint(path, state.get("best_checkpoint"))
         if best:
             score = f" ({state.get('metric_for_best')}={state.get('best_metric')})" if state.get("metric_for_best") else ""

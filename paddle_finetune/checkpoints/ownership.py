@@ -27,7 +27,6 @@ Imports: the standard library; of the project `errors`, `paths` and `checkpoints
 """
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -36,6 +35,7 @@ import time
 from typing import Dict, List, Optional
 
 from paddle_finetune.checkpoints.files import (
+    file_digest,
     CHECKPOINT_PREFIX,
     COMPLETE_MARKER,
     LOCK_FILE,
@@ -486,15 +486,6 @@ def check_destination(dst, *, tool, source, inputs=(), what="DST_DIR", earlier=N
         raise ConfigError(f"{what} {dst} is not empty and is not an earlier {tool} output of {source} ({shown}); "
                           f"nothing was changed: pick a new or empty {what}")
     return ours
-
-
-def file_digest(path):
-    h, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-            size += len(block)
-    return {"size": size, "sha256": h.hexdigest()}
 
 
 def is_earlier_output(path, tool):

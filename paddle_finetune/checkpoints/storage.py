@@ -29,7 +29,7 @@ from paddle_finetune.checkpoints.files import (
     SAFE_WEIGHTS_INDEX,
     TRAIN_CONFIG_FILE,
     TRAINER_STATE_FILE,
-    _digest,
+    file_digest,
     _dir_reader,
     _fsync_dir,
     _json_bytes,
@@ -138,7 +138,7 @@ def save_checkpoint(output_dir, step, model, tokenizer, optimizer, lr_scheduler,
     files = {}
     for name in sorted(_relative_files(tmp)):
         path = os.path.join(tmp, name)
-        files[name] = _digest(path)
+        files[name] = file_digest(path)
         with open_regular(path) as f:  # save_pretrained and the tokenizer do not fsync
             os.fsync(f.fileno())
     _write_bytes(os.path.join(tmp, COMPLETE_MARKER), _json_bytes({"format": FORMAT, "step": step, "files": files}))

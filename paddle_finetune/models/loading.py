@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from paddle_finetune.checkpoints.files import TRAIN_CONFIG_FILE, _one_line, read_json_file
+from paddle_finetune.checkpoints.files import TRAIN_CONFIG_FILE, _one_line, read_json_file, read_json_object
 from paddle_finetune.checkpoints.listing import latest_checkpoint, resolve_model_dir
 from paddle_finetune.configuration.rules import check_max_lengths
 from paddle_finetune.conversion import (
@@ -20,7 +20,7 @@ from paddle_finetune.conversion import (
     no_tokenizer_message,
 )
 from paddle_finetune.data.text import write_char_vocab
-from paddle_finetune.errors import CheckpointError, ConfigError, ConversionError, DataError
+from paddle_finetune.errors import CheckpointError, ConfigError, ConversionError
 from paddle_finetune.models.weights import load_model_dir, unwrap_model
 from paddle_finetune.reporting.console import log
 from paddle_finetune.runtime.distributed import barrier, is_main_process
@@ -217,13 +217,7 @@ def load_trained(path, model_class, device="auto", defaults=None):
     config = dict(defaults or {})
     config_file = os.path.join(model_dir, TRAIN_CONFIG_FILE)
     if os.path.lexists(config_file):
-        try:
-            saved = read_json_file(config_file, max_bytes=16 << 20)
-        except CheckpointError as e:
-            raise DataError(str(e)) from None
-        if not isinstance(saved, dict):
-            raise DataError(f"{config_file}: not a training config (a JSON {type(saved).__name__}, not an object)")
-        config.update(saved)
+        config.update(read_json_object(config_file, "a training config"))
     setup_device(device)
     tokenizer = load_tokenizer_from(model_dir, f"model {model_dir}")
     model = load_model_dir(model_class, model_dir)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from checkpoint_helpers import save_tiny_checkpoint
 from helpers import snapshot
-from paddle_finetune.checkpoints.files import COMPLETE_MARKER, TRAINER_STATE_FILE, _digest
+from paddle_finetune.checkpoints.files import COMPLETE_MARKER, TRAINER_STATE_FILE, file_digest
 from paddle_finetune.checkpoints.listing import choose_model_dir, good_checkpoints, latest_checkpoint, rotate_checkpoints
 from paddle_finetune.checkpoints.resume import resolve_resume
 from paddle_finetune.checkpoints.storage import read_checkpoint
@@ -42,7 +42,7 @@ def pristine(tmp_path_factory):
 def rehash(checkpoint, name):
     marker = os.path.join(checkpoint, COMPLETE_MARKER)
     manifest = json.load(open(marker))
-    manifest["files"][name] = _digest(os.path.join(checkpoint, name))
+    manifest["files"][name] = file_digest(os.path.join(checkpoint, name))
     with open(marker, "w") as f:
         json.dump(manifest, f)
 

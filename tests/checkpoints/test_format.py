@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 from checkpoint_helpers import OPTIMIZER_CONFIG, crafted_pickle, save_tiny_checkpoint, tiny_bart, tiny_run, train_steps, plant_pickles
-from paddle_finetune.checkpoints.files import COMPLETE_MARKER, FORMAT, RANK_RNG_FILE, _digest
+from paddle_finetune.checkpoints.files import COMPLETE_MARKER, FORMAT, RANK_RNG_FILE, file_digest
 from paddle_finetune.checkpoints.listing import resolve_model_dir
 from paddle_finetune.checkpoints.optimizer_state import apply_optimizer_state, create_accumulators, optimizer_state
 from paddle_finetune.checkpoints.resume import resolve_resume
@@ -111,7 +111,7 @@ def rewrite(path, name, data, update_manifest=False):
     if update_manifest:
         marker = os.path.join(path, COMPLETE_MARKER)
         manifest = json.loads(open(marker).read())
-        manifest["files"][name] = _digest(os.path.join(path, name))
+        manifest["files"][name] = file_digest(os.path.join(path, name))
         open(marker, "w").write(json.dumps(manifest))
 
 

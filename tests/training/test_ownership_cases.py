@@ -16,7 +16,7 @@ import pytest
 import train
 from helpers import ROOT, read_jsonl, snapshot
 from paddle_finetune.checkpoints import ownership
-from paddle_finetune.checkpoints.files import COMPLETE_MARKER, TRAINER_STATE_FILE, _digest
+from paddle_finetune.checkpoints.files import COMPLETE_MARKER, TRAINER_STATE_FILE, file_digest
 from paddle_finetune.checkpoints.ownership import MANIFEST_FILE
 from paddle_finetune.checkpoints.storage import read_checkpoint
 from paddle_finetune.commands import convert_hf_to_paddle, predict_classification, predict_summarization
@@ -258,7 +258,7 @@ def rehash(checkpoint, name, text):
         f.write(text)
     marker = os.path.join(checkpoint, COMPLETE_MARKER)
     manifest = json.load(open(marker))
-    manifest["files"][name] = _digest(path)
+    manifest["files"][name] = file_digest(path)
     with open(marker, "w") as f:
         json.dump(manifest, f)
 
