@@ -176,7 +176,10 @@ def ops():
             if reason is None:
                 _state["module"] = _import(target)
                 _state["lib"] = ctypes.CDLL(os.path.join(target, NAME, NAME + ".so"))
-                _state["lib"].pf_set_threads(int(_state["threads"]))
+                _state["lib"].pf_parallel_iterations.restype = ctypes.c_int64
+                _state["lib"].pf_parallel_iterations.argtypes = [ctypes.c_int64]
+                _state["parallel_ok"] = loops_split(_state["lib"])
+                _state["lib"].pf_set_threads(kernel_threads())
         except Exception as e:  # noqa: BLE001 - any failure here means paddle's own ops, said once
             reason = f"{type(e).__name__}: {e}"
             _state["module"] = None
@@ -186,11 +189,28 @@ def ops():
     return _state["module"]
 
 
+def loops_split(lib, threads=2, iterations=64):
+    """Whether the library's OpenMP loops give each iteration to one thread (False: every thread runs all of
+    them, so more threads only repeat the work; one log line, and the kernels run on one thread)."""
+    lib.pf_set_threads(threads)
+    done = lib.pf_parallel_iterations(iterations)
+    if done != 3 * iterations:
+        log(f"fast_kernels: the OpenMP runtime ran {done} loop iterations for {3 * iterations} on {threads} threads; "
+            "the compiled kernels run on one thread")
+        return False
+    return True
+
+
+def kernel_threads():
+    """The compiled kernels' thread count: the run's, or 1 when their loops do not split (loops_split)."""
+    return int(_state["threads"]) if _state.get("parallel_ok", True) else 1
+
+
 def set_threads(n):
     """Math threads for the compiled kernels (the run's cpu_threads()); applied now if loaded, else at load."""
     _state["threads"] = max(1, int(n))
     if _state["lib"] is not None:
-        _state["lib"].pf_set_threads(_state["threads"])
+        _state["lib"].pf_set_threads(kernel_threads())
 
 
 def reset_for_tests():

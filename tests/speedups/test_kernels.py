@@ -16,6 +16,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from paddle_finetune.speedups import native
 
@@ -200,6 +202,46 @@ def test_kernels_give_the_same_bits_on_one_thread_and_two(ops):
     native.set_threads(2)
     for one, two in zip(*runs):
         np.testing.assert_array_equal(one, two)
+
+
+@settings(max_examples=40, deadline=None)
+@given(iterations=st.integers(0, 3000), threads=st.integers(1, 4))
+def test_every_parallel_loop_gives_each_iteration_to_one_thread(ops, iterations, threads):
+    lib = native._state["lib"]
+    try:
+        lib.pf_set_threads(threads)
+        assert lib.pf_parallel_iterations(iterations) == 3 * iterations
+    finally:
+        native.set_threads(2)
+
+
+class _LoopsRunEverywhere:
+    """A kernel library whose OpenMP runtime gives every thread every iteration (GCC's nonmonotonic dynamic
+    schedule on paddle's libiomp5, before the kernels asked for monotonic)."""
+
+    def __init__(self):
+        self.threads = 1
+
+    def pf_set_threads(self, n):
+        self.threads = n
+
+    def pf_parallel_iterations(self, n):
+        return 3 * n * self.threads
+
+
+def test_loops_that_do_not_split_run_on_one_thread_after_one_log_line(ops, capsys):
+    assert native.loops_split(native._state["lib"]) and native.kernel_threads() == native._state["threads"]
+    saved = native._state.get("parallel_ok", True)
+    try:
+        native._state["parallel_ok"] = native.loops_split(_LoopsRunEverywhere())
+        captured = capsys.readouterr()
+        lines = [ln for ln in (captured.out + captured.err).splitlines() if "OpenMP runtime ran" in ln]
+        assert native._state["parallel_ok"] is False and len(lines) == 1 and "one thread" in lines[0]
+        native.set_threads(2)
+        assert native.kernel_threads() == 1 and native._state["lib"].pf_get_threads() == 1
+    finally:
+        native._state["parallel_ok"] = saved
+        native.set_threads(2)
 
 
 # ---------------------------------------------------------------------------- the fused layers

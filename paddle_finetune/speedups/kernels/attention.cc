@@ -245,7 +245,7 @@ void run_forward(const Problem& pr, float* out, float* lse) {
 #pragma omp parallel num_threads(pf::threads())
   {
     Scratch w(pr, false);
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(monotonic: dynamic, 1)  // see common.h: never nonmonotonic
     for (int64_t t = 0; t < tasks; ++t) forward_head(pr, w, t / pr.H, t % pr.H, out, lse, out_row);
   }
 }
@@ -255,7 +255,7 @@ void run_backward(const Problem& pr, const float* out, const float* lse, const f
 #pragma omp parallel num_threads(pf::threads())
   {
     Scratch w(pr, true);
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(monotonic: dynamic, 1)  // see common.h: never nonmonotonic
     for (int64_t t = 0; t < tasks; ++t) backward_head(pr, w, t / pr.H, t % pr.H, out, lse, dout, out_row);
   }
 }

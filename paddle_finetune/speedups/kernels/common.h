@@ -22,6 +22,11 @@ namespace pf {
 // Math threads for these kernels: set once from Python (native.py -> pf_set_threads) to the run's
 // cpu_threads(), because the OpenMP runtime's own default here is what paddle's import left in
 // OMP_NUM_THREADS (1).
+//
+// Worksharing loops use schedule(static) or schedule(monotonic: dynamic, ...), never a plain dynamic one:
+// GCC emits a plain dynamic schedule as GOMP_loop_nonmonotonic_dynamic_*, which paddle's libiomp5 does not
+// define, so it binds to libgomp's, which sees no team and gives each thread every iteration (measured:
+// two threads each ran the whole attention, as slow as one). pf_parallel_iterations checks this at load.
 extern int g_threads;
 inline int threads() { return g_threads < 1 ? 1 : g_threads; }
 

@@ -4,6 +4,8 @@
 //   pf_add_norm           y = layer_norm(residual + dropout(x + b))     (post-LN "add & norm")
 // Bias gradients are column sums in fixed row chunks; dropout masks are recomputed from their seed in
 // the backward instead of being stored (common.h).
+#include <atomic>
+
 #include "common.h"
 
 namespace pf {
@@ -12,6 +14,25 @@ int g_threads = 1;
 
 extern "C" void pf_set_threads(int n) { pf::g_threads = n; }
 extern "C" int pf_get_threads() { return pf::g_threads; }
+
+// How many iterations the worksharing loops the kernels use execute over n iterations on threads()
+// threads: 3 n when the OpenMP runtime splits them. The loader (native.py) checks it once, because a
+// runtime that lacks an entry point the compiler emitted splits nothing: with GCC's nonmonotonic
+// dynamic schedule on paddle's libiomp5, every thread ran every iteration, so two threads did the work
+// twice and took as long as one (common.h).
+extern "C" int64_t pf_parallel_iterations(int64_t n) {
+  std::atomic<int64_t> done{0};
+#pragma omp parallel num_threads(pf::threads())
+  {
+#pragma omp for schedule(monotonic: dynamic, 1)
+    for (int64_t i = 0; i < n; ++i) done.fetch_add(1, std::memory_order_relaxed);
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < n; ++i) done.fetch_add(1, std::memory_order_relaxed);
+  }
+#pragma omp parallel for num_threads(pf::threads()) schedule(static)
+  for (int64_t i = 0; i < n; ++i) done.fetch_add(1, std::memory_order_relaxed);
+  return done.load();
+}
 
 namespace {
 
