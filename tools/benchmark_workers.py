@@ -109,6 +109,7 @@ def worker_paddle(spec, shared, channel, helpers):
     from paddle_finetune.reporting.console import log
     from paddle_finetune.runtime.environment import setup_device
     from paddle_finetune.runtime.rng import set_seed
+    from paddle_finetune.speedups import release_free_memory
     from paddle_finetune.tasks.summarization import collate, generate_ids, seq2seq_loss
     from paddle_finetune.training.loop import run_training
     from paddle_finetune.training.task import TrainingTask
@@ -184,6 +185,8 @@ def worker_paddle(spec, shared, channel, helpers):
 
     def generation(command):
         model.eval()
+        if command.get("warm"):  # where evaluation starts in a run (training.evaluate_only.evaluate)
+            release_free_memory()
         min_len = args.max_target_length if args.fixed_length else 0
 
         def generate_batch(features, num_beams):

@@ -25,9 +25,13 @@ def evaluate(task, model, split, step, use_amp=False, amp_dtype="float16"):
     """The Evaluation of one split on every rank (None when the task has no such split); see evaluation.sharding."""
     if split not in task.eval_units or task.predict_fn is None:
         return None
-    with evaluation_math():  # the same bits on one process and on N ranks (runtime.environment)
-        return evaluate_split(model, split, task.eval_units[split], task.predict_fn, task.score_fn, step,
-                              use_amp=use_amp, amp_dtype=amp_dtype)
+    speedups.release_free_memory()  # training's free blocks fit generation badly (speedups.process)
+    try:
+        with evaluation_math():  # the same bits on one process and on N ranks (runtime.environment)
+            return evaluate_split(model, split, task.eval_units[split], task.predict_fn, task.score_fn, step,
+                                  use_amp=use_amp, amp_dtype=amp_dtype)
+    finally:
+        speedups.release_free_memory()
 
 
 def eval_fingerprints(task):

@@ -8,10 +8,14 @@
 """
 import copy
 import os
+import subprocess
+import sys
 
 import numpy as np
 from paddle_finetune.paths import PROJECT_ROOT
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from paddle_finetune.speedups import versions as speedup_versions
 import train
 from paddle_finetune.data.batching import epoch_batches, to_tensors
@@ -208,6 +212,46 @@ def test_fast_cpu_training_with_dropout_learns(tmp_path):
 def test_keep_freed_memory_respects_the_users_setting(monkeypatch):
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
     assert keep_freed_memory() is False
+
+
+HEAP_PROBE = """
+import ctypes
+from paddle_finetune.speedups.process import keep_freed_memory, release_free_memory
+
+def rss_mb():
+    with open("/proc/self/status") as f:
+        return int(f.read().split("VmRSS:")[1].split()[0]) // 1024
+
+print("before policy:", release_free_memory())
+print("policy:", keep_freed_memory())
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+blocks = []
+for size in {sizes}:
+    blocks.append(libc.malloc(size))
+    ctypes.memset(blocks[-1], 1, size)
+live = libc.malloc(4096)  # a live block above the freed ones: they are holes, not the heap's top
+ctypes.memset(live, 1, 4096)
+for block in blocks:
+    libc.free(block)
+held = rss_mb()
+print("released:", release_free_memory())
+print("held, after:", held, rss_mb())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's heap")
+@settings(max_examples=3, deadline=None)
+@given(sizes=st.lists(st.integers(1 << 20, 24 << 20), min_size=10, max_size=30).filter(lambda s: sum(s) > 150 << 20))
+def test_free_memory_kept_in_the_heap_goes_back_at_a_phase_change(sizes):
+    result = subprocess.run([sys.executable, "-c", HEAP_PROBE.format(sizes=sizes)], capture_output=True, text=True,
+                            timeout=120, env={k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")})
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = dict(line.split(": ", 1) for line in result.stdout.splitlines())
+    assert out["before policy"] == "False" and out["policy"] == "True" and out["released"] == "True"
+    held, after = (int(v) for v in out["held, after"].split())
+    assert held - after > 0.8 * (sum(sizes) >> 20), (held, after, sum(sizes) >> 20)
 
 
 def test_real_position_loss_equals_full_logits_loss(tmp_path):
