@@ -109,6 +109,27 @@ def test_add_norm_is_layer_norm_of_residual_plus_dropout(ops, p):
         _close(a.grad.numpy(), c.grad.numpy(), rtol=1e-4, atol=1e-4, what=name)
 
 
+@settings(max_examples=15, deadline=None)
+@given(shape=st.sampled_from([(1, 1), (7, 3), (90, 40), (2, 65, 33), (3, 4, 5, 17)]), shift=st.floats(-50, 50),
+       epsilon=st.sampled_from([1e-5, 1e-12, 1e-3]), seed=st.integers(0, 2**31))
+def test_layer_norm_is_paddles_layer_norm(ops, shape, shift, epsilon, seed):
+    import paddle.nn.functional as F
+
+    rng = np.random.default_rng(seed)
+    d = shape[-1]
+    x, g = rng.standard_normal(shape) * 3 + shift, rng.standard_normal(shape)
+    gamma, beta = rng.standard_normal(d), rng.standard_normal(d)
+    ours, ref_in = [_t(v) for v in (x, gamma, beta)], [_t(v) for v in (x, gamma, beta)]
+    out = ops.pf_layer_norm(*ours, epsilon)[0]
+    (out * _t(g, False)).sum().backward()
+    ref = F.layer_norm(ref_in[0], [d], weight=ref_in[1], bias=ref_in[2], epsilon=epsilon)
+    (ref * _t(g, False)).sum().backward()
+    assert list(out.shape) == list(shape)
+    _close(out.numpy(), ref.numpy(), rtol=1e-4, atol=1e-4, what="out")
+    for name, a, c in zip(("x", "gamma", "beta"), ours, ref_in):
+        _close(a.grad.numpy(), c.grad.numpy(), rtol=1e-3, atol=1e-3, what=name)
+
+
 def test_dropout_mask_is_a_function_of_its_seed(ops):
     x = _t(np.ones((300, 200)))
     out = ops.pf_dropout(x, 0.1, 5)
@@ -197,8 +218,10 @@ def test_kernels_give_the_same_bits_on_one_thread_and_two(ops):
         a, ab, xt, gt = _t(qkv), _t(bias), _t(x), _t(gamma)
         out, _ = ops.pf_self_attention(a, ab, _t(_masks(4, 50, 50, "padding"), False), 2, 0.1, 7)
         y = ops.pf_add_norm(xt, _t(gamma), _t(r), gt, _t(gamma), 1e-5, 0.1, 8)[0]
-        ((out * _t(g, False)).sum() + y.sum()).backward()
-        runs.append([t.numpy() for t in (out, a.grad, ab.grad, y, xt.grad, gt.grad)])
+        rt, gt2 = _t(r), _t(gamma)
+        z = ops.pf_layer_norm(rt, gt2, _t(gamma), 1e-5)[0]
+        ((out * _t(g, False)).sum() + y.sum() + (z * _t(x, False)).sum()).backward()
+        runs.append([t.numpy() for t in (out, a.grad, ab.grad, y, xt.grad, gt.grad, z, rt.grad, gt2.grad)])
     native.set_threads(2)
     for one, two in zip(*runs):
         np.testing.assert_array_equal(one, two)

@@ -2,6 +2,7 @@
 //   pf_dropout            y = x * mask / (1 - p)
 //   pf_bias_gelu          y = dropout(gelu(x + b))                      (the first FFN linear's epilogue)
 //   pf_add_norm           y = layer_norm(residual + dropout(x + b))     (post-LN "add & norm")
+//   pf_layer_norm         y = layer_norm(x)                             (BART's embedding norms)
 // Bias gradients are column sums in fixed row chunks; dropout masks are recomputed from their seed in
 // the backward instead of being stored (common.h).
 #include <atomic>
@@ -132,6 +133,32 @@ std::vector<paddle::Tensor> BiasGeluBackward(const paddle::Tensor& x, const padd
 }
 
 // ------------------------------------------------------------------------------------------------
+// One row of a layer norm, shared by pf_add_norm and pf_layer_norm.
+// ------------------------------------------------------------------------------------------------
+// s (one row, overwritten with xhat = (s - mean) * rstd) -> y = xhat * gamma + beta; returns rstd.
+inline float normalize_row(float* s, float* y, const float* gamma, const float* beta, int64_t cols, float epsilon) {
+  const float inv_cols = 1.f / static_cast<float>(cols);
+  const float mean = pf::sum_of(s, cols) * inv_cols;
+  for (int64_t j = 0; j < cols; ++j) y[j] = s[j] - mean;  // centered, in the output row for now
+  const float inv = 1.f / std::sqrt(pf::dot_of(y, y, cols) * inv_cols + epsilon);
+  for (int64_t j = 0; j < cols; ++j) {
+    const float h = y[j] * inv;
+    s[j] = h;
+    y[j] = h * gamma[j] + beta[j];
+  }
+  return inv;
+}
+
+// ds = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * gamma (g: a row of scratch).
+inline void normalize_row_grad(const float* xhat, const float* dy, const float* gamma, float rstd, int64_t cols, float* g,
+                               float* ds) {
+  const float inv_cols = 1.f / static_cast<float>(cols);
+  for (int64_t j = 0; j < cols; ++j) g[j] = dy[j] * gamma[j];
+  const float a = pf::sum_of(g, cols) * inv_cols, b = pf::dot_of(g, xhat, cols) * inv_cols;
+  for (int64_t j = 0; j < cols; ++j) ds[j] = rstd * (g[j] - a - xhat[j] * b);
+}
+
+// ------------------------------------------------------------------------------------------------
 // pf_add_norm: x [N, D] (a linear's output without its bias), bias [D], residual [N, D], gamma/beta [D]
 //   s = residual + dropout(x + bias);  y = (s - mean) * rstd * gamma + beta
 // The backward needs only xhat = (s - mean) * rstd, rstd, gamma and the seed.
@@ -155,7 +182,6 @@ std::vector<paddle::Tensor> AddNormForward(const paddle::Tensor& x, const paddle
   float* hp = xhat.data<float>();
   float* sp = rstd.data<float>();
   pf::Dropout d(p, seed);
-  const float inv_cols = 1.f / static_cast<float>(cols);
 #pragma omp parallel num_threads(pf::threads())
   {
     std::vector<float> f(d.active ? cols : 0);
@@ -171,15 +197,7 @@ std::vector<paddle::Tensor> AddNormForward(const paddle::Tensor& x, const paddle
       } else {
         for (int64_t j = 0; j < cols; ++j) hr[j] = rr[j] + (xr[j] + bp[j]);
       }
-      const float mean = pf::sum_of(hr, cols) * inv_cols;
-      for (int64_t j = 0; j < cols; ++j) yr[j] = hr[j] - mean;  // centered, in the output row for now
-      const float inv = 1.f / std::sqrt(pf::dot_of(yr, yr, cols) * inv_cols + epsilon);
-      sp[r] = inv;
-      for (int64_t j = 0; j < cols; ++j) {
-        const float h = yr[j] * inv;
-        hr[j] = h;
-        yr[j] = h * gp[j] + betap[j];
-      }
+      sp[r] = normalize_row(hr, yr, gp, betap, cols, epsilon);
     }
   }
   return {out, xhat, rstd};
@@ -201,7 +219,6 @@ std::vector<paddle::Tensor> AddNormBackward(const paddle::Tensor& xhat, const pa
   float* drp = dres.data<float>();
   pf::Dropout d(p, seed);
   pf::ColumnSums sum_db(rows, cols), sum_dg(rows, cols), sum_dbeta(rows, cols);
-  const float inv_cols = 1.f / static_cast<float>(cols);
 #pragma omp parallel num_threads(pf::threads())
   {
     std::vector<float> f(d.active ? cols : 0), g(cols);
@@ -215,10 +232,7 @@ std::vector<paddle::Tensor> AddNormBackward(const paddle::Tensor& xhat, const pa
         const float* dyr = dyp + r * cols;
         float* dxr = dxp + r * cols;
         float* drr = drp + r * cols;
-        for (int64_t j = 0; j < cols; ++j) g[j] = dyr[j] * gp[j];
-        const float a = pf::sum_of(g.data(), cols) * inv_cols, b = pf::dot_of(g.data(), hr, cols) * inv_cols;
-        const float inv = sp[r];
-        for (int64_t j = 0; j < cols; ++j) drr[j] = inv * (g[j] - a - hr[j] * b);
+        normalize_row_grad(hr, dyr, gp, sp[r], cols, g.data(), drr);
         if (d.active) {
           d.fill(r * cols, cols, f.data());
           for (int64_t j = 0; j < cols; ++j) dxr[j] = drr[j] * f[j];
@@ -240,6 +254,66 @@ std::vector<paddle::Tensor> AddNormBackward(const paddle::Tensor& xhat, const pa
 }
 
 // ------------------------------------------------------------------------------------------------
+// pf_layer_norm: a plain layer norm over the last axis (BART's embedding norms), with pf_add_norm's rows.
+// ------------------------------------------------------------------------------------------------
+std::vector<paddle::Tensor> LayerNormForward(const paddle::Tensor& x, const paddle::Tensor& gamma, const paddle::Tensor& beta,
+                                             float epsilon) {
+  for (auto* t : {&x, &gamma, &beta}) check_cpu_float(*t, "layer_norm input");
+  const int64_t cols = pf::last_dim(x), rows = pf::leading_rows(x);
+  PD_CHECK(gamma.numel() == cols && beta.numel() == cols, "gamma/beta must have ", cols, " values");
+  auto out = paddle::empty(x.shape(), x.dtype(), x.place());
+  auto xhat = paddle::empty(x.shape(), x.dtype(), x.place());
+  auto rstd = paddle::empty({rows}, x.dtype(), x.place());
+  const float* xp = x.data<float>();
+  const float* gp = gamma.data<float>();
+  const float* betap = beta.data<float>();
+  float* op = out.data<float>();
+  float* hp = xhat.data<float>();
+  float* sp = rstd.data<float>();
+#pragma omp parallel for num_threads(pf::threads()) schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    std::memcpy(hp + r * cols, xp + r * cols, cols * sizeof(float));
+    sp[r] = normalize_row(hp + r * cols, op + r * cols, gp, betap, cols, epsilon);
+  }
+  return {out, xhat, rstd};
+}
+
+std::vector<paddle::Tensor> LayerNormBackward(const paddle::Tensor& xhat, const paddle::Tensor& rstd, const paddle::Tensor& gamma,
+                                              const paddle::Tensor& dy, float epsilon) {
+  const int64_t cols = pf::last_dim(xhat), rows = pf::leading_rows(xhat);
+  auto dx = paddle::empty(xhat.shape(), xhat.dtype(), xhat.place());
+  auto dgamma = paddle::empty(gamma.shape(), gamma.dtype(), gamma.place());
+  auto dbeta = paddle::empty(gamma.shape(), gamma.dtype(), gamma.place());
+  const float* hp = xhat.data<float>();
+  const float* sp = rstd.data<float>();
+  const float* gp = gamma.data<float>();
+  const float* dyp = dy.data<float>();
+  float* dxp = dx.data<float>();
+  pf::ColumnSums sum_dg(rows, cols), sum_dbeta(rows, cols);
+#pragma omp parallel num_threads(pf::threads())
+  {
+    std::vector<float> g(cols);
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < sum_dg.chunks; ++c) {
+      float* acc_dg = sum_dg.chunk(c);
+      float* acc_dbeta = sum_dbeta.chunk(c);
+      for (int64_t r = c * pf::kChunkRows; r < std::min(rows, (c + 1) * pf::kChunkRows); ++r) {
+        const float* hr = hp + r * cols;
+        const float* dyr = dyp + r * cols;
+        normalize_row_grad(hr, dyr, gp, sp[r], cols, g.data(), dxp + r * cols);
+        for (int64_t j = 0; j < cols; ++j) {
+          acc_dg[j] += dyr[j] * hr[j];
+          acc_dbeta[j] += dyr[j];
+        }
+      }
+    }
+  }
+  sum_dg.finish(dgamma.data<float>());
+  sum_dbeta.finish(dbeta.data<float>());
+  return {dx, dgamma, dbeta};
+}
+
+// ------------------------------------------------------------------------------------------------
 // shapes and dtypes (static graph and paddle 3's checks)
 // ------------------------------------------------------------------------------------------------
 std::vector<std::vector<int64_t>> SameShape(const std::vector<int64_t>& x) { return {x}; }
@@ -252,6 +326,15 @@ std::vector<std::vector<int64_t>> AddNormShape(const std::vector<int64_t>& x, co
   int64_t rows = 1;
   for (size_t i = 0; i + 1 < x.size(); ++i) rows *= x[i];
   return {x, x, {rows}};
+}
+std::vector<std::vector<int64_t>> LayerNormShape(const std::vector<int64_t>& x, const std::vector<int64_t>& g,
+                                                 const std::vector<int64_t>& beta) {
+  int64_t rows = 1;
+  for (size_t i = 0; i + 1 < x.size(); ++i) rows *= x[i];
+  return {x, x, {rows}};
+}
+std::vector<paddle::DataType> LayerNormType(const paddle::DataType& x, const paddle::DataType& g, const paddle::DataType& beta) {
+  return {x, x, x};
 }
 std::vector<paddle::DataType> AddNormType(const paddle::DataType& x, const paddle::DataType& b, const paddle::DataType& r,
                                           const paddle::DataType& g, const paddle::DataType& beta) {
@@ -301,3 +384,17 @@ PD_BUILD_GRAD_OP(pf_add_norm)
     .Outputs({paddle::Grad("X"), paddle::Grad("Bias"), paddle::Grad("Residual"), paddle::Grad("Gamma"), paddle::Grad("Beta")})
     .Attrs({"epsilon: float", "p: float", "seed: int64_t"})
     .SetKernelFn(PD_KERNEL(AddNormBackward));
+
+PD_BUILD_OP(pf_layer_norm)
+    .Inputs({"X", "Gamma", "Beta"})
+    .Outputs({"Out", "Xhat", "Rstd"})
+    .Attrs({"epsilon: float"})
+    .SetKernelFn(PD_KERNEL(LayerNormForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(LayerNormShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(LayerNormType));
+
+PD_BUILD_GRAD_OP(pf_layer_norm)
+    .Inputs({"Xhat", "Rstd", "Gamma", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X"), paddle::Grad("Gamma"), paddle::Grad("Beta")})
+    .Attrs({"epsilon: float"})
+    .SetKernelFn(PD_KERNEL(LayerNormBackward));
