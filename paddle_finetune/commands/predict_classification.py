@@ -59,7 +59,7 @@ from paddle_finetune.errors import ConfigError, DataError
 from paddle_finetune.evaluation.classification import classification_report
 from paddle_finetune.models.loading import load_trained, usable_positions
 from paddle_finetune.reporting.console import console_on_stderr, quiet_libraries
-from paddle_finetune.runtime.environment import record_launch_env
+from paddle_finetune.runtime.environment import evaluation_math, record_launch_env
 from paddle_finetune.tasks.classification import (
     PREDICTION_DEFAULTS,
     label_names_of,
@@ -242,7 +242,8 @@ def _main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
     features = tokenize_rows(rows, tokenizer, max_seq_length)
-    probs = predict_probabilities(model, features, args.batch_size, tokenizer.pad_token_id)
+    with evaluation_math():  # the math of evaluation in training: the same probabilities, bit for bit
+        probs = predict_probabilities(model, features, args.batch_size, tokenizer.pad_token_id)
     predicted = [int(p.argmax()) for p in probs]
 
     def name(i):

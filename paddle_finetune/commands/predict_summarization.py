@@ -54,7 +54,7 @@ from paddle_finetune.errors import ConfigError, DataError
 from paddle_finetune.evaluation.rouge import ROUGE_STYLES
 from paddle_finetune.models.loading import load_trained, usable_positions
 from paddle_finetune.reporting.console import console_on_stderr, quiet_libraries
-from paddle_finetune.runtime.environment import record_launch_env
+from paddle_finetune.runtime.environment import evaluation_math, record_launch_env
 from paddle_finetune.tasks.summarization import (
     KNOWN_COLUMN_PAIRS,
     PREDICTION_DEFAULTS,
@@ -202,7 +202,8 @@ def _main(argv=None):
     has_references = "reference" in columns
     features = tokenize_examples([{"source": ex["source"], "target": ""} for ex in examples],
                                                tokenizer, cfg, ids["eos"])
-    rows = generate_ids(model, features, cfg, ids, desc="summarize")
+    with evaluation_math():  # the math of evaluation in training: the same tokens, bit for bit
+        rows = generate_ids(model, features, cfg, ids, desc="summarize")
     predictions = [decode_ids(tokenizer, row, ids["eos"], ids["pad"]) for row in rows]
     records = []
     for ex, p in zip(examples, predictions):

@@ -4,7 +4,8 @@ model_config; its tokenizer (or a character vocab built from the training texts)
 Also the trained model a prediction tool loads.
 
 Imports: the standard library and numpy; paddle and paddlenlp inside; of the project `errors`,
-`configuration`, `checkpoints`, `conversion`, `data.text`, `models.weights`, `reporting`, `runtime`.
+`configuration`, `checkpoints`, `conversion`, `data.text`, `models.weights`, `reporting`, `runtime`,
+`speedups`.
 """
 import os
 
@@ -25,6 +26,7 @@ from paddle_finetune.models.weights import load_model_dir, unwrap_model
 from paddle_finetune.reporting.console import log
 from paddle_finetune.runtime.distributed import barrier, is_main_process
 from paddle_finetune.runtime.environment import setup_device, staging_dir
+from paddle_finetune import speedups
 
 
 # ----------------------------------------------------------------------------
@@ -218,9 +220,12 @@ def load_trained(path, model_class, device="auto", defaults=None):
     config_file = os.path.join(model_dir, TRAIN_CONFIG_FILE)
     if os.path.lexists(config_file):
         config.update(read_json_object(config_file, "a training config"))
-    setup_device(device)
+    fast_kernels = bool(config.get("fast_kernels", True))
+    setup_device(device, fast_kernels=fast_kernels)
     tokenizer = load_tokenizer_from(model_dir, f"model {model_dir}")
     model = load_model_dir(model_class, model_dir)
     check_tokenizer_fits(tokenizer, model, f"model {model_dir}")
     model.eval()
+    if fast_kernels:  # the layers the run evaluated with, so a prediction gives the numbers its evaluation gave
+        speedups.use_fast_cpu_kernels(model)
     return model_dir, model, tokenizer, config
