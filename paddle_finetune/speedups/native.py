@@ -32,7 +32,7 @@ KERNEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
 CXX_FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-std=c++17"]
 BUILD_TIMEOUT_S = 900
 
-_state = {"module": None, "tried": False, "threads": 1, "lib": None}
+_state = {"module": None, "tried": False, "threads": 1, "lib": None, "parallel_ok": True}
 
 
 def cache_root():
@@ -203,7 +203,7 @@ def loops_split(lib, threads=2, iterations=64):
 
 def kernel_threads():
     """The compiled kernels' thread count: the run's, or 1 when their loops do not split (loops_split)."""
-    return int(_state["threads"]) if _state.get("parallel_ok", True) else 1
+    return int(_state["threads"]) if _state["parallel_ok"] else 1
 
 
 def set_threads(n):

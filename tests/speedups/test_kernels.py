@@ -254,7 +254,7 @@ class _LoopsRunEverywhere:
 
 def test_loops_that_do_not_split_run_on_one_thread_after_one_log_line(ops, capsys):
     assert native.loops_split(native._state["lib"]) and native.kernel_threads() == native._state["threads"]
-    saved = native._state.get("parallel_ok", True)
+    saved = native._state["parallel_ok"]
     try:
         native._state["parallel_ok"] = native.loops_split(_LoopsRunEverywhere())
         captured = capsys.readouterr()

@@ -161,104 +161,12 @@ inline void normalize_row_grad(const float* xhat, const float* dy, const float* 
 // ------------------------------------------------------------------------------------------------
 // pf_add_norm: x [N, D] (a linear's output without its bias), bias [D], residual [N, D], gamma/beta [D]
 //   s = residual + dropout(x + bias);  y = (s - mean) * rstd * gamma + beta
-// The backward needs only xhat = (s - mean) * rstd, rstd, gamma and the seed.
+// pf_layer_norm: the same with s = x (BART's embedding norms: no bias, residual or dropout).
+// The backward needs only xhat = (s - mean) * rstd, rstd, gamma and the seed. One forward and one backward
+// serve both ops; bias and residual are null for pf_layer_norm.
 // ------------------------------------------------------------------------------------------------
-std::vector<paddle::Tensor> AddNormForward(const paddle::Tensor& x, const paddle::Tensor& bias, const paddle::Tensor& residual,
-                                           const paddle::Tensor& gamma, const paddle::Tensor& beta, float epsilon, float p,
-                                           int64_t seed) {
-  for (auto* t : {&x, &bias, &residual, &gamma, &beta}) check_cpu_float(*t, "add_norm input");
-  const int64_t cols = pf::last_dim(x), rows = pf::leading_rows(x);
-  PD_CHECK(residual.numel() == x.numel(), "residual and x differ in size");
-  PD_CHECK(bias.numel() == cols && gamma.numel() == cols && beta.numel() == cols, "bias/gamma/beta must have ", cols, " values");
-  auto out = paddle::empty(x.shape(), x.dtype(), x.place());
-  auto xhat = paddle::empty(x.shape(), x.dtype(), x.place());
-  auto rstd = paddle::empty({rows}, x.dtype(), x.place());
-  const float* xp = x.data<float>();
-  const float* bp = bias.data<float>();
-  const float* rp = residual.data<float>();
-  const float* gp = gamma.data<float>();
-  const float* betap = beta.data<float>();
-  float* op = out.data<float>();
-  float* hp = xhat.data<float>();
-  float* sp = rstd.data<float>();
-  pf::Dropout d(p, seed);
-#pragma omp parallel num_threads(pf::threads())
-  {
-    std::vector<float> f(d.active ? cols : 0);
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* xr = xp + r * cols;
-      const float* rr = rp + r * cols;
-      float* hr = hp + r * cols;
-      float* yr = op + r * cols;
-      if (d.active) {
-        d.fill(r * cols, cols, f.data());
-        for (int64_t j = 0; j < cols; ++j) hr[j] = rr[j] + (xr[j] + bp[j]) * f[j];
-      } else {
-        for (int64_t j = 0; j < cols; ++j) hr[j] = rr[j] + (xr[j] + bp[j]);
-      }
-      sp[r] = normalize_row(hr, yr, gp, betap, cols, epsilon);
-    }
-  }
-  return {out, xhat, rstd};
-}
-
-std::vector<paddle::Tensor> AddNormBackward(const paddle::Tensor& xhat, const paddle::Tensor& rstd, const paddle::Tensor& gamma,
-                                            const paddle::Tensor& dy, float epsilon, float p, int64_t seed) {
-  const int64_t cols = pf::last_dim(xhat), rows = pf::leading_rows(xhat);
-  auto dx = paddle::empty(xhat.shape(), xhat.dtype(), xhat.place());
-  auto dres = paddle::empty(xhat.shape(), xhat.dtype(), xhat.place());
-  auto dbias = paddle::empty(gamma.shape(), gamma.dtype(), gamma.place());
-  auto dgamma = paddle::empty(gamma.shape(), gamma.dtype(), gamma.place());
-  auto dbeta = paddle::empty(gamma.shape(), gamma.dtype(), gamma.place());
-  const float* hp = xhat.data<float>();
-  const float* sp = rstd.data<float>();
-  const float* gp = gamma.data<float>();
-  const float* dyp = dy.data<float>();
-  float* dxp = dx.data<float>();
-  float* drp = dres.data<float>();
-  pf::Dropout d(p, seed);
-  pf::ColumnSums sum_db(rows, cols), sum_dg(rows, cols), sum_dbeta(rows, cols);
-#pragma omp parallel num_threads(pf::threads())
-  {
-    std::vector<float> f(d.active ? cols : 0), g(cols);
-#pragma omp for schedule(static)
-    for (int64_t c = 0; c < sum_db.chunks; ++c) {
-      float* acc_db = sum_db.chunk(c);
-      float* acc_dg = sum_dg.chunk(c);
-      float* acc_dbeta = sum_dbeta.chunk(c);
-      for (int64_t r = c * pf::kChunkRows; r < std::min(rows, (c + 1) * pf::kChunkRows); ++r) {
-        const float* hr = hp + r * cols;
-        const float* dyr = dyp + r * cols;
-        float* dxr = dxp + r * cols;
-        float* drr = drp + r * cols;
-        normalize_row_grad(hr, dyr, gp, sp[r], cols, g.data(), drr);
-        if (d.active) {
-          d.fill(r * cols, cols, f.data());
-          for (int64_t j = 0; j < cols; ++j) dxr[j] = drr[j] * f[j];
-        } else {
-          for (int64_t j = 0; j < cols; ++j) dxr[j] = drr[j];
-        }
-        for (int64_t j = 0; j < cols; ++j) {
-          acc_db[j] += dxr[j];
-          acc_dg[j] += dyr[j] * hr[j];
-          acc_dbeta[j] += dyr[j];
-        }
-      }
-    }
-  }
-  sum_db.finish(dbias.data<float>());
-  sum_dg.finish(dgamma.data<float>());
-  sum_dbeta.finish(dbeta.data<float>());
-  return {dx, dbias, dres, dgamma, dbeta};
-}
-
-// ------------------------------------------------------------------------------------------------
-// pf_layer_norm: a plain layer norm over the last axis (BART's embedding norms), with pf_add_norm's rows.
-// ------------------------------------------------------------------------------------------------
-std::vector<paddle::Tensor> LayerNormForward(const paddle::Tensor& x, const paddle::Tensor& gamma, const paddle::Tensor& beta,
-                                             float epsilon) {
-  for (auto* t : {&x, &gamma, &beta}) check_cpu_float(*t, "layer_norm input");
+std::vector<paddle::Tensor> norm_forward(const paddle::Tensor& x, const float* bias, const float* residual, const paddle::Tensor& gamma,
+                                         const paddle::Tensor& beta, float epsilon, const pf::Dropout& d) {
   const int64_t cols = pf::last_dim(x), rows = pf::leading_rows(x);
   PD_CHECK(gamma.numel() == cols && beta.numel() == cols, "gamma/beta must have ", cols, " values");
   auto out = paddle::empty(x.shape(), x.dtype(), x.place());
@@ -270,29 +178,42 @@ std::vector<paddle::Tensor> LayerNormForward(const paddle::Tensor& x, const padd
   float* op = out.data<float>();
   float* hp = xhat.data<float>();
   float* sp = rstd.data<float>();
-#pragma omp parallel for num_threads(pf::threads()) schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    std::memcpy(hp + r * cols, xp + r * cols, cols * sizeof(float));
-    sp[r] = normalize_row(hp + r * cols, op + r * cols, gp, betap, cols, epsilon);
+#pragma omp parallel num_threads(pf::threads())
+  {
+    std::vector<float> f(d.active ? cols : 0);
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* xr = xp + r * cols;
+      float* hr = hp + r * cols;
+      if (residual == nullptr) {
+        std::memcpy(hr, xr, cols * sizeof(float));
+      } else if (d.active) {
+        const float* rr = residual + r * cols;
+        d.fill(r * cols, cols, f.data());
+        for (int64_t j = 0; j < cols; ++j) hr[j] = rr[j] + (xr[j] + bias[j]) * f[j];
+      } else {
+        const float* rr = residual + r * cols;
+        for (int64_t j = 0; j < cols; ++j) hr[j] = rr[j] + (xr[j] + bias[j]);
+      }
+      sp[r] = normalize_row(hr, op + r * cols, gp, betap, cols, epsilon);
+    }
   }
   return {out, xhat, rstd};
 }
 
-std::vector<paddle::Tensor> LayerNormBackward(const paddle::Tensor& xhat, const paddle::Tensor& rstd, const paddle::Tensor& gamma,
-                                              const paddle::Tensor& dy, float epsilon) {
+// ds (the gradient of s) into `ds`, and the column sums dgamma and dbeta; with dx (pf_add_norm), also
+// dx = dropout'(ds) and its column sums into dbias.
+void norm_backward(const paddle::Tensor& xhat, const paddle::Tensor& rstd, const paddle::Tensor& gamma, const paddle::Tensor& dy,
+                   const pf::Dropout& d, float* ds, float* dx, float* dbias, float* dgamma, float* dbeta) {
   const int64_t cols = pf::last_dim(xhat), rows = pf::leading_rows(xhat);
-  auto dx = paddle::empty(xhat.shape(), xhat.dtype(), xhat.place());
-  auto dgamma = paddle::empty(gamma.shape(), gamma.dtype(), gamma.place());
-  auto dbeta = paddle::empty(gamma.shape(), gamma.dtype(), gamma.place());
   const float* hp = xhat.data<float>();
   const float* sp = rstd.data<float>();
   const float* gp = gamma.data<float>();
   const float* dyp = dy.data<float>();
-  float* dxp = dx.data<float>();
-  pf::ColumnSums sum_dg(rows, cols), sum_dbeta(rows, cols);
+  pf::ColumnSums sum_db(dx != nullptr ? rows : 0, cols), sum_dg(rows, cols), sum_dbeta(rows, cols);
 #pragma omp parallel num_threads(pf::threads())
   {
-    std::vector<float> g(cols);
+    std::vector<float> f(d.active ? cols : 0), g(cols);
 #pragma omp for schedule(static)
     for (int64_t c = 0; c < sum_dg.chunks; ++c) {
       float* acc_dg = sum_dg.chunk(c);
@@ -300,7 +221,19 @@ std::vector<paddle::Tensor> LayerNormBackward(const paddle::Tensor& xhat, const 
       for (int64_t r = c * pf::kChunkRows; r < std::min(rows, (c + 1) * pf::kChunkRows); ++r) {
         const float* hr = hp + r * cols;
         const float* dyr = dyp + r * cols;
-        normalize_row_grad(hr, dyr, gp, sp[r], cols, g.data(), dxp + r * cols);
+        float* dsr = ds + r * cols;
+        normalize_row_grad(hr, dyr, gp, sp[r], cols, g.data(), dsr);
+        if (dx != nullptr) {
+          float* dxr = dx + r * cols;
+          float* acc_db = sum_db.chunk(c);
+          if (d.active) {
+            d.fill(r * cols, cols, f.data());
+            for (int64_t j = 0; j < cols; ++j) dxr[j] = dsr[j] * f[j];
+          } else {
+            for (int64_t j = 0; j < cols; ++j) dxr[j] = dsr[j];
+          }
+          for (int64_t j = 0; j < cols; ++j) acc_db[j] += dxr[j];
+        }
         for (int64_t j = 0; j < cols; ++j) {
           acc_dg[j] += dyr[j] * hr[j];
           acc_dbeta[j] += dyr[j];
@@ -308,8 +241,45 @@ std::vector<paddle::Tensor> LayerNormBackward(const paddle::Tensor& xhat, const 
       }
     }
   }
-  sum_dg.finish(dgamma.data<float>());
-  sum_dbeta.finish(dbeta.data<float>());
+  if (dx != nullptr) sum_db.finish(dbias);
+  sum_dg.finish(dgamma);
+  sum_dbeta.finish(dbeta);
+}
+
+std::vector<paddle::Tensor> AddNormForward(const paddle::Tensor& x, const paddle::Tensor& bias, const paddle::Tensor& residual,
+                                           const paddle::Tensor& gamma, const paddle::Tensor& beta, float epsilon, float p,
+                                           int64_t seed) {
+  for (auto* t : {&x, &bias, &residual, &gamma, &beta}) check_cpu_float(*t, "add_norm input");
+  PD_CHECK(residual.numel() == x.numel(), "residual and x differ in size");
+  PD_CHECK(bias.numel() == pf::last_dim(x), "bias must have ", pf::last_dim(x), " values");
+  return norm_forward(x, bias.data<float>(), residual.data<float>(), gamma, beta, epsilon, pf::Dropout(p, seed));
+}
+
+std::vector<paddle::Tensor> AddNormBackward(const paddle::Tensor& xhat, const paddle::Tensor& rstd, const paddle::Tensor& gamma,
+                                            const paddle::Tensor& dy, float epsilon, float p, int64_t seed) {
+  auto dx = paddle::empty(xhat.shape(), xhat.dtype(), xhat.place());
+  auto dres = paddle::empty(xhat.shape(), xhat.dtype(), xhat.place());
+  auto dbias = paddle::empty(gamma.shape(), gamma.dtype(), gamma.place());
+  auto dgamma = paddle::empty(gamma.shape(), gamma.dtype(), gamma.place());
+  auto dbeta = paddle::empty(gamma.shape(), gamma.dtype(), gamma.place());
+  norm_backward(xhat, rstd, gamma, dy, pf::Dropout(p, seed), dres.data<float>(), dx.data<float>(), dbias.data<float>(),
+                dgamma.data<float>(), dbeta.data<float>());
+  return {dx, dbias, dres, dgamma, dbeta};
+}
+
+std::vector<paddle::Tensor> LayerNormForward(const paddle::Tensor& x, const paddle::Tensor& gamma, const paddle::Tensor& beta,
+                                             float epsilon) {
+  for (auto* t : {&x, &gamma, &beta}) check_cpu_float(*t, "layer_norm input");
+  return norm_forward(x, nullptr, nullptr, gamma, beta, epsilon, pf::Dropout(0.f, 0));
+}
+
+std::vector<paddle::Tensor> LayerNormBackward(const paddle::Tensor& xhat, const paddle::Tensor& rstd, const paddle::Tensor& gamma,
+                                              const paddle::Tensor& dy, float epsilon) {
+  auto dx = paddle::empty(xhat.shape(), xhat.dtype(), xhat.place());
+  auto dgamma = paddle::empty(gamma.shape(), gamma.dtype(), gamma.place());
+  auto dbeta = paddle::empty(gamma.shape(), gamma.dtype(), gamma.place());
+  norm_backward(xhat, rstd, gamma, dy, pf::Dropout(0.f, 0), dx.data<float>(), nullptr, nullptr, dgamma.data<float>(),
+                dbeta.data<float>());
   return {dx, dgamma, dbeta};
 }
 
