@@ -242,6 +242,27 @@ def test_a_labelled_tsv_gets_per_row_predictions_accuracy_and_macro_f1_as_in_tra
     assert f"metrics over 40 of 40 rows: accuracy={report['accuracy']}, macro_f1={report['macro_f1']}" in result.stderr
 
 
+@pytest.mark.parametrize("fast_kernels", [True, False, None])
+def test_a_prediction_tool_loads_the_layers_the_run_evaluated_with(classifier, tmp_path, fast_kernels):
+    """models.loading.load_trained: the run's fast_kernels (True when its config does not say) decides the layers."""
+    from paddlenlp.transformers import AutoModelForSequenceClassification
+
+    from paddle_finetune.checkpoints.files import TRAIN_CONFIG_FILE
+    from paddle_finetune.models.loading import load_trained
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(classifier["out"], model_dir, ignore=shutil.ignore_patterns("checkpoint-*"))
+    config = json.loads((model_dir / TRAIN_CONFIG_FILE).read_text(encoding="utf-8"))
+    config.pop("fast_kernels", None)
+    if fast_kernels is not None:
+        config["fast_kernels"] = fast_kernels
+    (model_dir / TRAIN_CONFIG_FILE).write_text(json.dumps(config), encoding="utf-8")
+    _, model, _, loaded = load_trained(str(model_dir), AutoModelForSequenceClassification, "cpu")
+    fast_layers = [type(layer).__name__ for layer in model.sublayers() if type(layer).__name__.startswith("Fast")]
+    assert loaded.get("fast_kernels", True) is (fast_kernels is not False)
+    assert ("FastEncoderLayer" in fast_layers) is (fast_kernels is not False), fast_layers
+
+
 def test_labelled_json_lines_print_label_probability_text_and_metrics_on_stderr(classifier, tmp_path):
     result = ok(run_entry([CLASSIFY, classifier["out"], classifier["files"]["test"], f"--batch_size={BATCH}"], cwd=tmp_path))
     lines = [line.split("\t") for line in result.stdout.splitlines()]
